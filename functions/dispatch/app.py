@@ -1,0 +1,18 @@
+"""Scheduled dispatch: ready tasks into free slots, requests to the algorithms (steps 6-10)."""
+
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from baton.observability import logger, metrics, tracer
+from baton.runtime import get_runtime
+from baton.scheduling import promote_and_dispatch
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = asdict(promote_and_dispatch(get_runtime()))
+    report["algorithms_freed"] = sorted(report["algorithms_freed"])
+    return report

@@ -1,0 +1,15 @@
+"""Scheduled promotion: eligible PENDING tasks into the ready queue (steps 4-5)."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from baton.observability import logger, metrics, tracer
+from baton.runtime import get_runtime
+from baton.scheduling import promote_pending_tasks
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return {"promoted": promote_pending_tasks(get_runtime())}

@@ -1,0 +1,54 @@
+"""Ending an attempt, shared by dispatch, sweep, callback and cancel: the database
+decides who wins, the winner frees the slot and announces a terminal task."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from baton.backoff import backoff_seconds
+from baton.models import ExecutionStatus, TaskStatus
+from baton.outbox import publish_notification
+from baton.repository import AttemptOutcome, FinishedAttempt
+from baton.runtime import Runtime
+
+
+def retry_time(runtime: Runtime, attempt: int, now: datetime) -> datetime:
+    settings = runtime.settings
+    delay = backoff_seconds(
+        attempt, settings.backoff_base_seconds, settings.backoff_max_seconds, runtime.random
+    )
+    return now + timedelta(seconds=delay)
+
+
+def end_attempt(
+    runtime: Runtime, algorithm: str, task_id: str, attempt: int, outcome: AttemptOutcome
+) -> FinishedAttempt | None:
+    """Record how the attempt ended; None when another actor ended it first."""
+    finished = runtime.repository.finish_attempt(task_id, attempt, runtime.clock(), outcome)
+    if finished is None:
+        return None
+    runtime.queue.release(algorithm, task_id, attempt)
+    if finished.terminal:
+        publish_notification(runtime, task_id)
+    return finished
+
+
+def retryable_outcome(
+    runtime: Runtime,
+    *,
+    execution_status: ExecutionStatus,
+    final_status: TaskStatus,
+    attempt: int,
+    error_code: str,
+    error_message: str,
+    http_status: int | None = None,
+) -> AttemptOutcome:
+    """An outcome that retries with backoff while attempts remain, else is final."""
+    return AttemptOutcome(
+        execution_status=execution_status,
+        task_status=final_status,
+        error_code=error_code,
+        error_message=error_message[:1024],
+        http_status=http_status,
+        retry_at=retry_time(runtime, attempt, runtime.clock()),
+    )

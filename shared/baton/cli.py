@@ -1,0 +1,121 @@
+"""The ``baton`` console script: operator commands over the configured environment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from baton.errors import ApiError, SettingsError
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    from baton.runtime import fetch_secret
+    from baton.settings import load_settings, resolve_database_url
+
+    return resolve_database_url(load_settings(), fetch_secret)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from baton.schema import current_revision, upgrade_database
+
+    url = _database_url(args)
+    upgrade_database(url, args.revision)
+    print(f"database at revision {current_revision(url)}")
+    return 0
+
+
+def _task_show(args: argparse.Namespace) -> int:
+    from baton.runtime import get_runtime
+
+    runtime = get_runtime()
+    task = runtime.repository.get_task(args.task_id)
+    if task is None:
+        print(f"task {args.task_id} does not exist", file=sys.stderr)
+        return 1
+    executions = runtime.repository.executions_of(task.id)
+    print(
+        json.dumps(
+            {
+                "task_id": task.id,
+                "app": task.app,
+                "algorithm": task.algorithm,
+                "status": task.status.value,
+                "attempts": task.attempts,
+                "max_attempts": task.max_attempts,
+                "error": {"code": task.error_code, "message": task.error_message},
+                "executions": [
+                    {
+                        "attempt": e.attempt,
+                        "status": e.status.value,
+                        "deadline": e.deadline.isoformat(),
+                        "http_status": e.http_status,
+                        "error_code": e.error_code,
+                        "progress": e.progress,
+                    }
+                    for e in executions
+                ],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _task_cancel(args: argparse.Namespace) -> int:
+    from baton.cancellation import cancel_task
+    from baton.runtime import get_runtime
+
+    task = cancel_task(get_runtime(), args.task_id, args.reason)
+    print(f"task {task.id} cancelled")
+    return 0
+
+
+def _reconcile(_args: argparse.Namespace) -> int:
+    from baton.reconcile import reconcile_all
+    from baton.runtime import get_runtime
+
+    for report in reconcile_all(get_runtime()):
+        print(json.dumps(report.__dict__))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baton", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    upgrade = db.add_parser("upgrade", help="apply the Alembic migrations")
+    upgrade.add_argument("--database-url", help="default: BATON_DATABASE_URL or the secret")
+    upgrade.add_argument("--revision", default="head")
+    upgrade.set_defaults(run=_db_upgrade)
+
+    task = commands.add_parser("task", help="inspect or cancel one task")
+    task_commands = task.add_subparsers(dest="task", required=True)
+    show = task_commands.add_parser("show", help="a task and its attempts as JSON")
+    show.add_argument("task_id")
+    show.set_defaults(run=_task_show)
+    cancel = task_commands.add_parser("cancel", help="cancel a task that has not finished")
+    cancel.add_argument("task_id")
+    cancel.add_argument("--reason", default="cancelled by operator")
+    cancel.set_defaults(run=_task_cancel)
+
+    reconcile = commands.add_parser("reconcile", help="rebuild Redis state from the database")
+    reconcile.set_defaults(run=_reconcile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (SettingsError, ApiError) as exc:
+        print(f"baton: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

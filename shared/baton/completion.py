@@ -1,0 +1,128 @@
+"""The algorithm's side of an attempt (steps 12-16): the completion callback and the
+heartbeat. Tokens are checked first, so an unauthenticated caller learns nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from baton.attempts import end_attempt
+from baton.contracts import (
+    CallbackAnswer,
+    CallbackBody,
+    HeartbeatAnswer,
+    HeartbeatBody,
+    ResultTarget,
+)
+from baton.errors import OutcomeConflict, ResultMissing, StaleAttempt, TaskNotFound
+from baton.models import ExecutionStatus, Task, TaskExecution, TaskStatus
+from baton.observability import logger, metrics
+from baton.repository import AttemptOutcome
+from baton.runtime import Runtime
+from baton.scheduling import run_fast_path
+from baton.tokens import verify_token
+
+_OUTCOMES = {
+    "succeeded": (ExecutionStatus.SUCCEEDED, TaskStatus.SUCCEEDED),
+    "failed": (ExecutionStatus.FAILED, TaskStatus.FAILED),
+}
+
+
+def _load(runtime: Runtime, task_id: str, attempt: int) -> tuple[Task, TaskExecution | None]:
+    task = runtime.repository.get_task(task_id)
+    if task is None:
+        raise TaskNotFound(f"task {task_id} does not exist")
+    return task, runtime.repository.get_execution(task_id, attempt)
+
+
+def complete_attempt(
+    runtime: Runtime, task_id: str, token: str, body: CallbackBody
+) -> CallbackAnswer:
+    """Apply a completion callback; repeating it is answered, never applied twice."""
+    verify_token(runtime.config.token_keys, token, task_id, body.attempt, runtime.clock())
+    task, execution = _load(runtime, task_id, body.attempt)
+    execution_status, task_status = _OUTCOMES[body.status]
+    if execution is None or not execution.status.is_active:
+        return _answer_ended(task, execution, body, execution_status)
+    if body.status == "succeeded" and not runtime.results.exists(execution.result_key):
+        raise ResultMissing(
+            f"no result object at s3://{runtime.results.bucket}/{execution.result_key}; "
+            "upload it, then call back again"
+        )
+    error = body.error
+    outcome = AttemptOutcome(
+        execution_status=execution_status,
+        task_status=task_status,
+        error_code=error.code
+        if error
+        else (None if body.status == "succeeded" else "algorithm_failed"),
+        error_message=error.message if error else None,
+    )
+    finished = end_attempt(runtime, task.algorithm, task_id, body.attempt, outcome)
+    if finished is None:  # lost a race (timeout, cancel, a twin callback): answer as if late
+        task, execution = _load(runtime, task_id, body.attempt)
+        return _answer_ended(task, execution, body, execution_status)
+    metrics.add_metric(name="Callbacks", unit="Count", value=1)
+    logger.info("callback applied", task_id=task_id, attempt=body.attempt, status=body.status)
+    run_fast_path(runtime, [task.algorithm])
+    return CallbackAnswer(task_id=task_id, attempt=body.attempt, status=body.status, applied=True)
+
+
+def _answer_ended(
+    task: Task,
+    execution: TaskExecution | None,
+    body: CallbackBody,
+    wanted: ExecutionStatus,
+) -> CallbackAnswer:
+    if execution is not None and execution.status == wanted:
+        return CallbackAnswer(
+            task_id=task.id, attempt=body.attempt, status=body.status, applied=False
+        )
+    if execution is None or task.attempts != body.attempt:
+        raise StaleAttempt(
+            f"attempt {body.attempt} is not current; the task is on attempt {task.attempts} "
+            f"({task.status.value})"
+        )
+    raise OutcomeConflict(
+        f"attempt {body.attempt} already ended as {execution.status.value}; "
+        f"the task is {task.status.value}"
+    )
+
+
+def record_heartbeat(
+    runtime: Runtime, task_id: str, token: str, body: HeartbeatBody
+) -> HeartbeatAnswer:
+    """Extend a running attempt's deadline by its timeout, record progress, and hand out
+    a fresh upload URL when the current one is close to expiry."""
+    verify_token(runtime.config.token_keys, token, task_id, body.attempt, runtime.clock())
+    task, execution = _load(runtime, task_id, body.attempt)
+    if execution is None or not execution.status.is_active:
+        if execution is None or task.attempts != body.attempt:
+            raise StaleAttempt(f"attempt {body.attempt} is not current")
+        raise OutcomeConflict(f"attempt {body.attempt} already ended as {execution.status.value}")
+    settings = runtime.settings
+    now = runtime.clock()
+    deadline = max(execution.deadline, now + timedelta(seconds=task.timeout_seconds))
+    fresh: ResultTarget | None = None
+    upload_expires = None
+    if execution.upload_expires_at - now <= timedelta(seconds=settings.upload_url_refresh_seconds):
+        url, upload_expires = runtime.results.upload_url(
+            execution.result_key, now, settings.upload_url_ttl_seconds
+        )
+        fresh = ResultTarget(
+            bucket=runtime.results.bucket,
+            key=execution.result_key,
+            upload_url=url,
+            expires_at=upload_expires,
+        )
+    if not runtime.repository.record_heartbeat(
+        task_id,
+        body.attempt,
+        now,
+        deadline=deadline,
+        progress=body.progress,
+        message=body.message,
+        upload_expires_at=upload_expires,
+    ):
+        raise OutcomeConflict(f"attempt {body.attempt} ended before this heartbeat")
+    runtime.queue.extend_slot(task.algorithm, task_id, body.attempt, deadline)
+    return HeartbeatAnswer(task_id=task_id, attempt=body.attempt, deadline=deadline, result=fresh)

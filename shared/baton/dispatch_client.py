@@ -1,0 +1,68 @@
+"""The HTTP side of dispatch: POST the dispatch request and classify the answer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+import urllib3
+
+from baton.contracts import DispatchRequest
+
+
+class DispatchVerdict(enum.Enum):
+    ACCEPTED = "accepted"  # 2xx
+    REJECTED = "rejected"  # 4xx other than 408/429: the task fails for good
+    RETRY = "retry"  # 5xx, 408, 429, other answers, or no answer at all
+
+
+@dataclass(frozen=True)
+class DispatchAnswer:
+    verdict: DispatchVerdict
+    http_status: int | None
+    detail: str
+
+
+def classify(status: int) -> DispatchVerdict:
+    if 200 <= status < 300:
+        return DispatchVerdict.ACCEPTED
+    if 400 <= status < 500 and status not in (408, 429):
+        return DispatchVerdict.REJECTED
+    return DispatchVerdict.RETRY
+
+
+class DispatchClient(Protocol):
+    def send(self, endpoint: str, request: DispatchRequest) -> DispatchAnswer: ...
+
+
+class HttpDispatchClient:
+    """urllib3 with a connection pool per cold start and no automatic retries: the
+    scheduler owns retrying, with backoff and an attempt budget."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._pool = urllib3.PoolManager(
+            num_pools=32,
+            maxsize=8,
+            timeout=urllib3.Timeout(connect=min(timeout_seconds, 5.0), read=timeout_seconds),
+            retries=False,
+        )
+
+    def send(self, endpoint: str, request: DispatchRequest) -> DispatchAnswer:
+        try:
+            response = self._pool.request(
+                "POST",
+                endpoint,
+                body=request.model_dump_json().encode(),
+                headers={
+                    "Content-Type": "application/json",
+                    "User-Agent": "baton-dispatch/1",
+                    "Idempotency-Key": f"{request.task_id}:{request.attempt}",
+                },
+                redirect=False,
+                preload_content=True,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            return DispatchAnswer(DispatchVerdict.RETRY, None, f"no answer: {type(exc).__name__}")
+        body = response.data[:200].decode(errors="replace")
+        return DispatchAnswer(classify(response.status), response.status, body)

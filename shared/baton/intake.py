@@ -1,0 +1,148 @@
+"""Intake: validate a task message and store it once (steps 1-3)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import ValidationError
+
+from baton.contracts import TaskMessage
+from baton.errors import InvalidTaskMessage
+from baton.observability import logger
+from baton.repository import NewTask
+from baton.runtime import Runtime
+from baton.scheduling import run_fast_path
+
+
+@dataclass(frozen=True)
+class AcceptedTask:
+    task_id: str
+    algorithm: str
+    created: bool
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """'field.path: problem' for each error, without echoing the offending values."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, iteratively (a deep bomb cannot overflow)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parse_task_message(runtime: Runtime, body: str | bytes) -> TaskMessage:
+    """The validated message, or ``InvalidTaskMessage`` saying what is wrong and where."""
+    settings = runtime.settings
+    size = len(body.encode() if isinstance(body, str) else body)
+    if size > settings.max_message_bytes:
+        raise InvalidTaskMessage(
+            f"body: message is {size} bytes; the limit is {settings.max_message_bytes}"
+        )
+    try:
+        message = TaskMessage.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidTaskMessage(describe_validation_error(exc)) from None
+    for name, value in (("input", message.input), ("metadata", message.metadata)):
+        if json_depth(value) > settings.max_input_depth:
+            raise InvalidTaskMessage(
+                f"{name}: nested deeper than {settings.max_input_depth} levels"
+            )
+    registry = runtime.config.registry
+    if message.algorithm not in registry:
+        raise InvalidTaskMessage(f"algorithm: {message.algorithm!r} is not registered")
+    limit = registry[message.algorithm].timeout_limit_seconds
+    if message.timeout_seconds is not None and message.timeout_seconds > limit:
+        raise InvalidTaskMessage(
+            f"timeout_seconds: {message.timeout_seconds} is above the limit of "
+            f"{limit} for algorithm {message.algorithm!r}"
+        )
+    return message
+
+
+def derive_idempotency_key(message: TaskMessage) -> str:
+    """The same message content is the same task, however often it is delivered."""
+    canonical = json.dumps(
+        message.model_dump(mode="json", exclude={"idempotency_key"}),
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def accept_task_message(runtime: Runtime, body: str | bytes) -> AcceptedTask:
+    """Validate and store one task message; a redelivered duplicate is a success."""
+    message = parse_task_message(runtime, body)
+    algorithm = runtime.config.registry[message.algorithm]
+    now = runtime.clock()
+    new = NewTask(
+        id=str(uuid.uuid4()),
+        app=message.app,
+        algorithm=message.algorithm,
+        idempotency_key=message.idempotency_key or derive_idempotency_key(message),
+        priority=message.priority,
+        input=message.input,
+        metadata=message.metadata,
+        timeout_seconds=message.timeout_seconds or algorithm.timeout_seconds,
+        max_attempts=message.max_attempts or algorithm.max_attempts,
+        not_before=max(message.not_before or now, now),
+        created_at=now,
+    )
+    task, created = runtime.repository.add_task(new)
+    if created:
+        logger.info("task accepted", task_id=task.id, app=task.app, algorithm=task.algorithm)
+    else:
+        logger.info(
+            "duplicate task message ignored",
+            task_id=task.id,
+            app=task.app,
+            idempotency_key=task.idempotency_key,
+        )
+    return AcceptedTask(task.id, task.algorithm, created)
+
+
+def ingest_task_batch(runtime: Runtime, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Accept an SQS batch: bad records become batch item failures (SQS retries them,
+    then moves them to the DLQ), good ones are stored regardless; new tasks then go
+    straight to promotion and dispatch when their algorithm has a free slot."""
+    touched: set[str] = set()
+
+    def accept_record(record: SQSRecord) -> str:
+        try:
+            accepted = accept_task_message(runtime, record.body)
+        except InvalidTaskMessage as exc:
+            logger.warning("task message rejected", message_id=record.message_id, reason=str(exc))
+            raise
+        if accepted.created:
+            touched.add(accepted.algorithm)
+        return accepted.task_id
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    response = process_partial_response(
+        event=event, record_handler=accept_record, processor=processor, context=context
+    )
+    run_fast_path(runtime, touched)
+    return dict(response)

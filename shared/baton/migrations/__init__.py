@@ -1,0 +1,1 @@
+"""Alembic migrations of Baton's schema; applied by ``baton db upgrade``."""

@@ -1,0 +1,192 @@
+"""The database schema: one ``task`` row per accepted task, one ``task_execution`` row per
+attempt, and a ``notification_outbox`` row for each terminal task not yet announced.
+
+The database is the source of truth; Redis only orders and counts what these rows say.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_TASK_STATUSES
+
+
+TERMINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
+)
+
+
+class ExecutionStatus(enum.StrEnum):
+    DISPATCHING = "dispatching"  # slot held, request being sent; the deadline already runs
+    RUNNING = "running"  # the algorithm answered 2xx
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the algorithm reported failure
+    TIMED_OUT = "timed_out"
+    DISPATCH_FAILED = "dispatch_failed"  # 5xx, 408, 429 or no answer: retried
+    REJECTED = "rejected"  # 4xx: the algorithm refused the task for good
+    CANCELLED = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_EXECUTION_STATUSES
+
+
+ACTIVE_EXECUTION_STATUSES = frozenset({ExecutionStatus.DISPATCHING, ExecutionStatus.RUNNING})
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, naive UTC in the column (MySQL has no zone type)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; Baton stores aware UTC datetimes only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+_ID = String(36)
+_NAME = String(64)
+
+def _status_type(enum_class: type[enum.StrEnum]) -> Enum:
+    # Stored as the lowercase value in a VARCHAR: readable in SQL, no native ENUM to
+    # migrate when a state is added.
+    return Enum(
+        enum_class,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+_BIGINT = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
+_LONG_JSON = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
+
+
+class Task(Base):
+    __tablename__ = "task"
+    __table_args__ = (
+        UniqueConstraint("app", "idempotency_key"),
+        # Promotion: the best eligible PENDING tasks of one algorithm, flat as the backlog grows.
+        Index("ix_task_promotion", "algorithm", "status", text("priority DESC"), "created_at"),
+        Index("ix_task_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    app: Mapped[str] = mapped_column(_NAME)
+    algorithm: Mapped[str] = mapped_column(_NAME)
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    input: Mapped[dict[str, Any]] = mapped_column(_LONG_JSON)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", _LONG_JSON)
+    timeout_seconds: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    status: Mapped[TaskStatus] = mapped_column(_status_type(TaskStatus))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(String(1024))
+    result_key: Mapped[str | None] = mapped_column(String(1024))
+    notification_id: Mapped[str | None] = mapped_column(_ID)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TaskExecution(Base):
+    __tablename__ = "task_execution"
+    __table_args__ = (
+        UniqueConstraint("task_id", "attempt"),
+        # Sweep: active attempts past their deadline.
+        Index("ix_task_execution_status_deadline", "status", "deadline"),
+    )
+
+    id: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(_ID, ForeignKey("task.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    algorithm: Mapped[str] = mapped_column(_NAME)
+    status: Mapped[ExecutionStatus] = mapped_column(_status_type(ExecutionStatus))
+    result_key: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime)
+    upload_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(String(1024))
+    progress: Mapped[int | None] = mapped_column(Integer)
+    progress_message: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class NotificationOutbox(Base):
+    """A terminal task whose notification is not yet published (written in the same
+    transaction as the terminal state, deleted once SNS has the message)."""
+
+    __tablename__ = "notification_outbox"
+
+    task_id: Mapped[str] = mapped_column(
+        _ID, ForeignKey("task.id", ondelete="CASCADE"), primary_key=True
+    )
+    notification_id: Mapped[str] = mapped_column(_ID)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

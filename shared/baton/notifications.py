@@ -1,0 +1,33 @@
+"""Task-finished notifications on SNS, with the attributes business apps filter on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from baton.contracts import Notification
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+
+
+class Notifier:
+    def __init__(self, client: SNSClient, topic_arn: str) -> None:
+        self._client = client
+        self._topic_arn = topic_arn
+
+    def publish(self, notification: Notification) -> str:
+        """Publish one notification; returns the SNS message id."""
+        response = self._client.publish(
+            TopicArn=self._topic_arn,
+            Message=notification.model_dump_json(),
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in (
+                    ("app", notification.app),
+                    ("algorithm", notification.algorithm),
+                    ("status", notification.status),
+                    ("notification_id", notification.notification_id),
+                )
+            },
+        )
+        return response["MessageId"]

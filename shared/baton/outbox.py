@@ -1,0 +1,80 @@
+"""Publishing terminal notifications from the outbox.
+
+The terminal state and its outbox row are written in one transaction; the row is
+deleted once SNS accepted the message. A worker that dies in between leaves the row
+for the sweep, which publishes it again under the same ``notification_id``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from baton.contracts import Notification, NotificationError, ResultLocation
+from baton.models import Task, TaskStatus
+from baton.observability import logger, metrics
+from baton.runtime import Runtime
+
+
+def build_notification(runtime: Runtime, task: Task) -> Notification:
+    assert task.status.is_terminal
+    assert task.notification_id is not None
+    assert task.finished_at is not None
+    result = None
+    error = None
+    if task.status == TaskStatus.SUCCEEDED and task.result_key:
+        url, expires_at = runtime.results.download_url(
+            task.result_key, runtime.clock(), runtime.settings.result_url_ttl_seconds
+        )
+        result = ResultLocation(
+            bucket=runtime.results.bucket, key=task.result_key, url=url, expires_at=expires_at
+        )
+    else:
+        error = NotificationError(
+            code=task.error_code or task.status.value, message=task.error_message or ""
+        )
+    return Notification(
+        notification_id=task.notification_id,
+        task_id=task.id,
+        app=task.app,
+        algorithm=task.algorithm,
+        status=task.status.value,  # type: ignore[arg-type]  # terminal, checked above
+        attempts=task.attempts,
+        result=result,
+        error=error,
+        metadata=task.meta,
+        created_at=task.created_at,
+        first_dispatched_at=task.first_dispatched_at,
+        finished_at=task.finished_at,
+    )
+
+
+def publish_notification(runtime: Runtime, task_id: str) -> bool:
+    """Publish the notification of a terminal task unless it is already out."""
+    task = runtime.repository.get_task(task_id)
+    if task is None or not task.status.is_terminal or task.notified_at is not None:
+        return False
+    notification = build_notification(runtime, task)
+    runtime.notifier.publish(notification)
+    runtime.repository.mark_notified(task.id, notification.notification_id, runtime.clock())
+    metrics.add_metric(
+        name=f"Tasks{task.status.value.title().replace('_', '')}", unit="Count", value=1
+    )
+    logger.info(
+        "task finished",
+        task_id=task.id,
+        app=task.app,
+        algorithm=task.algorithm,
+        status=task.status.value,
+        attempts=task.attempts,
+        notification_id=notification.notification_id,
+    )
+    return True
+
+
+def publish_pending_notifications(runtime: Runtime, limit: int = 500) -> int:
+    """Publish what the outbox still holds past the grace period (crashed publishers)."""
+    cutoff = runtime.clock() - timedelta(seconds=runtime.settings.notification_grace_seconds)
+    published = 0
+    for task_id in runtime.repository.unpublished_notifications(cutoff, limit):
+        published += publish_notification(runtime, task_id)
+    return published

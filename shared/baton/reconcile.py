@@ -1,0 +1,55 @@
+"""Reconcile: the database is the source of truth; rebuild Redis from it after a
+flush or failover, and repair drift (slots held by attempts that ended, active
+attempts or queued tasks missing from Redis)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from baton.observability import logger, metrics
+from baton.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    algorithm: str
+    rebuilt: bool
+    running_added: int
+    ready_added: int
+    stale_released: int
+
+
+def reconcile_algorithm(runtime: Runtime, algorithm: str) -> ReconcileReport:
+    repository, queue = runtime.repository, runtime.queue
+    active = repository.active_attempts(algorithm)
+    restored = queue.restore(algorithm, active, repository.queued_tasks(algorithm))
+    active_keys = {(attempt.task_id, attempt.attempt) for attempt in active}
+    stale = 0
+    for task_id, attempt in queue.running(algorithm):
+        if (task_id, attempt) in active_keys:
+            continue
+        # Read again: the attempt may have started after the snapshot above. A member
+        # with no execution row yet is an admission in flight; the sweep takes its
+        # lease back if its worker died.
+        execution = repository.get_execution(task_id, attempt)
+        if execution is not None and not execution.status.is_active:
+            stale += queue.release(algorithm, task_id, attempt)
+    report = ReconcileReport(
+        algorithm, restored.rebuilt, restored.running_added, restored.ready_added, stale
+    )
+    if restored.rebuilt or restored.running_added or restored.ready_added or stale:
+        logger.warning("redis state repaired from the database", **report.__dict__)
+        metrics.add_metric(name="ReconcileRepairs", unit="Count", value=1)
+    return report
+
+
+def reconcile_all(runtime: Runtime) -> list[ReconcileReport]:
+    """Reconcile every registered algorithm, then publish leftover notifications and
+    act on what the repair made possible."""
+    from baton.outbox import publish_pending_notifications
+    from baton.scheduling import promote_and_dispatch
+
+    reports = [reconcile_algorithm(runtime, name) for name in runtime.config.registry.names()]
+    publish_pending_notifications(runtime)
+    promote_and_dispatch(runtime)
+    return reports

@@ -1,0 +1,480 @@
+"""Every read and write of the database, one unit of work per method.
+
+State changes are compare-and-set (``UPDATE ... WHERE status = :expected``), so two
+workers racing for the same task cannot both win, and a late actor changes nothing.
+Locks are always taken task row first, then execution row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from baton.models import (
+    ACTIVE_EXECUTION_STATUSES,
+    ExecutionStatus,
+    NotificationOutbox,
+    Task,
+    TaskExecution,
+    TaskStatus,
+)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    id: str
+    app: str
+    algorithm: str
+    idempotency_key: str
+    priority: int
+    input: dict[str, Any]
+    metadata: dict[str, Any]
+    timeout_seconds: int
+    max_attempts: int
+    not_before: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """A task in the ready queue, waiting for a slot to start ``attempt``."""
+
+    task_id: str
+    attempt: int
+    priority: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ActiveAttempt:
+    task_id: str
+    attempt: int
+    algorithm: str
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class StartedAttempt:
+    task: Task
+    deadline: datetime
+    upload_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How an attempt ended. ``retry_at`` set: back to PENDING if attempts remain."""
+
+    execution_status: ExecutionStatus
+    task_status: TaskStatus
+    error_code: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    task: Task
+    terminal: bool
+
+
+def _rowcount(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+class Repository:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # -- intake -------------------------------------------------------------------------
+
+    def add_task(self, new: NewTask) -> tuple[Task, bool]:
+        """Insert the task, or return the one already stored under its idempotency key.
+
+        The unique ``(app, idempotency_key)`` constraint decides races between deliveries.
+        """
+        task = Task(
+            id=new.id,
+            app=new.app,
+            algorithm=new.algorithm,
+            idempotency_key=new.idempotency_key,
+            priority=new.priority,
+            input=new.input,
+            meta=new.metadata,
+            timeout_seconds=new.timeout_seconds,
+            max_attempts=new.max_attempts,
+            status=TaskStatus.PENDING,
+            attempts=0,
+            not_before=new.not_before,
+            created_at=new.created_at,
+            updated_at=new.created_at,
+        )
+        try:
+            with self._transaction() as session:
+                session.add(task)
+            return task, True
+        except IntegrityError:
+            existing = self.find_task(new.app, new.idempotency_key)
+            if existing is None:  # the constraint that fired was not the idempotency key
+                raise
+            return existing, False
+
+    def find_task(self, app: str, idempotency_key: str) -> Task | None:
+        with self._sessions() as session:
+            return session.scalars(
+                select(Task).where(Task.app == app, Task.idempotency_key == idempotency_key)
+            ).one_or_none()
+
+    def get_task(self, task_id: str) -> Task | None:
+        with self._sessions() as session:
+            return session.get(Task, task_id)
+
+    def get_execution(self, task_id: str, attempt: int) -> TaskExecution | None:
+        with self._sessions() as session:
+            return session.scalars(
+                select(TaskExecution).where(
+                    TaskExecution.task_id == task_id, TaskExecution.attempt == attempt
+                )
+            ).one_or_none()
+
+    def executions_of(self, task_id: str) -> list[TaskExecution]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(TaskExecution)
+                    .where(TaskExecution.task_id == task_id)
+                    .order_by(TaskExecution.attempt)
+                )
+            )
+
+    # -- promotion ----------------------------------------------------------------------
+
+    def queue_pending_tasks(self, algorithm: str, now: datetime, limit: int) -> list[QueuedTask]:
+        """Claim up to ``limit`` eligible PENDING tasks of ``algorithm`` and mark them QUEUED.
+
+        ``SKIP LOCKED`` lets concurrent promoters take disjoint rows instead of waiting.
+        """
+        with self._transaction() as session:
+            rows = session.execute(
+                select(Task.id, Task.attempts, Task.priority, Task.created_at)
+                .where(
+                    Task.algorithm == algorithm,
+                    Task.status == TaskStatus.PENDING,
+                    Task.not_before <= now,
+                )
+                .order_by(Task.priority.desc(), Task.created_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return []
+            session.execute(
+                update(Task)
+                .where(Task.id.in_([row.id for row in rows]), Task.status == TaskStatus.PENDING)
+                .values(status=TaskStatus.QUEUED, queued_at=now, updated_at=now)
+            )
+        return [QueuedTask(row.id, row.attempts + 1, row.priority, row.created_at) for row in rows]
+
+    def queued_tasks(self, algorithm: str) -> list[QueuedTask]:
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Task.id, Task.attempts, Task.priority, Task.created_at).where(
+                    Task.algorithm == algorithm, Task.status == TaskStatus.QUEUED
+                )
+            ).all()
+        return [QueuedTask(row.id, row.attempts + 1, row.priority, row.created_at) for row in rows]
+
+    def requeue_task(self, task_id: str, attempt: int, now: datetime) -> bool:
+        """A QUEUED task whose ready-queue entry was lost goes back to PENDING."""
+        with self._transaction() as session:
+            result = session.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id,
+                    Task.status == TaskStatus.QUEUED,
+                    Task.attempts == attempt - 1,
+                )
+                .values(status=TaskStatus.PENDING, not_before=now, updated_at=now)
+            )
+        return _rowcount(result) == 1
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def start_attempt(
+        self,
+        task_id: str,
+        attempt: int,
+        now: datetime,
+        result_key: str,
+        upload_ttl_seconds: int,
+    ) -> StartedAttempt | None:
+        """QUEUED -> RUNNING and a new execution row, or None if another worker won.
+
+        The attempt's deadline starts now: if the worker dies after sending the request,
+        the algorithm still has until the deadline to call back before a retry.
+        """
+        with self._transaction() as session:
+            result = session.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id,
+                    Task.status == TaskStatus.QUEUED,
+                    Task.attempts == attempt - 1,
+                )
+                .values(status=TaskStatus.RUNNING, attempts=attempt, updated_at=now)
+            )
+            if _rowcount(result) != 1:
+                return None
+            task = session.get_one(Task, task_id, populate_existing=True)
+            if task.first_dispatched_at is None:
+                task.first_dispatched_at = now
+            deadline = now + timedelta(seconds=task.timeout_seconds)
+            upload_expires_at = now + timedelta(
+                seconds=min(upload_ttl_seconds, task.timeout_seconds + 300)
+            )
+            session.add(
+                TaskExecution(
+                    task_id=task_id,
+                    attempt=attempt,
+                    algorithm=task.algorithm,
+                    status=ExecutionStatus.DISPATCHING,
+                    result_key=result_key,
+                    created_at=now,
+                    deadline=deadline,
+                    upload_expires_at=upload_expires_at,
+                )
+            )
+        return StartedAttempt(task, deadline, upload_expires_at)
+
+    def undo_attempt(self, task_id: str, attempt: int, now: datetime) -> bool:
+        """Take back an attempt whose request was never sent (no slot could be confirmed)."""
+        with self._transaction() as session:
+            result = session.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id,
+                    Task.status == TaskStatus.RUNNING,
+                    Task.attempts == attempt,
+                )
+                .values(status=TaskStatus.PENDING, attempts=attempt - 1, updated_at=now)
+            )
+            if _rowcount(result) != 1:
+                return False
+            session.execute(
+                delete(TaskExecution).where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.attempt == attempt,
+                    TaskExecution.status == ExecutionStatus.DISPATCHING,
+                )
+            )
+        return True
+
+    def mark_accepted(self, task_id: str, attempt: int, now: datetime, http_status: int) -> bool:
+        with self._transaction() as session:
+            result = session.execute(
+                update(TaskExecution)
+                .where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.attempt == attempt,
+                    TaskExecution.status == ExecutionStatus.DISPATCHING,
+                )
+                .values(status=ExecutionStatus.RUNNING, accepted_at=now, http_status=http_status)
+            )
+        return _rowcount(result) == 1
+
+    # -- completion, timeout, failure ---------------------------------------------------
+
+    def finish_attempt(
+        self, task_id: str, attempt: int, now: datetime, outcome: AttemptOutcome
+    ) -> FinishedAttempt | None:
+        """End an active attempt; the task retries (``outcome.retry_at``, attempts left) or
+        reaches ``outcome.task_status`` with its notification queued in the outbox.
+
+        Returns None when the attempt was not active: someone else already ended it.
+        """
+        with self._transaction() as session:
+            task = session.scalars(
+                select(Task).where(Task.id == task_id).with_for_update()
+            ).one_or_none()
+            if task is None or task.status != TaskStatus.RUNNING or task.attempts != attempt:
+                return None
+            result = session.execute(
+                update(TaskExecution)
+                .where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.attempt == attempt,
+                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
+                )
+                .values(
+                    status=outcome.execution_status,
+                    finished_at=now,
+                    error_code=outcome.error_code,
+                    error_message=outcome.error_message,
+                    http_status=outcome.http_status,
+                )
+            )
+            if _rowcount(result) != 1:
+                return None
+            task.updated_at = now
+            task.error_code = outcome.error_code
+            task.error_message = outcome.error_message
+            if outcome.retry_at is not None and attempt < task.max_attempts:
+                task.status = TaskStatus.PENDING
+                task.not_before = outcome.retry_at
+                return FinishedAttempt(task, terminal=False)
+            self._finalize(session, task, outcome.task_status, now)
+            if outcome.task_status == TaskStatus.SUCCEEDED:
+                task.result_key = session.scalars(
+                    select(TaskExecution.result_key).where(
+                        TaskExecution.task_id == task_id, TaskExecution.attempt == attempt
+                    )
+                ).one()
+            return FinishedAttempt(task, terminal=True)
+
+    @staticmethod
+    def _finalize(session: Session, task: Task, status: TaskStatus, now: datetime) -> None:
+        assert status.is_terminal
+        task.status = status
+        task.finished_at = now
+        task.notification_id = str(uuid.uuid4())
+        session.add(
+            NotificationOutbox(
+                task_id=task.id, notification_id=task.notification_id, created_at=now
+            )
+        )
+
+    def cancel_task(self, task_id: str, now: datetime, reason: str) -> tuple[Task, int] | None:
+        """Any non-terminal task -> CANCELLED; returns the task and the attempt whose slot
+        to release (0 if none ran), or None if it was already terminal or unknown."""
+        with self._transaction() as session:
+            task = session.scalars(
+                select(Task).where(Task.id == task_id).with_for_update()
+            ).one_or_none()
+            if task is None or task.status.is_terminal:
+                return None
+            running_attempt = task.attempts if task.status == TaskStatus.RUNNING else 0
+            session.execute(
+                update(TaskExecution)
+                .where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
+                )
+                .values(
+                    status=ExecutionStatus.CANCELLED,
+                    finished_at=now,
+                    error_code="cancelled",
+                    error_message=reason,
+                )
+            )
+            task.error_code = "cancelled"
+            task.error_message = reason
+            task.updated_at = now
+            self._finalize(session, task, TaskStatus.CANCELLED, now)
+            return task, running_attempt
+
+    def record_heartbeat(
+        self,
+        task_id: str,
+        attempt: int,
+        now: datetime,
+        *,
+        deadline: datetime,
+        progress: int | None,
+        message: str | None,
+        upload_expires_at: datetime | None,
+    ) -> bool:
+        """Record progress and move the deadline of an active attempt."""
+        values: dict[str, Any] = {"heartbeat_at": now, "deadline": deadline}
+        if progress is not None:
+            values["progress"] = progress
+        if message is not None:
+            values["progress_message"] = message
+        if upload_expires_at is not None:
+            values["upload_expires_at"] = upload_expires_at
+        with self._transaction() as session:
+            result = session.execute(
+                update(TaskExecution)
+                .where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.attempt == attempt,
+                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
+                )
+                .values(**values)
+            )
+        return _rowcount(result) == 1
+
+    # -- sweep and reconcile ------------------------------------------------------------
+
+    def active_attempts(self, algorithm: str) -> list[ActiveAttempt]:
+        with self._sessions() as session:
+            rows = session.execute(
+                select(
+                    TaskExecution.task_id,
+                    TaskExecution.attempt,
+                    TaskExecution.algorithm,
+                    TaskExecution.deadline,
+                ).where(
+                    TaskExecution.algorithm == algorithm,
+                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
+                )
+            ).all()
+        return [ActiveAttempt(r.task_id, r.attempt, r.algorithm, r.deadline) for r in rows]
+
+    def overdue_attempts(self, now: datetime, limit: int) -> list[ActiveAttempt]:
+        with self._sessions() as session:
+            rows = session.execute(
+                select(
+                    TaskExecution.task_id,
+                    TaskExecution.attempt,
+                    TaskExecution.algorithm,
+                    TaskExecution.deadline,
+                )
+                .where(
+                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
+                    TaskExecution.deadline < now,
+                )
+                .order_by(TaskExecution.deadline)
+                .limit(limit)
+            ).all()
+        return [ActiveAttempt(r.task_id, r.attempt, r.algorithm, r.deadline) for r in rows]
+
+    # -- notifications ------------------------------------------------------------------
+
+    def unpublished_notifications(self, created_before: datetime, limit: int) -> list[str]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(NotificationOutbox.task_id)
+                    .where(NotificationOutbox.created_at <= created_before)
+                    .order_by(NotificationOutbox.created_at)
+                    .limit(limit)
+                )
+            )
+
+    def mark_notified(self, task_id: str, notification_id: str, now: datetime) -> None:
+        with self._transaction() as session:
+            session.execute(
+                delete(NotificationOutbox).where(
+                    NotificationOutbox.task_id == task_id,
+                    NotificationOutbox.notification_id == notification_id,
+                )
+            )
+            session.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.notification_id == notification_id)
+                .values(notified_at=now)
+            )

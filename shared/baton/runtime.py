@@ -1,0 +1,101 @@
+"""Wiring: the collaborators every lifecycle operation receives, built once per cold
+start. Nothing here runs at import time, so any module can be imported freely."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import redis
+
+from baton.database import create_database_engine, create_session_factory
+from baton.dispatch_client import DispatchClient, HttpDispatchClient
+from baton.notifications import Notifier
+from baton.queue import TaskQueue
+from baton.repository import Repository
+from baton.settings import Config, Settings, load_settings, resolve_config
+from baton.storage import ResultStore
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    config: Config
+    repository: Repository
+    queue: TaskQueue
+    results: ResultStore
+    notifier: Notifier
+    dispatcher: DispatchClient
+    clock: Clock = utc_now
+    random: random.Random = field(default_factory=random.Random)
+
+    @property
+    def settings(self) -> Settings:
+        return self.config.settings
+
+
+def fetch_secret(arn: str) -> str:
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn, max_age=300)
+    return value if isinstance(value, str) else bytes(value).decode()
+
+
+def fetch_parameter(name: str) -> str:
+    from aws_lambda_powertools.utilities import parameters
+
+    return str(parameters.get_parameter(name, max_age=300))
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    redis_client: redis.Redis | None = None,
+    dispatcher: DispatchClient | None = None,
+    clock: Clock = utc_now,
+    boto_session: Any = None,
+) -> Runtime:
+    config = resolve_config(settings, fetch_secret, fetch_parameter)
+    engine = create_database_engine(config.database_url)
+    session = boto_session or boto3.session.Session()
+    client = redis_client or redis.Redis.from_url(
+        config.redis_url,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+    return Runtime(
+        config=config,
+        repository=Repository(create_session_factory(engine)),
+        queue=TaskQueue(client, settings.key_prefix),
+        results=ResultStore(session.client("s3"), settings.result_bucket),
+        notifier=Notifier(session.client("sns"), settings.notification_topic_arn),
+        dispatcher=dispatcher or HttpDispatchClient(settings.dispatch_timeout_seconds),
+        clock=clock,
+    )
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The runtime of this process, built on first use from the environment."""
+    global _runtime  # noqa: PLW0603 - one runtime per cold start is the point
+    if _runtime is None:
+        _runtime = build_runtime(load_settings())
+    return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Install (or, with None, forget) the process runtime: tests and the local emulator."""
+    global _runtime  # noqa: PLW0603
+    _runtime = runtime

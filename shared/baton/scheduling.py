@@ -1,0 +1,254 @@
+"""Promotion and dispatch (steps 4-10), on the schedule and on events.
+
+Promotion moves eligible PENDING tasks into the Redis ready queue. Dispatch admits
+ready tasks into free slots (atomically, in Lua), records the attempt, confirms the
+slot, and sends the dispatch request. Every event that may free or need a slot (a
+new task, a callback, a timeout, a failed dispatch) calls ``promote_and_dispatch`` so
+that a task with a free slot goes out at once rather than at the next minute tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from sqlalchemy.exc import OperationalError
+
+from baton.attempts import end_attempt, retryable_outcome
+from baton.contracts import CallbackTarget, DispatchRequest, ResultTarget
+from baton.dispatch_client import DispatchVerdict
+from baton.errors import RedisStateLost
+from baton.models import ExecutionStatus, TaskStatus
+from baton.observability import logger, metrics
+from baton.queue import SlotConfirmation
+from baton.reconcile import reconcile_algorithm
+from baton.repository import AttemptOutcome
+from baton.runtime import Runtime
+from baton.storage import result_key
+from baton.tokens import issue_token
+
+ADMISSION_LEASE_SECONDS = 60
+"""How long an admitted slot waits for its attempt row before the sweep takes it back."""
+
+DISPATCH_THREADS = 8
+
+
+@dataclass
+class DispatchReport:
+    admitted: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    retried: int = 0
+    skipped: int = 0
+    algorithms_freed: set[str] = field(default_factory=set)
+
+    def add(self, other: DispatchReport) -> None:
+        self.admitted += other.admitted
+        self.accepted += other.accepted
+        self.rejected += other.rejected
+        self.retried += other.retried
+        self.skipped += other.skipped
+        self.algorithms_freed |= other.algorithms_freed
+
+
+def _algorithms(runtime: Runtime, algorithms: Iterable[str] | None) -> list[str]:
+    registry = runtime.config.registry
+    if algorithms is None:
+        return registry.names()
+    return sorted({name for name in algorithms if name in registry})
+
+
+def promote_pending_tasks(runtime: Runtime, algorithms: Iterable[str] | None = None) -> int:
+    """Steps 4-5: move eligible PENDING tasks into the ready queue, up to its depth."""
+    settings = runtime.settings
+    promoted = 0
+    for algorithm in _algorithms(runtime, algorithms):
+        room = settings.ready_queue_depth - runtime.queue.ready_count(algorithm)
+        if room <= 0:
+            continue
+        tasks = runtime.repository.queue_pending_tasks(
+            algorithm, runtime.clock(), min(room, settings.promote_batch_size)
+        )
+        runtime.queue.enqueue(algorithm, tasks)
+        promoted += len(tasks)
+    if promoted:
+        metrics.add_metric(name="TasksPromoted", unit="Count", value=promoted)
+    return promoted
+
+
+def dispatch_ready_tasks(
+    runtime: Runtime, algorithms: Iterable[str] | None = None
+) -> DispatchReport:
+    """Steps 7-10: admit ready tasks into free slots and send their dispatch requests."""
+    report = DispatchReport()
+    for algorithm in _algorithms(runtime, algorithms):
+        report.add(_dispatch_algorithm(runtime, algorithm))
+    return report
+
+
+def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
+    config = runtime.config.registry[algorithm]
+    lease = runtime.clock() + timedelta(
+        seconds=ADMISSION_LEASE_SECONDS + runtime.settings.dispatch_timeout_seconds
+    )
+    limit = runtime.settings.dispatch_batch_size
+    try:
+        admitted = runtime.queue.admit(algorithm, config.max_concurrency, lease, limit)
+    except RedisStateLost:
+        reconcile_algorithm(runtime, algorithm)
+        admitted = runtime.queue.admit(algorithm, config.max_concurrency, lease, limit)
+    report = DispatchReport(admitted=len(admitted))
+    if len(admitted) == 1:
+        outcomes = [dispatch_attempt(runtime, algorithm, *admitted[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=DISPATCH_THREADS) as pool:
+            outcomes = list(pool.map(lambda a: dispatch_attempt(runtime, algorithm, *a), admitted))
+    for outcome in outcomes:
+        if outcome is None:
+            report.skipped += 1
+        elif outcome is DispatchVerdict.ACCEPTED:
+            report.accepted += 1
+        else:
+            report.algorithms_freed.add(algorithm)
+            if outcome is DispatchVerdict.REJECTED:
+                report.rejected += 1
+            else:
+                report.retried += 1
+    return report
+
+
+def dispatch_attempt(
+    runtime: Runtime, algorithm: str, task_id: str, attempt: int
+) -> DispatchVerdict | None:
+    """Start, confirm and send one admitted attempt. None: nothing was sent."""
+    repository, queue = runtime.repository, runtime.queue
+    config = runtime.config.registry[algorithm]
+    settings = runtime.settings
+    now = runtime.clock()
+    key = result_key(settings.result_prefix, algorithm, task_id, attempt)
+    started = repository.start_attempt(task_id, attempt, now, key, settings.upload_url_ttl_seconds)
+    if started is None:
+        _drop_lost_admission(runtime, algorithm, task_id, attempt)
+        return None
+    confirmation = queue.confirm_slot(
+        algorithm, task_id, attempt, started.deadline, config.max_concurrency
+    )
+    if confirmation is SlotConfirmation.LOST:
+        reconcile_algorithm(runtime, algorithm)
+        confirmation = queue.confirm_slot(
+            algorithm, task_id, attempt, started.deadline, config.max_concurrency
+        )
+    if confirmation is not SlotConfirmation.OK:
+        # Redis was rebuilt without this attempt and the slots are taken: send nothing.
+        repository.undo_attempt(task_id, attempt, runtime.clock())
+        queue.release(algorithm, task_id, attempt)
+        logger.warning("slot lost before dispatch; attempt taken back", task_id=task_id)
+        return None
+
+    upload_url, upload_expires = runtime.results.upload_url(
+        key, now, max(1, int((started.upload_expires_at - now).total_seconds()))
+    )
+    token = issue_token(
+        runtime.config.token_keys,
+        task_id,
+        attempt,
+        started.deadline + timedelta(seconds=settings.token_grace_seconds),
+    )
+    request = DispatchRequest(
+        task_id=task_id,
+        attempt=attempt,
+        algorithm=algorithm,
+        input=started.task.input,
+        deadline=started.deadline,
+        result=ResultTarget(
+            bucket=runtime.results.bucket, key=key, upload_url=upload_url, expires_at=upload_expires
+        ),
+        callback=CallbackTarget(
+            url=f"{settings.callback_base}/tasks/{task_id}/callback", token=token
+        ),
+    )
+    answer = runtime.dispatcher.send(str(config.endpoint), request)
+    log = {
+        "task_id": task_id,
+        "attempt": attempt,
+        "algorithm": algorithm,
+        "http_status": answer.http_status,
+    }
+    if answer.verdict is DispatchVerdict.ACCEPTED:
+        repository.mark_accepted(task_id, attempt, runtime.clock(), answer.http_status or 200)
+        metrics.add_metric(name="DispatchAccepted", unit="Count", value=1)
+        logger.info("dispatch accepted", extra=log)
+        return answer.verdict
+    if answer.verdict is DispatchVerdict.REJECTED:
+        outcome = AttemptOutcome(
+            execution_status=ExecutionStatus.REJECTED,
+            task_status=TaskStatus.FAILED,
+            error_code="dispatch_rejected",
+            error_message=f"algorithm answered {answer.http_status}: {answer.detail}"[:1024],
+            http_status=answer.http_status,
+        )
+        metrics.add_metric(name="DispatchRejected", unit="Count", value=1)
+        logger.warning("dispatch rejected", extra=log)
+    else:
+        outcome = retryable_outcome(
+            runtime,
+            execution_status=ExecutionStatus.DISPATCH_FAILED,
+            final_status=TaskStatus.FAILED,
+            attempt=attempt,
+            error_code="dispatch_failed",
+            error_message=f"algorithm answered {answer.http_status}: {answer.detail}"
+            if answer.http_status
+            else answer.detail,
+            http_status=answer.http_status,
+        )
+        metrics.add_metric(name="DispatchFailed", unit="Count", value=1)
+        logger.warning("dispatch failed; will retry while attempts remain", extra=log)
+    end_attempt(runtime, algorithm, task_id, attempt, outcome)
+    return answer.verdict
+
+
+def _drop_lost_admission(runtime: Runtime, algorithm: str, task_id: str, attempt: int) -> None:
+    """Another worker owns (or ended) this attempt, or the task was cancelled.
+
+    The slot is released only when no active execution holds the attempt: a duplicate
+    ready entry must never free the slot of the attempt that really runs.
+    """
+    execution = runtime.repository.get_execution(task_id, attempt)
+    if execution is None or not execution.status.is_active:
+        runtime.queue.release(algorithm, task_id, attempt)
+
+
+def promote_and_dispatch(
+    runtime: Runtime, algorithms: Iterable[str] | None = None
+) -> DispatchReport:
+    """Promote then dispatch for ``algorithms``, repeating while dispatch frees slots
+    (a rejected or failed dispatch frees its slot for the next task at once)."""
+    targets = _algorithms(runtime, algorithms)
+    report = DispatchReport()
+    for _ in range(10):  # bounded: each round frees slots only by ending attempts
+        if not targets:
+            break
+        promote_pending_tasks(runtime, targets)
+        round_report = dispatch_ready_tasks(runtime, targets)
+        report.add(round_report)
+        targets = sorted(round_report.algorithms_freed)
+    return report
+
+
+def run_fast_path(runtime: Runtime, algorithms: Iterable[str]) -> DispatchReport | None:
+    """The event-driven path, when enabled: act now instead of at the next tick.
+
+    The caller's own work is already committed; if Redis or the database is briefly
+    unreachable here, the scheduled promote and dispatch pick the tasks up instead.
+    """
+    names = set(algorithms)
+    if not runtime.settings.fast_path or not names:
+        return None
+    try:
+        return promote_and_dispatch(runtime, names)
+    except (redis.RedisError, OperationalError) as exc:
+        logger.warning("fast path skipped; the schedule will catch up", error=type(exc).__name__)
+        return None

@@ -1,0 +1,287 @@
+"""Settings: environment variables with the ``BATON_`` prefix, validated once at cold start.
+
+``Settings`` is what the environment says; ``Config`` is what the functions run on,
+after secrets and the algorithm registry have been fetched (``resolve_config``).
+A missing or invalid setting raises ``SettingsError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Self
+from urllib.parse import quote_plus
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from baton.errors import SettingsError
+
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+"""An app or algorithm name: letters, digits, ``.``, ``_`` and ``-``, 1-64 characters."""
+
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
+
+
+class AlgorithmConfig(BaseModel):
+    """One entry of the algorithm registry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: AnyHttpUrl
+    max_concurrency: int = Field(ge=1, le=100_000)
+    timeout_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    max_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Longest per-attempt timeout a task message may ask for "
+        "(default: timeout_seconds, so a message can only shorten it).",
+    )
+    max_attempts: int = Field(default=3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _limit_covers_default(self) -> Self:
+        if self.max_timeout_seconds is not None and self.max_timeout_seconds < self.timeout_seconds:
+            raise ValueError("max_timeout_seconds must be at least timeout_seconds")
+        return self
+
+    @property
+    def timeout_limit_seconds(self) -> int:
+        return self.max_timeout_seconds or self.timeout_seconds
+
+
+class AlgorithmRegistry(BaseModel):
+    """The registry: algorithm name -> its endpoint, cap and defaults."""
+
+    model_config = ConfigDict(frozen=True)
+
+    algorithms: dict[Name, AlgorithmConfig] = Field(min_length=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> AlgorithmRegistry:
+        return cls.model_validate({"algorithms": json.loads(text)})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.algorithms
+
+    def __getitem__(self, name: str) -> AlgorithmConfig:
+        return self.algorithms[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.algorithms)
+
+
+class Settings(BaseSettings):
+    """Everything the environment configures. Field ``x`` is variable ``BATON_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="BATON_", extra="ignore", frozen=True)
+
+    database_url: SecretStr | None = None
+    database_secret_arn: str | None = None
+    database_host: str | None = None
+    database_port: int | None = Field(default=None, ge=1, le=65535)
+    database_name: str | None = None
+
+    redis_url: SecretStr
+    result_bucket: str = Field(min_length=3, max_length=63)
+    notification_topic_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sns:")
+    callback_base_url: AnyHttpUrl
+
+    token_secret: SecretStr | None = None
+    token_secret_arn: str | None = None
+
+    algorithms: SecretStr | None = Field(
+        default=None, description="The registry as JSON (kept opaque so it never reaches a log)."
+    )
+    algorithms_parameter: str | None = None
+
+    key_prefix: str = Field(default="baton", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    result_prefix: str = Field(default="results", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    dispatch_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    upload_url_ttl_seconds: int = Field(default=3600, ge=60, le=MAX_PRESIGN_SECONDS)
+    upload_url_refresh_seconds: int = Field(default=600, ge=0, le=MAX_PRESIGN_SECONDS)
+    result_url_ttl_seconds: int = Field(default=86400, ge=60, le=MAX_PRESIGN_SECONDS)
+    token_grace_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    backoff_base_seconds: float = Field(default=5.0, ge=0, le=3600)
+    backoff_max_seconds: float = Field(default=900.0, ge=0, le=86400)
+    ready_queue_depth: int = Field(default=100, ge=1, le=100_000)
+    promote_batch_size: int = Field(default=200, ge=1, le=10_000)
+    dispatch_batch_size: int = Field(default=50, ge=1, le=10_000)
+    notification_grace_seconds: int = Field(default=30, ge=0)
+    fast_path: bool = True
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
+    max_input_depth: int = Field(default=32, ge=2, le=256)
+
+    @field_validator("callback_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if str(value).endswith("/") and value.path not in (None, "/"):
+            raise ValueError("must not end with a slash")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> Self:
+        _exactly_one(self, "database_url", "database_secret_arn")
+        _exactly_one(self, "token_secret", "token_secret_arn")
+        _exactly_one(self, "algorithms", "algorithms_parameter")
+        return self
+
+    @property
+    def callback_base(self) -> str:
+        return str(self.callback_base_url).rstrip("/")
+
+
+def _exactly_one(settings: Settings, first: str, second: str) -> None:
+    given = [name for name in (first, second) if getattr(settings, name) is not None]
+    if len(given) != 1:
+        wanted = f"BATON_{first.upper()} or BATON_{second.upper()}"
+        raise ValueError(f"set exactly one of {wanted}" if given else f"{wanted} is required")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``Settings`` from ``environ`` (default: the process environment)."""
+    try:
+        if environ is None:
+            return Settings()
+        return Settings.model_validate(
+            {
+                key.removeprefix("BATON_").lower(): value
+                for key, value in environ.items()
+                if key.startswith("BATON_")
+            }
+        )
+    except ValidationError as exc:
+        raise SettingsError(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        name = f"BATON_{where.upper()}" if where else "settings"
+        problems.append(f"{name}: {error['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class TokenKeyring:
+    """Keys that sign callback tokens: ``current`` signs, every key verifies (rotation)."""
+
+    current: str
+    keys: Mapping[str, bytes]
+
+    @classmethod
+    def from_secret(cls, secret: str) -> TokenKeyring:
+        """A plain string is one key; ``{"current": id, "keys": {id: key}}`` is a keyring."""
+        text = secret.strip()
+        if text.startswith("{"):
+            try:
+                document = json.loads(text)
+                keys = {str(kid): str(key).encode() for kid, key in document["keys"].items()}
+                current = str(document["current"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise SettingsError(
+                    'token secret: a keyring must be {"current": "<id>", "keys": {"<id>": "<key>"}}'
+                ) from None
+            if current not in keys:
+                raise SettingsError("token secret: the current key id is not in keys")
+        else:
+            keys = {hashlib.sha256(text.encode()).hexdigest()[:8]: text.encode()}
+            current = next(iter(keys))
+        if any(len(key) < 32 for key in keys.values()):
+            raise SettingsError("token secret: every key must be at least 32 characters")
+        return cls(current=current, keys=keys)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings with secrets and the registry resolved: what the lifecycle runs on."""
+
+    settings: Settings
+    database_url: str
+    redis_url: str
+    token_keys: TokenKeyring
+    registry: AlgorithmRegistry
+
+
+SecretFetcher = Callable[[str], str]
+
+
+def resolve_config(
+    settings: Settings,
+    fetch_secret: SecretFetcher,
+    fetch_parameter: SecretFetcher,
+) -> Config:
+    """Fetch what the settings only point at (Secrets Manager, SSM) and validate it."""
+    database_url = resolve_database_url(settings, fetch_secret)
+    token_secret = (
+        settings.token_secret.get_secret_value()
+        if settings.token_secret is not None
+        else fetch_secret(str(settings.token_secret_arn))
+    )
+    registry_json = (
+        settings.algorithms.get_secret_value()
+        if settings.algorithms is not None
+        else fetch_parameter(str(settings.algorithms_parameter))
+    )
+    try:
+        registry = AlgorithmRegistry.from_json(registry_json)
+    except ValueError as exc:
+        source = "BATON_ALGORITHMS" if settings.algorithms else "BATON_ALGORITHMS_PARAMETER"
+        detail = (
+            describe_settings_error(exc).removeprefix("invalid settings: ")
+            if isinstance(exc, ValidationError)
+            else "not valid JSON"
+        )
+        raise SettingsError(f"{source}: invalid algorithm registry: {detail}") from None
+    return Config(
+        settings=settings,
+        database_url=database_url,
+        redis_url=settings.redis_url.get_secret_value(),
+        token_keys=TokenKeyring.from_secret(token_secret),
+        registry=registry,
+    )
+
+
+def resolve_database_url(settings: Settings, fetch_secret: SecretFetcher) -> str:
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    assert settings.database_secret_arn is not None
+    return database_url_from_secret(fetch_secret(settings.database_secret_arn), settings)
+
+
+def database_url_from_secret(secret_text: str, settings: Settings) -> str:
+    """Build a SQLAlchemy URL from an RDS secret, filling gaps from the settings.
+
+    RDS-managed master secrets hold only ``username`` and ``password``; host, port
+    and database name then come from ``BATON_DATABASE_HOST/PORT/NAME``.
+    """
+    try:
+        secret: dict[str, Any] = json.loads(secret_text)
+    except ValueError:
+        raise SettingsError("BATON_DATABASE_SECRET_ARN: the secret is not JSON") from None
+    host = secret.get("host") or settings.database_host
+    port = secret.get("port") or settings.database_port or 3306
+    name = secret.get("dbname") or settings.database_name or "baton"
+    if not host or "username" not in secret or "password" not in secret:
+        raise SettingsError(
+            "BATON_DATABASE_SECRET_ARN: the secret needs username and password, "
+            "and host unless BATON_DATABASE_HOST is set"
+        )
+    user = quote_plus(str(secret["username"]))
+    password = quote_plus(str(secret["password"]))
+    return f"mysql+pymysql://{user}:{password}@{host}:{int(port)}/{name}?charset=utf8mb4"

@@ -1,0 +1,97 @@
+"""The sweep (step 9): attempts past their deadline time out, expired admission
+leases are taken back, and notifications left in the outbox are published."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from baton.attempts import end_attempt, retryable_outcome
+from baton.models import ExecutionStatus, TaskStatus
+from baton.observability import logger, metrics
+from baton.outbox import publish_pending_notifications
+from baton.repository import QueuedTask
+from baton.runtime import Runtime
+from baton.scheduling import run_fast_path
+
+SWEEP_BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    timed_out: int = 0
+    retrying: int = 0
+    leases_recovered: int = 0
+    notifications_published: int = 0
+    algorithms_freed: set[str] = field(default_factory=set)
+
+
+def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
+    report = SweepReport()
+    now = runtime.clock()
+    for overdue in runtime.repository.overdue_attempts(now, SWEEP_BATCH):
+        outcome = retryable_outcome(
+            runtime,
+            execution_status=ExecutionStatus.TIMED_OUT,
+            final_status=TaskStatus.TIMED_OUT,
+            attempt=overdue.attempt,
+            error_code="timeout",
+            error_message=f"no callback by the deadline {overdue.deadline.isoformat()}",
+        )
+        finished = end_attempt(
+            runtime, overdue.algorithm, overdue.task_id, overdue.attempt, outcome
+        )
+        if finished is None:
+            continue
+        report.algorithms_freed.add(overdue.algorithm)
+        if finished.terminal:
+            report.timed_out += 1
+        else:
+            report.retrying += 1
+        logger.info(
+            "attempt timed out",
+            task_id=overdue.task_id,
+            attempt=overdue.attempt,
+            algorithm=overdue.algorithm,
+            retrying=not finished.terminal,
+        )
+    for algorithm in runtime.config.registry.names():
+        report.leases_recovered += _recover_expired_slots(runtime, algorithm, report)
+    report.notifications_published = publish_pending_notifications(runtime)
+    if report.timed_out or report.retrying:
+        metrics.add_metric(
+            name="AttemptsTimedOut", unit="Count", value=report.timed_out + report.retrying
+        )
+    run_fast_path(runtime, report.algorithms_freed)
+    return report
+
+
+def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport) -> int:
+    """Slots whose Redis score has passed but that the database does not time out:
+    an admission whose worker died before recording the attempt, a slot whose attempt
+    already ended, or a deadline a heartbeat moved in the database only."""
+    repository, queue = runtime.repository, runtime.queue
+    recovered = 0
+    for task_id, attempt in queue.overdue(algorithm, runtime.clock(), SWEEP_BATCH):
+        execution = repository.get_execution(task_id, attempt)
+        if execution is not None and execution.status.is_active:
+            if execution.deadline > runtime.clock():
+                queue.extend_slot(algorithm, task_id, attempt, execution.deadline)
+            continue  # overdue in the database too: the loop above times it out
+        if execution is None:
+            task = repository.get_task(task_id)
+            # Check the task before releasing: its attempt may be starting right now.
+            if (
+                task is not None
+                and task.status == TaskStatus.QUEUED
+                and task.attempts == attempt - 1
+            ):
+                queue.release(algorithm, task_id, attempt)
+                queue.enqueue(
+                    algorithm, [QueuedTask(task_id, attempt, task.priority, task.created_at)]
+                )
+                recovered += 1
+                report.algorithms_freed.add(algorithm)
+                continue
+        recovered += queue.release(algorithm, task_id, attempt)
+        report.algorithms_freed.add(algorithm)
+    return recovered

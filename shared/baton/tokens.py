@@ -1,0 +1,104 @@
+"""Callback tokens: HMAC-SHA256 over task id, attempt and expiry, with a key id so the
+signing key can rotate. Stateless, so nothing secret is ever stored: the database keeps
+no token, and a token proves itself against the keyring alone.
+
+Format: ``bt1.<key id>.<base64url(task_id:attempt:expires)>.<base64url(mac)>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from baton.errors import Unauthorized
+from baton.settings import TokenKeyring
+
+_VERSION = "bt1"
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    task_id: str
+    attempt: int
+    expires_at: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, signed: str) -> bytes:
+    return hmac.new(key, signed.encode(), hashlib.sha256).digest()
+
+
+def issue_token(keyring: TokenKeyring, task_id: str, attempt: int, expires_at: datetime) -> str:
+    """A token that authorises callbacks for exactly this task and attempt until ``expires_at``."""
+    payload = _b64(f"{task_id}:{attempt}:{int(expires_at.timestamp())}".encode())
+    signed = f"{_VERSION}.{keyring.current}.{payload}"
+    return f"{signed}.{_b64(_mac(keyring.keys[keyring.current], signed))}"
+
+
+def authenticate_token(
+    keyring: TokenKeyring, token: str, task_id: str, now: datetime
+) -> TokenClaims:
+    """The claims of an authentic, unexpired token for this task, or ``Unauthorized``.
+
+    Every failure gives the same answer so that a caller learns nothing from it.
+    """
+    claims = _authentic_claims(keyring, token)
+    if (
+        claims is None
+        or not hmac.compare_digest(claims.task_id.encode(), task_id.encode())
+        or claims.expires_at <= now
+    ):
+        raise Unauthorized("missing, invalid or expired token for this task")
+    return claims
+
+
+def verify_token(
+    keyring: TokenKeyring, token: str, task_id: str, attempt: int, now: datetime
+) -> TokenClaims:
+    """As ``authenticate_token``, and the token must be the one of ``attempt``."""
+    claims = authenticate_token(keyring, token, task_id, now)
+    if claims.attempt != attempt:
+        raise Unauthorized("the token belongs to another attempt")
+    return claims
+
+
+def _authentic_claims(keyring: TokenKeyring, token: str) -> TokenClaims | None:
+    parts = token.split(".")
+    if len(parts) != 4 or parts[0] != _VERSION:
+        return None
+    _, kid, payload, mac = parts
+    key = keyring.keys.get(kid)
+    if key is None:
+        return None
+    try:
+        given = _unb64(mac)
+    except (ValueError, binascii.Error):
+        return None
+    if not hmac.compare_digest(given, _mac(key, f"{_VERSION}.{kid}.{payload}")):
+        return None
+    try:
+        task_id, attempt, expires = _unb64(payload).decode().split(":")
+        return TokenClaims(task_id, int(attempt), datetime.fromtimestamp(int(expires), UTC))
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+        return None
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or ``Unauthorized``."""
+    if not authorization:
+        raise Unauthorized("missing Authorization: Bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
+    return token.strip()

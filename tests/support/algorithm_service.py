@@ -1,0 +1,178 @@
+"""A fake algorithm service on loopback that behaves like the real ones: it accepts a
+dispatch request, works for a while, uploads its result to the presigned URL and
+calls back with its token. Each task's ``input.test`` steers it:
+
+- ``dispatch_status``: list of answers to successive dispatches of the task (default 202)
+- ``outcome``: ``succeeded`` (default), ``failed``, ``silent`` (never calls back),
+  ``no_upload`` (calls back "succeeded" without uploading)
+- ``run_seconds``: how long the work takes (default 0.02)
+
+It records every request, every callback answer, and the most tasks it ever had in
+flight per algorithm: from receiving a request to sending its callback.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import urllib3
+
+
+@dataclass
+class CallbackRecord:
+    task_id: str
+    attempt: int
+    status: str
+    http_status: int
+    answer: dict[str, Any]
+
+
+@dataclass
+class AlgorithmService:
+    server: ThreadingHTTPServer | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    callbacks: list[CallbackRecord] = field(default_factory=list)
+    in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    max_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dispatch_count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    running_tasks: set[str] = field(default_factory=set)
+    overlaps: list[str] = field(default_factory=list)
+    default_run_seconds: float = 0.02
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _http: urllib3.PoolManager = field(default_factory=lambda: urllib3.PoolManager(maxsize=16))
+
+    def start(self) -> AlgorithmService:
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                request = json.loads(self.rfile.read(length))
+                status = service._accept(self.path.strip("/"), request)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}' if status < 300 else b'{"error": "refused"}')
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.wait_idle()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def endpoint(self, algorithm: str) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/{algorithm}"
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                workers = [w for w in self._workers if w.is_alive()]
+                self._workers = workers
+            if not workers:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("algorithm workers still running")
+            for worker in workers:
+                worker.join(max(0.0, deadline - time.monotonic()))
+
+    # -- behaviour ------------------------------------------------------------------------
+
+    def _accept(self, algorithm: str, request: dict[str, Any]) -> int:
+        directives = request.get("input", {}).get("test", {})
+        task_id = request["task_id"]
+        with self._lock:
+            self.requests.append(request)
+            nth = self.dispatch_count[task_id]
+            self.dispatch_count[task_id] += 1
+            answers = directives.get("dispatch_status", [202])
+            status = int(answers[min(nth, len(answers) - 1)])
+            if status >= 300:
+                return status
+            if task_id in self.running_tasks:
+                self.overlaps.append(task_id)
+            self.running_tasks.add(task_id)
+            self.in_flight[algorithm] += 1
+            self.max_in_flight[algorithm] = max(
+                self.max_in_flight[algorithm], self.in_flight[algorithm]
+            )
+            worker = threading.Thread(
+                target=self._work, args=(algorithm, request, directives), daemon=True
+            )
+            self._workers.append(worker)
+        worker.start()
+        return status
+
+    def _finish(self, algorithm: str, task_id: str) -> None:
+        with self._lock:
+            self.in_flight[algorithm] -= 1
+            self.running_tasks.discard(task_id)
+
+    def _work(self, algorithm: str, request: dict[str, Any], directives: dict[str, Any]) -> None:
+        time.sleep(float(directives.get("run_seconds", self.default_run_seconds)))
+        outcome = directives.get("outcome", "succeeded")
+        if outcome == "silent":
+            self._finish(algorithm, request["task_id"])
+            return
+        if outcome == "succeeded":
+            upload = self._http.request(
+                "PUT",
+                request["result"]["upload_url"],
+                body=json.dumps({"task_id": request["task_id"], "words": 42}).encode(),
+            )
+            assert upload.status == 200, upload.data
+        self._finish(algorithm, request["task_id"])
+        body: dict[str, Any] = {
+            "attempt": request["attempt"],
+            "status": "failed" if outcome == "failed" else "succeeded",
+        }
+        if outcome == "failed":
+            body["error"] = {"code": "unreadable", "message": "the document is not readable"}
+        self.call_back(request, body)
+
+    def call_back(
+        self, request: dict[str, Any], body: dict[str, Any], path: str = "callback"
+    ) -> CallbackRecord:
+        url = request["callback"]["url"]
+        if path != "callback":
+            url = url.rsplit("/", 1)[0] + "/" + path
+        response = self._http.request(
+            "POST",
+            url,
+            body=json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {request['callback']['token']}",
+                "Content-Type": "application/json",
+            },
+        )
+        record = CallbackRecord(
+            task_id=request["task_id"],
+            attempt=int(request["attempt"]),
+            status=str(body.get("status", path)),
+            http_status=response.status,
+            answer=json.loads(response.data or b"{}"),
+        )
+        with self._lock:
+            self.callbacks.append(record)
+        return record
+
+    def requests_for(self, task_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self.requests if r["task_id"] == task_id]

@@ -233,6 +233,7 @@ def registry_for(service: AlgorithmService, **caps: int) -> dict[str, Any]:
             "endpoint": service.endpoint(name),
             "max_concurrency": cap,
             "timeout_seconds": 30,
+            "max_timeout_seconds": 7200,
             "max_attempts": 3,
         }
         for name, cap in caps.items()

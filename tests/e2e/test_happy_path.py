@@ -4,7 +4,6 @@ business app's notification with a working result URL."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import urllib3
@@ -13,17 +12,7 @@ from tests.conftest import AwsResources, RuntimeFactory
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
-
-
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+from tests.support.waiting import wait_for
 
 
 def test_tasks_of_two_algorithms_finish_under_their_caps(

@@ -1,0 +1,31 @@
+.PHONY: test test-unit lint typecheck validate build bench clean
+
+test:  ## the whole suite against the real Redis, MariaDB and moto
+	scripts/test.sh
+
+test-unit:
+	scripts/test.sh tests/unit
+
+lint:
+	scripts/bootstrap.sh
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck:
+	scripts/bootstrap.sh
+	.venv/bin/mypy shared functions
+
+validate:  ## the template, as CI checks it
+	WITH_SAM=1 scripts/bootstrap.sh
+	AWS_DEFAULT_REGION=eu-west-1 .venv-sam/bin/sam validate --lint --region eu-west-1
+
+build: validate
+	AWS_DEFAULT_REGION=eu-west-1 .venv-sam/bin/sam build
+
+bench:
+	scripts/bootstrap.sh
+	scripts/services.sh
+	.venv/bin/python bench/dispatch_latency.py
+
+clean:
+	rm -rf .aws-sam .venv .venv-sam .pytest_cache .mypy_cache .ruff_cache

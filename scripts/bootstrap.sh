@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv and install Baton with its development tools, once per change of
+# pyproject.toml. Safe to run again: it does nothing when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+# The SAM CLI pins its own versions of boto3 and friends: it lives in a venv of its
+# own so that it never changes what the tests run against.
+if [ "${WITH_SAM:-0}" = 1 ]; then
+  sam_stamp=.venv-sam/.installed-$(sha256sum requirements-sam.txt | cut -c1-16)
+  if [ ! -x .venv-sam/bin/sam ] || [ ! -f "$sam_stamp" ]; then
+    "$PYTHON" -m venv .venv-sam
+    .venv-sam/bin/python -m pip install --quiet --upgrade pip
+    .venv-sam/bin/python -m pip install --quiet -r requirements-sam.txt
+    rm -f .venv-sam/.installed-*
+    touch "$sam_stamp"
+  fi
+fi

@@ -19,10 +19,10 @@ import boto3
 import pytest
 import redis
 import sqlalchemy as sa
-
 from baton.runtime import Runtime, build_runtime, set_runtime
 from baton.schema import upgrade_database
 from baton.settings import load_settings
+
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.gateway import CallbackGateway
 from tests.support.handlers import Handlers

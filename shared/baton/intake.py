@@ -57,7 +57,10 @@ def json_depth(value: Any) -> int:
 def parse_task_message(runtime: Runtime, body: str | bytes) -> TaskMessage:
     """The validated message, or ``InvalidTaskMessage`` saying what is wrong and where."""
     settings = runtime.settings
-    size = len(body.encode() if isinstance(body, str) else body)
+    try:
+        size = len(body.encode() if isinstance(body, str) else body)
+    except UnicodeEncodeError:
+        raise InvalidTaskMessage("body: not valid UTF-8 text") from None
     if size > settings.max_message_bytes:
         raise InvalidTaskMessage(
             f"body: message is {size} bytes; the limit is {settings.max_message_bytes}"

@@ -14,8 +14,8 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
-    Enum,
     Dialect,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -104,6 +104,7 @@ class Base(DeclarativeBase):
 _ID = String(36)
 _NAME = String(64)
 
+
 def _status_type(enum_class: type[enum.StrEnum]) -> Enum:
     # Stored as the lowercase value in a VARCHAR: readable in SQL, no native ENUM to
     # migrate when a state is added.
@@ -114,6 +115,7 @@ def _status_type(enum_class: type[enum.StrEnum]) -> Enum:
         length=16,
         values_callable=lambda members: [member.value for member in members],
     )
+
 
 _BIGINT = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
 _LONG_JSON = JSON().with_variant(mysql.JSON(), "mysql", "mariadb")
@@ -190,3 +192,4 @@ class NotificationOutbox(Base):
     )
     notification_id: Mapped[str] = mapped_column(_ID)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

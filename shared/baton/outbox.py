@@ -14,6 +14,9 @@ from baton.models import Task, TaskStatus
 from baton.observability import logger, metrics
 from baton.runtime import Runtime
 
+PUBLISH_CLAIM_SECONDS = 60
+"""How long a publisher holds an outbox row before another may publish it again."""
+
 
 def build_notification(runtime: Runtime, task: Task) -> Notification:
     assert task.status.is_terminal
@@ -49,7 +52,16 @@ def build_notification(runtime: Runtime, task: Task) -> Notification:
 
 
 def publish_notification(runtime: Runtime, task_id: str) -> bool:
-    """Publish the notification of a terminal task unless it is already out."""
+    """Publish the notification of a terminal task unless it is out or being published.
+
+    A publisher that dies between SNS and the outbox delete leaves a duplicate for
+    the next one, under the same ``notification_id`` for consumers to drop.
+    """
+    now = runtime.clock()
+    if not runtime.repository.claim_notification(
+        task_id, now, now + timedelta(seconds=PUBLISH_CLAIM_SECONDS)
+    ):
+        return False
     task = runtime.repository.get_task(task_id)
     if task is None or not task.status.is_terminal or task.notified_at is not None:
         return False
@@ -75,6 +87,6 @@ def publish_pending_notifications(runtime: Runtime, limit: int = 500) -> int:
     """Publish what the outbox still holds past the grace period (crashed publishers)."""
     cutoff = runtime.clock() - timedelta(seconds=runtime.settings.notification_grace_seconds)
     published = 0
-    for task_id in runtime.repository.unpublished_notifications(cutoff, limit):
+    for task_id in runtime.repository.unpublished_notifications(cutoff, runtime.clock(), limit):
         published += publish_notification(runtime, task_id)
     return published

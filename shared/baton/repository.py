@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -454,16 +454,41 @@ class Repository:
 
     # -- notifications ------------------------------------------------------------------
 
-    def unpublished_notifications(self, created_before: datetime, limit: int) -> list[str]:
+    def unpublished_notifications(
+        self, created_before: datetime, now: datetime, limit: int
+    ) -> list[str]:
         with self._sessions() as session:
             return list(
                 session.scalars(
                     select(NotificationOutbox.task_id)
-                    .where(NotificationOutbox.created_at <= created_before)
+                    .where(
+                        NotificationOutbox.created_at <= created_before,
+                        or_(
+                            NotificationOutbox.claimed_until.is_(None),
+                            NotificationOutbox.claimed_until < now,
+                        ),
+                    )
                     .order_by(NotificationOutbox.created_at)
                     .limit(limit)
                 )
             )
+
+    def claim_notification(self, task_id: str, now: datetime, until: datetime) -> bool:
+        """Take the right to publish a notification until ``until``: publishers do not
+        race each other, and one that dies leaves it to the next after the claim ends."""
+        with self._transaction() as session:
+            result = session.execute(
+                update(NotificationOutbox)
+                .where(
+                    NotificationOutbox.task_id == task_id,
+                    or_(
+                        NotificationOutbox.claimed_until.is_(None),
+                        NotificationOutbox.claimed_until < now,
+                    ),
+                )
+                .values(claimed_until=until)
+            )
+        return _rowcount(result) == 1
 
     def mark_notified(self, task_id: str, notification_id: str, now: datetime) -> None:
         with self._transaction() as session:

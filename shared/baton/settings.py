@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Self
-from urllib.parse import quote_plus
 
 from pydantic import (
     AnyHttpUrl,
@@ -26,12 +26,16 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL
 
 from baton.errors import SettingsError
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """An app or algorithm name: letters, digits, ``.``, ``_`` and ``-``, 1-64 characters."""
+
+KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A token key id: it stands between the dots of a token, so it has none itself."""
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
 
@@ -88,7 +92,11 @@ class AlgorithmRegistry(BaseModel):
 class Settings(BaseSettings):
     """Everything the environment configures. Field ``x`` is variable ``BATON_X``."""
 
-    model_config = SettingsConfigDict(env_prefix="BATON_", extra="ignore", frozen=True)
+    # An empty variable counts as unset: `sam local` and templates that resolve a
+    # reference to nothing leave "" behind.
+    model_config = SettingsConfigDict(
+        env_prefix="BATON_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     database_url: SecretStr | None = None
     database_secret_arn: str | None = None
@@ -161,7 +169,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             {
                 key.removeprefix("BATON_").lower(): value
                 for key, value in environ.items()
-                if key.startswith("BATON_")
+                if key.startswith("BATON_") and value != ""
             }
         )
     except ValidationError as exc:
@@ -199,6 +207,10 @@ class TokenKeyring:
                 ) from None
             if current not in keys:
                 raise SettingsError("token secret: the current key id is not in keys")
+            if not all(KEY_ID.fullmatch(kid) for kid in keys):
+                raise SettingsError(
+                    "token secret: key ids are letters, digits, '_' and '-' (1-64 characters)"
+                )
         else:
             keys = {hashlib.sha256(text.encode()).hexdigest()[:8]: text.encode()}
             current = next(iter(keys))
@@ -241,9 +253,14 @@ def resolve_config(
     try:
         registry = AlgorithmRegistry.from_json(registry_json)
     except ValueError as exc:
-        source = "BATON_ALGORITHMS" if settings.algorithms else "BATON_ALGORITHMS_PARAMETER"
+        source = (
+            "BATON_ALGORITHMS" if settings.algorithms is not None else "BATON_ALGORITHMS_PARAMETER"
+        )
         detail = (
-            describe_settings_error(exc).removeprefix("invalid settings: ")
+            "; ".join(
+                ".".join(str(part) for part in error["loc"][1:]) + ": " + error["msg"]
+                for error in exc.errors(include_input=False, include_url=False)
+            )
             if isinstance(exc, ValidationError)
             else "not valid JSON"
         )
@@ -274,14 +291,21 @@ def database_url_from_secret(secret_text: str, settings: Settings) -> str:
         secret: dict[str, Any] = json.loads(secret_text)
     except ValueError:
         raise SettingsError("BATON_DATABASE_SECRET_ARN: the secret is not JSON") from None
-    host = secret.get("host") or settings.database_host
-    port = secret.get("port") or settings.database_port or 3306
-    name = secret.get("dbname") or settings.database_name or "baton"
+    host = settings.database_host or secret.get("host")
+    port = settings.database_port or secret.get("port") or 3306
+    name = settings.database_name or secret.get("dbname") or "baton"
     if not host or "username" not in secret or "password" not in secret:
         raise SettingsError(
             "BATON_DATABASE_SECRET_ARN: the secret needs username and password, "
             "and host unless BATON_DATABASE_HOST is set"
         )
-    user = quote_plus(str(secret["username"]))
-    password = quote_plus(str(secret["password"]))
-    return f"mysql+pymysql://{user}:{password}@{host}:{int(port)}/{name}?charset=utf8mb4"
+    url = URL.create(
+        "mysql+pymysql",
+        username=str(secret["username"]),
+        password=str(secret["password"]),
+        host=str(host),
+        port=int(port),
+        database=str(name),
+        query={"charset": "utf8mb4"},
+    )
+    return url.render_as_string(hide_password=False)

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-
 from baton.models import ExecutionStatus, TaskStatus
 from baton.runtime import Runtime
+
 from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock, flush_prefix
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
@@ -219,7 +219,10 @@ def test_failure_callback_fails_the_task_with_the_algorithms_error(
     submit(handlers, task_body(idempotency_key="fail-1", input={"test": {"outcome": "failed"}}))
     (notification,) = notified(aws, 1)
     assert notification["status"] == "failed"
-    assert notification["error"] == {"code": "unreadable", "message": "the document is not readable"}
+    assert notification["error"] == {
+        "code": "unreadable",
+        "message": "the document is not readable",
+    }
     assert notification["result"] is None
 
 
@@ -253,7 +256,9 @@ def test_dispatch_retried_with_backoff_then_accepted(
     runtime = make_runtime()
     submit(
         handlers,
-        task_body(idempotency_key="flaky-1", input={"test": {"dispatch_status": [first_answer, 202]}}),
+        task_body(
+            idempotency_key="flaky-1", input={"test": {"dispatch_status": [first_answer, 202]}}
+        ),
     )
     (first,) = wait_for(lambda: algorithm_service.requests)
     task = runtime.repository.get_task(first["task_id"])
@@ -376,7 +381,9 @@ def test_heartbeat_hands_out_a_fresh_upload_url_near_expiry(
     runtime = make_runtime(upload_url_ttl_seconds="600", upload_url_refresh_seconds="300")
     submit(
         handlers,
-        task_body(idempotency_key="long-2", timeout_seconds=3600, input={"test": {"outcome": "silent"}}),
+        task_body(
+            idempotency_key="long-2", timeout_seconds=3600, input={"test": {"outcome": "silent"}}
+        ),
     )
     (request,) = wait_for(lambda: algorithm_service.requests)
     clock.advance(400)

@@ -28,7 +28,7 @@ def sqs_record(body: str, message_id: str | None = None, receive_count: int = 1)
     record["messageId"] = message_id or str(uuid.uuid4())
     record["receiptHandle"] = f"handle-{record['messageId']}"
     record["body"] = body
-    record["md5OfBody"] = hashlib.md5(body.encode()).hexdigest()  # noqa: S324 - SQS's own checksum
+    record["md5OfBody"] = hashlib.md5(body.encode()).hexdigest()
     record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
     return record
 

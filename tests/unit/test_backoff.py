@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 
 import pytest
-
 from baton.backoff import backoff_seconds
 
 SAMPLES = 500
@@ -37,7 +37,9 @@ def test_never_zero_and_never_above_cap(attempt: int, base: float, cap: float) -
 
 @pytest.mark.parametrize(("base", "cap"), [(1.0, 1000.0), (5.0, 900.0), (0.5, 60.0)])
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4, 6, 8, 12])
-def test_equal_jitter_stays_within_half_step_and_step(attempt: int, base: float, cap: float) -> None:
+def test_equal_jitter_stays_within_half_step_and_step(
+    attempt: int, base: float, cap: float
+) -> None:
     step = min(cap, base * 2 ** (attempt - 1))
     delays = samples(attempt, base, cap)
     assert all(step / 2 <= delay <= step for delay in delays)
@@ -56,7 +58,7 @@ def test_jitter_bounds_are_exactly_half_step_and_step(end: str, fraction: float)
 def test_median_grows_with_attempt_until_the_cap() -> None:
     medians = [statistics.median(samples(attempt, 1.0, 10_000.0)) for attempt in range(1, 12)]
     assert medians == sorted(medians)
-    assert all(later > earlier * 1.5 for earlier, later in zip(medians, medians[1:], strict=False))
+    assert all(later > earlier * 1.5 for earlier, later in itertools.pairwise(medians))
 
 
 def test_every_delay_of_the_next_attempt_is_at_least_every_delay_of_this_one() -> None:

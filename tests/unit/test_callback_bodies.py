@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
-
 from baton.contracts import CallbackBody, ErrorDetail, HeartbeatBody
+from pydantic import ValidationError
 
 
 def body(**fields: Any) -> str:
@@ -43,7 +42,10 @@ def body(**fields: Any) -> str:
             body(attempt=1, status="failed", error={"code": "x", "message": ""}),
             CallbackBody(attempt=1, status="failed", error=ErrorDetail(code="x", message="")),
         ),
-        (body(attempt=1, status="succeeded", error=None), CallbackBody(attempt=1, status="succeeded")),
+        (
+            body(attempt=1, status="succeeded", error=None),
+            CallbackBody(attempt=1, status="succeeded"),
+        ),
     ],
 )
 def test_valid_callback_body(text: str, expected: CallbackBody) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-
 from baton.dispatch_client import DispatchVerdict, classify
 
 

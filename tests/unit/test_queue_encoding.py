@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from baton.contracts import MAX_PRIORITY
 from baton.queue import parse_running_member, ready_entry, running_member
 from baton.repository import QueuedTask
@@ -16,7 +15,9 @@ from baton.repository import QueuedTask
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def task(priority: int, created_at: datetime, task_id: str | None = None, attempt: int = 1) -> QueuedTask:
+def task(
+    priority: int, created_at: datetime, task_id: str | None = None, attempt: int = 1
+) -> QueuedTask:
     return QueuedTask(
         task_id=task_id or str(uuid.uuid4()),
         attempt=attempt,

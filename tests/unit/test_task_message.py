@@ -10,7 +10,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 from baton.contracts import MAX_PRIORITY, TaskMessage
 from baton.errors import InvalidTaskMessage
 from baton.intake import derive_idempotency_key, json_depth, parse_task_message
@@ -120,7 +119,8 @@ def test_full_message_keeps_every_field() -> None:
     assert message.idempotency_key == "contract-42:v1"
     assert (message.priority, message.timeout_seconds, message.max_attempts) == (10, 1800, 5)
     assert message.not_before == datetime(2030, 1, 1, 6, 30, tzinfo=UTC)
-    assert message.not_before is not None and message.not_before.utcoffset() == timedelta(hours=2)
+    assert message.not_before is not None
+    assert message.not_before.utcoffset() == timedelta(hours=2)
     assert message.metadata == FULL["metadata"]
 
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from baton.errors import Unauthorized
 from baton.settings import TokenKeyring
 from baton.tokens import (
@@ -86,7 +85,8 @@ def test_token_has_the_documented_format(token: str, keyring: TokenKeyring) -> N
     version, kid, payload, mac = token.split(".")
     assert version == "bt1"
     assert kid == keyring.current
-    assert payload and mac
+    assert payload
+    assert mac
     assert token.isascii()
 
 
@@ -210,7 +210,9 @@ def test_kid_swapped_to_another_known_key_is_refused() -> None:
         "::",
     ],
 )
-def test_authentic_but_malformed_payload_is_refused(keyring: TokenKeyring, payload_text: str) -> None:
+def test_authentic_but_malformed_payload_is_refused(
+    keyring: TokenKeyring, payload_text: str
+) -> None:
     token = forge(PLAIN_KEY, keyring.current, payload_text)
     assert_refused(lambda: authenticate_token(keyring, token, TASK, NOW))
 

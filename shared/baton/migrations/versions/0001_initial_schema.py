@@ -68,6 +68,7 @@ def upgrade() -> None:
         sa.Column("task_id", sa.String(length=36), nullable=False),
         sa.Column("notification_id", sa.String(length=36), nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.Column("claimed_until", TIMESTAMP, nullable=True),
         sa.ForeignKeyConstraint(
             ["task_id"],
             ["task.id"],

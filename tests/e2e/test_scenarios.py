@@ -97,7 +97,8 @@ def test_same_message_three_times_is_one_task_and_one_notification(
     assert len(aws.notifications(wait_seconds=1)) == 1
     assert len(algorithm_service.requests) == 1
     task = runtime.repository.get_task(notifications[0]["task_id"])
-    assert task is not None and task.idempotency_key.startswith("sha256:")
+    assert task is not None
+    assert task.idempotency_key.startswith("sha256:")
 
 
 def test_malformed_messages_fail_alone_and_good_ones_finish(
@@ -163,7 +164,8 @@ def test_timeout_then_late_callback_gets_409_and_no_second_notification(
     assert late.answer["error"]["code"] in {"outcome_conflict", "stale_attempt"}
     assert len(aws.notifications(wait_seconds=1)) == 1
     task = runtime.repository.get_task(request["task_id"])
-    assert task is not None and task.status == TaskStatus.TIMED_OUT
+    assert task is not None
+    assert task.status == TaskStatus.TIMED_OUT
 
 
 def test_timeout_with_attempts_left_retries_with_a_new_attempt(
@@ -187,7 +189,8 @@ def test_timeout_with_attempts_left_retries_with_a_new_attempt(
     clock.advance(6)
     handlers.invoke("sweep", schedule_event("sweep"))
     task = runtime.repository.get_task(first["task_id"])
-    assert task is not None and task.status == TaskStatus.PENDING
+    assert task is not None
+    assert task.status == TaskStatus.PENDING
     assert task.not_before > clock()  # backoff
 
     clock.advance(10)
@@ -262,7 +265,9 @@ def test_dispatch_retried_with_backoff_then_accepted(
     )
     (first,) = wait_for(lambda: algorithm_service.requests)
     task = runtime.repository.get_task(first["task_id"])
-    assert task is not None and task.status == TaskStatus.PENDING and task.not_before > clock()
+    assert task is not None
+    assert task.status == TaskStatus.PENDING
+    assert task.not_before > clock()
     assert runtime.queue.running_count("ocr") == 0
 
     # Not before the backoff has passed
@@ -396,7 +401,8 @@ def test_heartbeat_hands_out_a_fresh_upload_url_near_expiry(
         request["result"]["expires_at"]
     ) + timedelta(seconds=300)
     execution = runtime.repository.get_execution(request["task_id"], 1)
-    assert execution is not None and execution.upload_expires_at > clock() + timedelta(seconds=500)
+    assert execution is not None
+    assert execution.upload_expires_at > clock() + timedelta(seconds=500)
 
 
 def test_succeeded_callback_without_result_is_refused_and_the_attempt_keeps_running(
@@ -412,7 +418,8 @@ def test_succeeded_callback_without_result_is_refused_and_the_attempt_keeps_runn
     assert refused.http_status == 409
     assert refused.answer["error"]["code"] == "result_missing"
     task = runtime.repository.get_task(refused.task_id)
-    assert task is not None and task.status == TaskStatus.RUNNING
+    assert task is not None
+    assert task.status == TaskStatus.RUNNING
     assert aws.notifications() == []
 
     # Once the object is there, the same callback succeeds

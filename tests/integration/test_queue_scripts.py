@@ -342,7 +342,10 @@ def test_restore_with_epoch_only_adds_and_keeps_the_epoch(
     assert report.running_added == 1
     assert report.ready_added == 1
     assert redis_client.get(keys.epoch) == epoch
-    assert task_queue.running(ALGO) == {member(kept_running): DEADLINE, member(new_running): DEADLINE}
+    assert task_queue.running(ALGO) == {
+        member(kept_running): DEADLINE,
+        member(new_running): DEADLINE,
+    }
     assert task_queue.ready_members(ALGO) == {member(kept_ready), member(new_ready)}
 
     # An empty snapshot removes nothing either.

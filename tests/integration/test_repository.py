@@ -45,7 +45,10 @@ def queue_one(repository: Repository, task: Task, now: datetime) -> QueuedTask:
 
 
 def start(
-    repository: Repository, new_task: NewTaskFactory, now: datetime | None = None, **overrides: object
+    repository: Repository,
+    new_task: NewTaskFactory,
+    now: datetime | None = None,
+    **overrides: object,
 ) -> tuple[Task, datetime]:
     """A task added, queued and started at attempt 1; returns it and the start time."""
     now = now or utcnow()
@@ -333,8 +336,8 @@ def test_finish_terminal_sets_status_and_writes_one_outbox_row(
     assert len(outbox) == 1
     assert outbox[0].task_id == task.id
     assert outbox[0].notification_id == stored.notification_id
-    assert repository.unpublished_notifications(now, 10) == [task.id]
-    assert repository.unpublished_notifications(now - timedelta(seconds=1), 10) == []
+    assert repository.unpublished_notifications(now, now, 10) == [task.id]
+    assert repository.unpublished_notifications(now - timedelta(seconds=1), now, 10) == []
 
 
 def test_a_second_finish_of_the_same_attempt_changes_nothing(
@@ -465,7 +468,13 @@ def test_record_heartbeat_only_on_active_attempts(
     repository.mark_accepted(task.id, 1, now, 200)
     beat = now + timedelta(seconds=1)
     assert repository.record_heartbeat(
-        task.id, 1, beat, deadline=new_deadline, progress=40, message="page 4", upload_expires_at=upload
+        task.id,
+        1,
+        beat,
+        deadline=new_deadline,
+        progress=40,
+        message="page 4",
+        upload_expires_at=upload,
     )
     execution = repository.get_execution(task.id, 1)
     assert (execution.heartbeat_at, execution.deadline) == (beat, new_deadline)
@@ -482,7 +491,12 @@ def test_record_heartbeat_only_on_active_attempts(
     )
     repository.finish_attempt(task.id, 1, beat, SUCCEEDED)
     assert not repository.record_heartbeat(
-        task.id, 1, beat, deadline=new_deadline + timedelta(hours=1), progress=99, message=None,
+        task.id,
+        1,
+        beat,
+        deadline=new_deadline + timedelta(hours=1),
+        progress=99,
+        message=None,
         upload_expires_at=None,
     )
     execution = repository.get_execution(task.id, 1)
@@ -564,8 +578,33 @@ def test_mark_notified_deletes_the_outbox_row(
 
     assert count_rows(engine, "notification_outbox") == 0
     assert repository.get_task(task.id).notified_at == later
-    assert repository.unpublished_notifications(later, 10) == []
+    assert repository.unpublished_notifications(later, later, 10) == []
     repository.mark_notified(task.id, notification_id, later)  # idempotent
+
+
+def test_claim_notification_gives_one_publisher_the_row_until_the_claim_ends(
+    repository: Repository, new_task: NewTaskFactory
+) -> None:
+    tasks = []
+    for _ in range(3):
+        task, now = start(repository, new_task)
+        repository.finish_attempt(task.id, 1, now, SUCCEEDED)
+        tasks.append(task)
+    now = utcnow()
+    until = now + timedelta(seconds=30)
+    first, second, third = (task.id for task in tasks)
+
+    assert repository.claim_notification(first, now, until)
+    assert not repository.claim_notification(first, now, until)  # another publisher
+    assert not repository.claim_notification(first, until, until)  # still claimed at `until`
+    assert not repository.claim_notification("no-such-task", now, until)
+
+    assert repository.unpublished_notifications(now, now, 10) == [second, third]
+    assert repository.unpublished_notifications(now, now, 1) == [second]
+    # The claim ended (its publisher died): the row is listed and claimable again.
+    after = until + timedelta(microseconds=1)
+    assert repository.unpublished_notifications(after, after, 10) == [first, second, third]
+    assert repository.claim_notification(first, after, after + timedelta(seconds=30))
 
 
 # -- sweep and reconcile reads ----------------------------------------------------------

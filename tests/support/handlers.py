@@ -34,7 +34,8 @@ class FakeLambdaContext:
 def load_handler_module(name: str) -> ModuleType:
     path = ROOT / "functions" / name / "app.py"
     spec = importlib.util.spec_from_file_location(f"baton_function_{name}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -70,3 +70,11 @@ def api_event(
     event["body"] = body
     event["isBase64Encoded"] = False
     return event
+
+
+def response_headers(answer: dict[str, Any]) -> dict[str, str]:
+    """A proxy integration answer's headers, whichever of the two shapes it used."""
+    headers = {key: str(value) for key, value in (answer.get("headers") or {}).items()}
+    for key, values in (answer.get("multiValueHeaders") or {}).items():
+        headers[key] = ", ".join(str(value) for value in values)
+    return headers

@@ -9,7 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.support.events import api_event
+from tests.support.events import api_event, response_headers
 from tests.support.handlers import Handlers
 
 STAGE = "test"
@@ -56,7 +56,7 @@ class CallbackGateway:
         answer = self._handlers.invoke("callback", event)
         payload = answer.get("body") or ""
         request.send_response(int(answer["statusCode"]))
-        for name, value in (answer.get("headers") or {}).items():
+        for name, value in response_headers(answer).items():
             request.send_header(name, value)
         request.send_header("Content-Length", str(len(payload.encode())))
         request.end_headers()

@@ -10,11 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from baton.models import TaskStatus
 from baton.runtime import Runtime
 from baton.settings import TokenKeyring
 from baton.tokens import issue_token
+
 from tests.conftest import TOKEN_SECRET, AwsResources, RuntimeFactory, ShiftableClock
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import api_event, response_headers, sqs_event, sqs_record, task_body
@@ -246,7 +246,7 @@ def test_cancelled_task_refuses_its_callback_and_is_notified_once(
     )
     assert status == 409
     assert answer["error"]["code"] == "outcome_conflict"
-    (notification,) = wait_for(lambda: aws.notifications())
+    (notification,) = wait_for(aws.notifications)
     assert notification["status"] == "cancelled"
     assert notification["error"]["message"] == "customer withdrew the contract"
 

@@ -134,6 +134,7 @@ def _admission_worker(
         give_up = time.monotonic() + WAIT
         while answer is SlotConfirmation.LOST and time.monotonic() < give_up:
             summary["lost"] += 1
+            _count(shared["lost_seen"])
             time.sleep(0.002)
             answer = queue.confirm_slot(ALGORITHM, task_id, attempt, deadline, CAP)
         return answer
@@ -146,6 +147,7 @@ def _admission_worker(
                 admitted = queue.admit(ALGORITHM, CAP, now + timedelta(seconds=60), 1)
             except RedisStateLost:
                 summary["lost"] += 1
+                _count(shared["lost_seen"])
                 time.sleep(0.002)
                 continue
             if not admitted:
@@ -193,6 +195,11 @@ def _admission_worker(
         shared["barrier"].abort()
     finally:
         shared["results"].put(summary)
+
+
+def _count(counter: Any) -> None:
+    with counter.get_lock():
+        counter.value += 1
 
 
 WORKERS: dict[str, Worker] = {
@@ -454,7 +461,8 @@ def _run_capped_dispatch(
         barrier=CTX.Barrier(threads + processes + 1),
         total=total,
         work_seconds=0.004,
-        admit_delay=0.002,
+        admit_delay=0.01,
+        lost_seen=CTX.Value("i", 0),
         done=CTX.Value("i", 0),
         in_flight=CTX.Value("i", 0),
         peak=CTX.Value("i", 0),
@@ -474,11 +482,17 @@ def _run_capped_dispatch(
                 time.sleep(0.001)
             assert flush_prefix(redis_client, key_prefix) > 0
             flushed_at_done = shared["done"].value
-            time.sleep(0.1)  # let the workers run into the missing state
+            # Reconcile as soon as a worker was refused for the missing state, while
+            # other workers still hold admissions they have not started.
+            while shared["lost_seen"].value == 0 and not shared["stop"].is_set():
+                assert time.monotonic() < give_up, "no worker noticed the lost state"
+                time.sleep(0.0005)
             assert not queue.has_state(ALGORITHM)
             _reconcile(repository, queue)
         results = team.results(threads + processes)
     team.stop()
+    print("samples", sampler.samples, "maxrun", sampler.max_running, "maxinf", sampler.max_in_flight, "peak", shared["peak"].value, "flushed", flushed_at_done)
+    print("totals starts/dispatched/undone/dropped/lost", *[sum(len(r[k]) if isinstance(r[k], list) else r[k] for r in results) for k in ("starts","dispatched","undone","dropped","lost")])
 
     _assert_every_task_ran_once(engine, ids, results)
     assert sampler.samples > 100, sampler.samples

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from baton.backoff import backoff_seconds
+from baton.faults import crash_point
 from baton.models import ExecutionStatus, TaskStatus
 from baton.outbox import publish_notification
 from baton.repository import AttemptOutcome, FinishedAttempt
@@ -27,8 +28,10 @@ def end_attempt(
     finished = runtime.repository.finish_attempt(task_id, attempt, runtime.clock(), outcome)
     if finished is None:
         return None
+    crash_point("attempt.after_finish")
     runtime.queue.release(algorithm, task_id, attempt)
     if finished.terminal:
+        crash_point("attempt.after_release")
         publish_notification(runtime, task_id)
     return finished
 

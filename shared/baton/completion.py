@@ -14,6 +14,7 @@ from baton.contracts import (
     ResultTarget,
 )
 from baton.errors import OutcomeConflict, ResultMissing, StaleAttempt, TaskNotFound
+from baton.faults import crash_point
 from baton.models import ExecutionStatus, Task, TaskExecution, TaskStatus
 from baton.observability import logger, metrics
 from baton.repository import AttemptOutcome
@@ -124,5 +125,6 @@ def record_heartbeat(
         upload_expires_at=upload_expires,
     ):
         raise OutcomeConflict(f"attempt {body.attempt} ended before this heartbeat")
+    crash_point("heartbeat.after_record")
     runtime.queue.extend_slot(task.algorithm, task_id, body.attempt, deadline)
     return HeartbeatAnswer(task_id=task_id, attempt=body.attempt, deadline=deadline, result=fresh)

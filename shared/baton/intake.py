@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from baton.contracts import TaskMessage
 from baton.errors import InvalidTaskMessage
+from baton.faults import crash_point
 from baton.observability import logger
 from baton.repository import NewTask
 from baton.runtime import Runtime
@@ -115,6 +116,7 @@ def accept_task_message(runtime: Runtime, body: str | bytes) -> AcceptedTask:
         created_at=now,
     )
     task, created = runtime.repository.add_task(new)
+    crash_point("intake.after_task_commit")
     if created:
         logger.info("task accepted", task_id=task.id, app=task.app, algorithm=task.algorithm)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from baton.contracts import Notification, NotificationError, ResultLocation
+from baton.faults import crash_point
 from baton.models import Task, TaskStatus
 from baton.observability import logger, metrics
 from baton.runtime import Runtime
@@ -66,7 +67,9 @@ def publish_notification(runtime: Runtime, task_id: str) -> bool:
     if task is None or not task.status.is_terminal or task.notified_at is not None:
         return False
     notification = build_notification(runtime, task)
+    crash_point("notify.after_claim")
     runtime.notifier.publish(notification)
+    crash_point("notify.after_publish")
     runtime.repository.mark_notified(task.id, notification.notification_id, runtime.clock())
     metrics.add_metric(
         name=f"Tasks{task.status.value.title().replace('_', '')}", unit="Count", value=1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from baton.faults import crash_point
 from baton.observability import logger, metrics
 from baton.runtime import Runtime
 
@@ -23,6 +24,7 @@ def reconcile_algorithm(runtime: Runtime, algorithm: str) -> ReconcileReport:
     repository, queue = runtime.repository, runtime.queue
     active = repository.active_attempts(algorithm)
     restored = queue.restore(algorithm, active, repository.queued_tasks(algorithm))
+    crash_point("reconcile.after_restore")
     active_keys = {(attempt.task_id, attempt.attempt) for attempt in active}
     stale = 0
     for task_id, attempt in queue.running(algorithm):

@@ -21,6 +21,7 @@ from baton.attempts import end_attempt, retryable_outcome
 from baton.contracts import CallbackTarget, DispatchRequest, ResultTarget
 from baton.dispatch_client import DispatchVerdict
 from baton.errors import RedisStateLost
+from baton.faults import crash_point
 from baton.models import ExecutionStatus, TaskStatus
 from baton.observability import logger, metrics
 from baton.queue import SlotConfirmation
@@ -72,6 +73,8 @@ def promote_pending_tasks(runtime: Runtime, algorithms: Iterable[str] | None = N
         tasks = runtime.repository.queue_pending_tasks(
             algorithm, runtime.clock(), min(room, settings.promote_batch_size)
         )
+        if tasks:
+            crash_point("promote.after_claim")
         runtime.queue.enqueue(algorithm, tasks)
         promoted += len(tasks)
     if promoted:
@@ -129,10 +132,12 @@ def dispatch_attempt(
     settings = runtime.settings
     now = runtime.clock()
     key = result_key(settings.result_prefix, algorithm, task_id, attempt)
+    crash_point("dispatch.after_admit")
     started = repository.start_attempt(task_id, attempt, now, key, settings.upload_url_ttl_seconds)
     if started is None:
         _drop_lost_admission(runtime, algorithm, task_id, attempt)
         return None
+    crash_point("dispatch.after_start")
     confirmation = queue.confirm_slot(
         algorithm, task_id, attempt, started.deadline, config.max_concurrency
     )
@@ -170,6 +175,7 @@ def dispatch_attempt(
             url=f"{settings.callback_base}/tasks/{task_id}/callback", token=token
         ),
     )
+    crash_point("dispatch.before_send")
     answer = runtime.dispatcher.send(str(config.endpoint), request)
     log = {
         "task_id": task_id,
@@ -178,6 +184,7 @@ def dispatch_attempt(
         "http_status": answer.http_status,
     }
     if answer.verdict is DispatchVerdict.ACCEPTED:
+        crash_point("dispatch.after_send")
         repository.mark_accepted(task_id, attempt, runtime.clock(), answer.http_status or 200)
         metrics.add_metric(name="DispatchAccepted", unit="Count", value=1)
         logger.info("dispatch accepted", extra=log)

@@ -44,6 +44,7 @@ class AlgorithmService:
     running_tasks: set[str] = field(default_factory=set)
     overlaps: list[str] = field(default_factory=list)
     default_run_seconds: float = 0.02
+    callback_tries: int = 3
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
     _http: urllib3.PoolManager = field(default_factory=lambda: urllib3.PoolManager(maxsize=16))
@@ -153,15 +154,16 @@ class AlgorithmService:
         url = request["callback"]["url"]
         if path != "callback":
             url = url.rsplit("/", 1)[0] + "/" + path
-        response = self._http.request(
-            "POST",
-            url,
-            body=json.dumps(body).encode(),
-            headers={
-                "Authorization": f"Bearer {request['callback']['token']}",
-                "Content-Type": "application/json",
-            },
-        )
+        # Like a real service: a 5xx or a dropped connection is tried again.
+        for _ in range(self.callback_tries - 1):
+            try:
+                response = self._post(url, body, request["callback"]["token"])
+            except urllib3.exceptions.HTTPError:
+                continue
+            if response.status < 500:
+                break
+        else:
+            response = self._post(url, body, request["callback"]["token"])
         record = CallbackRecord(
             task_id=request["task_id"],
             attempt=int(request["attempt"]),
@@ -172,6 +174,15 @@ class AlgorithmService:
         with self._lock:
             self.callbacks.append(record)
         return record
+
+    def _post(self, url: str, body: dict[str, Any], token: str) -> Any:
+        return self._http.request(
+            "POST",
+            url,
+            body=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            retries=False,
+        )
 
     def requests_for(self, task_id: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -53,7 +53,10 @@ class CallbackGateway:
         path = request.path.removeprefix(f"/{STAGE}")
         event = api_event(path, body, dict(request.headers.items()), method=request.command)
         self.requests += 1
-        answer = self._handlers.invoke("callback", event)
+        try:
+            answer = self._handlers.invoke("callback", event)
+        except BaseException:  # noqa: BLE001 - a dead function is a 502, as on API Gateway
+            answer = {"statusCode": 502, "body": '{"message": "Internal server error"}'}
         payload = answer.get("body") or ""
         request.send_response(int(answer["statusCode"]))
         for name, value in response_headers(answer).items():

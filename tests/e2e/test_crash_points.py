@@ -1,0 +1,88 @@
+"""A worker dies at each step boundary of the lifecycle, once; the timers (promote,
+dispatch, sweep, reconcile) and SQS/API retries must still bring every task to
+exactly one final state with exactly one notification id, without ever running
+an attempt twice or exceeding the cap."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from baton.faults import CRASH_POINTS, InjectedCrash, crash_once_at, inject_faults
+from baton.models import TaskStatus
+from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock
+from tests.support.algorithm_service import AlgorithmService
+from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
+from tests.support.handlers import Handlers
+from tests.support.waiting import wait_for
+
+TASKS = 3
+
+
+def invoke_surviving(handlers: Handlers, name: str, event: dict[str, Any]) -> bool:
+    """Invoke as Lambda would: a crash kills this invocation only. True if it lived."""
+    try:
+        handlers.invoke(name, event)
+    except InjectedCrash:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_crash_at_any_step_loses_nothing(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    aws: AwsResources,
+    clock: ShiftableClock,
+    point: str,
+) -> None:
+    runtime = make_runtime()
+    records = [
+        sqs_record(
+            task_body(
+                idempotency_key=f"crash-{n}",
+                timeout_seconds=20,
+                # long enough for a heartbeat to find the attempt running
+                input={"test": {"run_seconds": 0.5 if point.startswith("heartbeat") else 0.05}},
+            )
+        )
+        for n in range(TASKS)
+    ]
+    with inject_faults(crash_once_at([point])) as fired:
+        before = fired[point]
+        # SQS redelivers a batch whose invocation died
+        while not invoke_surviving(handlers, "intake", sqs_event(*records)):
+            pass
+        if point == "heartbeat.after_record":
+            request = wait_for(lambda: algorithm_service.requests)[0]
+            algorithm_service.call_back(request, {"attempt": 1, "progress": 10}, "heartbeat")
+
+        def settled() -> bool:
+            # One minute of timers, then time moves on: leases, deadlines, backoff.
+            for name in ("sweep", "reconcile", "promote", "dispatch"):
+                invoke_surviving(handlers, name, schedule_event(name))
+            algorithm_service.wait_idle()
+            clock.advance(45)
+            notified = {n["task_id"] for n in aws.notifications()}
+            return len(notified) == TASKS
+
+        wait_for(settled, timeout=60, interval=0)
+        assert fired[point] == before + 1, f"{point} was never reached"
+
+    notifications = aws.notifications(wait_seconds=1)
+    ids_per_task: dict[str, set[str]] = {}
+    for notification in notifications:
+        ids_per_task.setdefault(notification["task_id"], set()).add(notification["notification_id"])
+    assert len(ids_per_task) == TASKS
+    assert all(len(ids) == 1 for ids in ids_per_task.values()), ids_per_task
+    assert Counter(n["status"] for n in notifications).keys() == {"succeeded"}
+    for task_id in ids_per_task:
+        task = runtime.repository.get_task(task_id)
+        assert task is not None
+        assert task.status == TaskStatus.SUCCEEDED
+    assert algorithm_service.overlaps == []
+    assert algorithm_service.max_in_flight["ocr"] <= 2
+    assert runtime.queue.running_count("ocr") == 0

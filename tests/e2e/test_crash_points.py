@@ -9,9 +9,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
-
 from baton.faults import CRASH_POINTS, InjectedCrash, crash_once_at, inject_faults
 from baton.models import TaskStatus
+
 from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body

@@ -83,6 +83,13 @@ def _reconcile(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(_args: argparse.Namespace) -> int:
+    from baton.openapi import callback_api_document
+
+    print(json.dumps(callback_api_document(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baton", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     reconcile = commands.add_parser("reconcile", help="rebuild Redis state from the database")
     reconcile.set_defaults(run=_reconcile)
+
+    openapi = commands.add_parser("openapi", help="print the callback API's OpenAPI document")
+    openapi.set_defaults(run=_openapi)
     return parser
 
 

@@ -25,7 +25,7 @@ build: validate
 bench:
 	scripts/bootstrap.sh
 	scripts/services.sh
-	.venv/bin/python bench/dispatch_latency.py
+	.venv/bin/python -m bench.dispatch_latency
 
 clean:
 	rm -rf .aws-sam .venv .venv-sam .pytest_cache .mypy_cache .ruff_cache

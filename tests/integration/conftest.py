@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
-
 from baton.database import create_database_engine, create_session_factory
 from baton.queue import TaskQueue
 from baton.repository import NewTask, Repository

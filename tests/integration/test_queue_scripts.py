@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from redis.crc import key_slot
-
 from baton.errors import RedisStateLost
 from baton.queue import SlotConfirmation, TaskQueue, ready_entry
 from baton.repository import ActiveAttempt, QueuedTask
+from redis.crc import key_slot
+
 from tests.conftest import flush_prefix
 
 ALGO = "ocr"

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-
-from baton.models import ExecutionStatus, Task, TaskExecution, TaskStatus
+from baton.models import ExecutionStatus, Task, TaskStatus
 from baton.repository import AttemptOutcome, QueuedTask, Repository
+
 from tests.integration.conftest import ALGORITHM, NewTaskFactory, count_rows, utcnow
 
 UPLOAD_TTL = 3600
@@ -83,6 +83,7 @@ def test_add_task_stores_every_field(repository: Repository, new_task: NewTaskFa
     task, created = repository.add_task(new)
 
     assert created
+    assert task.id == new.id
     stored = repository.get_task(new.id)
     assert stored is not None
     assert (stored.app, stored.algorithm, stored.idempotency_key) == (

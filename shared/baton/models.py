@@ -58,6 +58,7 @@ class ExecutionStatus(enum.StrEnum):
     DISPATCH_FAILED = "dispatch_failed"  # 5xx, 408, 429 or no answer: retried
     REJECTED = "rejected"  # 4xx: the algorithm refused the task for good
     CANCELLED = "cancelled"
+    ABANDONED = "abandoned"  # never sent: its slot was lost before dispatch; not counted
 
     @property
     def is_active(self) -> bool:

@@ -25,17 +25,13 @@ def reconcile_algorithm(runtime: Runtime, algorithm: str) -> ReconcileReport:
     active = repository.active_attempts(algorithm)
     restored = queue.restore(algorithm, active, repository.queued_tasks(algorithm))
     crash_point("reconcile.after_restore")
-    active_keys = {(attempt.task_id, attempt.attempt) for attempt in active}
+    # Read the database again, for every member: an attempt in the snapshot above may
+    # have ended (and released its slot) before the restore put it back. A member with
+    # no execution row yet is an admission in flight; the sweep takes its lease back
+    # if its worker died.
     stale = 0
-    for task_id, attempt in queue.running(algorithm):
-        if (task_id, attempt) in active_keys:
-            continue
-        # Read again: the attempt may have started after the snapshot above. A member
-        # with no execution row yet is an admission in flight; the sweep takes its
-        # lease back if its worker died.
-        execution = repository.get_execution(task_id, attempt)
-        if execution is not None and not execution.status.is_active:
-            stale += queue.release(algorithm, task_id, attempt)
+    for task_id, attempt in repository.ended_attempts(queue.running(algorithm)):
+        stale += queue.release(algorithm, task_id, attempt)
     report = ReconcileReport(
         algorithm, restored.rebuilt, restored.running_added, restored.ready_added, stale
     )

@@ -8,13 +8,13 @@ Locks are always taken task row first, then execution row.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, or_, select, update
+from sqlalchemy import CursorResult, delete, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -260,27 +260,39 @@ class Repository:
             )
         return StartedAttempt(task, deadline, upload_expires_at)
 
-    def undo_attempt(self, task_id: str, attempt: int, now: datetime) -> bool:
-        """Take back an attempt whose request was never sent (no slot could be confirmed)."""
+    def abandon_attempt(self, task_id: str, attempt: int, now: datetime) -> bool:
+        """Give up an attempt whose request was never sent (no slot could be confirmed).
+
+        The task goes back to PENDING with one more attempt in its budget: the
+        abandoned attempt never ran, so it does not count. Its number is not reused,
+        so no late actor can mistake a later attempt for it.
+        """
         with self._transaction() as session:
-            result = session.execute(
-                update(Task)
-                .where(
-                    Task.id == task_id,
-                    Task.status == TaskStatus.RUNNING,
-                    Task.attempts == attempt,
-                )
-                .values(status=TaskStatus.PENDING, attempts=attempt - 1, updated_at=now)
-            )
-            if _rowcount(result) != 1:
+            task = session.scalars(
+                select(Task).where(Task.id == task_id).with_for_update()
+            ).one_or_none()
+            if task is None or task.status != TaskStatus.RUNNING or task.attempts != attempt:
                 return False
-            session.execute(
-                delete(TaskExecution).where(
+            result = session.execute(
+                update(TaskExecution)
+                .where(
                     TaskExecution.task_id == task_id,
                     TaskExecution.attempt == attempt,
                     TaskExecution.status == ExecutionStatus.DISPATCHING,
                 )
+                .values(
+                    status=ExecutionStatus.ABANDONED,
+                    finished_at=now,
+                    error_code="slot_lost",
+                    error_message="no slot could be confirmed; the request was not sent",
+                )
             )
+            if _rowcount(result) != 1:
+                return False
+            task.status = TaskStatus.PENDING
+            task.not_before = now
+            task.max_attempts += 1
+            task.updated_at = now
         return True
 
     def mark_accepted(self, task_id: str, attempt: int, now: datetime, http_status: int) -> bool:
@@ -418,6 +430,20 @@ class Repository:
         return _rowcount(result) == 1
 
     # -- sweep and reconcile ------------------------------------------------------------
+
+    def ended_attempts(self, attempts: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Of the given (task id, attempt) pairs, those recorded and no longer active."""
+        pairs = list(attempts)
+        if not pairs:
+            return set()
+        with self._sessions() as session:
+            rows = session.execute(
+                select(TaskExecution.task_id, TaskExecution.attempt).where(
+                    tuple_(TaskExecution.task_id, TaskExecution.attempt).in_(pairs),
+                    TaskExecution.status.not_in(ACTIVE_EXECUTION_STATUSES),
+                )
+            ).all()
+        return {(row.task_id, row.attempt) for row in rows}
 
     def active_attempts(self, algorithm: str) -> list[ActiveAttempt]:
         with self._sessions() as session:

@@ -148,7 +148,7 @@ def dispatch_attempt(
         )
     if confirmation is not SlotConfirmation.OK:
         # Redis was rebuilt without this attempt and the slots are taken: send nothing.
-        repository.undo_attempt(task_id, attempt, runtime.clock())
+        repository.abandon_attempt(task_id, attempt, runtime.clock())
         queue.release(algorithm, task_id, attempt)
         logger.warning("slot lost before dispatch; attempt taken back", task_id=task_id)
         return None

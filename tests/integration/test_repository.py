@@ -508,56 +508,53 @@ def test_record_heartbeat_only_on_active_attempts(
 # -- undo -------------------------------------------------------------------------------
 
 
-def test_undo_attempt_takes_a_dispatching_attempt_back(
+def test_abandon_attempt_takes_a_dispatching_attempt_back_without_charging_it(
     repository: Repository, new_task: NewTaskFactory, engine: sa.Engine
 ) -> None:
     task, now = start(repository, new_task)
+    budget = repository.get_task(task.id).max_attempts
 
-    assert repository.undo_attempt(task.id, 1, now)
+    assert repository.abandon_attempt(task.id, 1, now)
 
     stored = repository.get_task(task.id)
     assert stored.status == TaskStatus.PENDING
-    assert stored.attempts == 0
-    assert repository.executions_of(task.id) == []
-    assert count_rows(engine, "task_execution") == 0
-    assert not repository.undo_attempt(task.id, 1, now)  # only once
-    # The same attempt can be queued and started again.
+    assert stored.attempts == 1
+    assert stored.max_attempts == budget + 1  # the abandoned attempt never ran
+    (execution,) = repository.executions_of(task.id)
+    assert execution.status == ExecutionStatus.ABANDONED
+    assert not repository.abandon_attempt(task.id, 1, now)  # only once
+    # The next start is attempt 2: attempt numbers are never reused.
     (queued,) = repository.queue_pending_tasks(ALGORITHM, now, 10)
-    assert queued.attempt == 1
-    assert repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL) is not None
-    assert len(repository.executions_of(task.id)) == 1
+    assert queued.attempt == 2
+    assert repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL) is None
+    assert repository.start_attempt(task.id, 2, now, "k", UPLOAD_TTL) is not None
+    assert count_rows(engine, "task_execution") == 2
 
 
-def test_undo_attempt_of_a_finished_or_stale_attempt_is_refused(
+def test_abandon_attempt_of_a_finished_or_stale_attempt_is_refused(
     repository: Repository, new_task: NewTaskFactory, engine: sa.Engine
 ) -> None:
     task, now = start(repository, new_task)
-    assert not repository.undo_attempt(task.id, 2, now)
+    assert not repository.abandon_attempt(task.id, 2, now)
     repository.finish_attempt(task.id, 1, now, retrying(now))
     before = row_snapshot(engine, task.id)
 
-    assert not repository.undo_attempt(task.id, 1, now)
+    assert not repository.abandon_attempt(task.id, 1, now)
 
     assert row_snapshot(engine, task.id) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG repository.undo_attempt: the task CAS does not check the execution is "
-    "still DISPATCHING, so an accepted (RUNNING) attempt is 'undone': the task goes back "
-    "to PENDING with attempts decremented while its execution row stays active",
-)
-def test_undo_attempt_refuses_an_accepted_attempt(
+def test_abandon_attempt_refuses_an_accepted_attempt(
     repository: Repository, new_task: NewTaskFactory, engine: sa.Engine
 ) -> None:
     task, now = start(repository, new_task)
     assert repository.mark_accepted(task.id, 1, now, 202)
     before = row_snapshot(engine, task.id)
 
-    undone = repository.undo_attempt(task.id, 1, now)
+    abandoned = repository.abandon_attempt(task.id, 1, now)
 
     assert row_snapshot(engine, task.id) == before
-    assert not undone
+    assert not abandoned
 
 
 # -- outbox -----------------------------------------------------------------------------

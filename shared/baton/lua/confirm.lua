@@ -11,11 +11,18 @@
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return 'lost'
 end
+local running = redis.call('ZCARD', KEYS[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  -- Reconcile restores every active attempt, including one like this whose admission
+  -- was lost: if that put the set over the cap, this unsent attempt is the one to go.
+  if running > tonumber(ARGV[3]) then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    return 'full'
+  end
   redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
   return 'ok'
 end
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+if running < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
   return 'ok'
 end

@@ -100,6 +100,32 @@ class Repository:
         with self._sessions() as session, session.begin():
             yield session
 
+    @staticmethod
+    def _lock_task(session: Session, task_id: str) -> Task | None:
+        return session.scalars(
+            select(Task).where(Task.id == task_id).with_for_update()
+        ).one_or_none()
+
+    @staticmethod
+    def _move_execution(
+        session: Session,
+        task_id: str,
+        attempt: int,
+        expected: Iterable[ExecutionStatus],
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set on one attempt's row: True if it was in ``expected``."""
+        result = session.execute(
+            update(TaskExecution)
+            .where(
+                TaskExecution.task_id == task_id,
+                TaskExecution.attempt == attempt,
+                TaskExecution.status.in_(list(expected)),
+            )
+            .values(**values)
+        )
+        return _rowcount(result) == 1
+
     # -- intake -------------------------------------------------------------------------
 
     def add_task(self, new: NewTask) -> tuple[Task, bool]:
@@ -268,26 +294,19 @@ class Repository:
         so no late actor can mistake a later attempt for it.
         """
         with self._transaction() as session:
-            task = session.scalars(
-                select(Task).where(Task.id == task_id).with_for_update()
-            ).one_or_none()
+            task = self._lock_task(session, task_id)
             if task is None or task.status != TaskStatus.RUNNING or task.attempts != attempt:
                 return False
-            result = session.execute(
-                update(TaskExecution)
-                .where(
-                    TaskExecution.task_id == task_id,
-                    TaskExecution.attempt == attempt,
-                    TaskExecution.status == ExecutionStatus.DISPATCHING,
-                )
-                .values(
-                    status=ExecutionStatus.ABANDONED,
-                    finished_at=now,
-                    error_code="slot_lost",
-                    error_message="no slot could be confirmed; the request was not sent",
-                )
-            )
-            if _rowcount(result) != 1:
+            if not self._move_execution(
+                session,
+                task_id,
+                attempt,
+                [ExecutionStatus.DISPATCHING],
+                status=ExecutionStatus.ABANDONED,
+                finished_at=now,
+                error_code="slot_lost",
+                error_message="no slot could be confirmed; the request was not sent",
+            ):
                 return False
             task.status = TaskStatus.PENDING
             task.not_before = now
@@ -297,16 +316,15 @@ class Repository:
 
     def mark_accepted(self, task_id: str, attempt: int, now: datetime, http_status: int) -> bool:
         with self._transaction() as session:
-            result = session.execute(
-                update(TaskExecution)
-                .where(
-                    TaskExecution.task_id == task_id,
-                    TaskExecution.attempt == attempt,
-                    TaskExecution.status == ExecutionStatus.DISPATCHING,
-                )
-                .values(status=ExecutionStatus.RUNNING, accepted_at=now, http_status=http_status)
+            return self._move_execution(
+                session,
+                task_id,
+                attempt,
+                [ExecutionStatus.DISPATCHING],
+                status=ExecutionStatus.RUNNING,
+                accepted_at=now,
+                http_status=http_status,
             )
-        return _rowcount(result) == 1
 
     # -- completion, timeout, failure ---------------------------------------------------
 
@@ -319,27 +337,20 @@ class Repository:
         Returns None when the attempt was not active: someone else already ended it.
         """
         with self._transaction() as session:
-            task = session.scalars(
-                select(Task).where(Task.id == task_id).with_for_update()
-            ).one_or_none()
+            task = self._lock_task(session, task_id)
             if task is None or task.status != TaskStatus.RUNNING or task.attempts != attempt:
                 return None
-            result = session.execute(
-                update(TaskExecution)
-                .where(
-                    TaskExecution.task_id == task_id,
-                    TaskExecution.attempt == attempt,
-                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
-                )
-                .values(
-                    status=outcome.execution_status,
-                    finished_at=now,
-                    error_code=outcome.error_code,
-                    error_message=outcome.error_message,
-                    http_status=outcome.http_status,
-                )
-            )
-            if _rowcount(result) != 1:
+            if not self._move_execution(
+                session,
+                task_id,
+                attempt,
+                ACTIVE_EXECUTION_STATUSES,
+                status=outcome.execution_status,
+                finished_at=now,
+                error_code=outcome.error_code,
+                error_message=outcome.error_message,
+                http_status=outcome.http_status,
+            ):
                 return None
             task.updated_at = now
             task.error_code = outcome.error_code
@@ -373,9 +384,7 @@ class Repository:
         """Any non-terminal task -> CANCELLED; returns the task and the attempt whose slot
         to release (0 if none ran), or None if it was already terminal or unknown."""
         with self._transaction() as session:
-            task = session.scalars(
-                select(Task).where(Task.id == task_id).with_for_update()
-            ).one_or_none()
+            task = self._lock_task(session, task_id)
             if task is None or task.status.is_terminal:
                 return None
             running_attempt = task.attempts if task.status == TaskStatus.RUNNING else 0
@@ -418,16 +427,9 @@ class Repository:
         if upload_expires_at is not None:
             values["upload_expires_at"] = upload_expires_at
         with self._transaction() as session:
-            result = session.execute(
-                update(TaskExecution)
-                .where(
-                    TaskExecution.task_id == task_id,
-                    TaskExecution.attempt == attempt,
-                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
-                )
-                .values(**values)
+            return self._move_execution(
+                session, task_id, attempt, ACTIVE_EXECUTION_STATUSES, **values
             )
-        return _rowcount(result) == 1
 
     # -- sweep and reconcile ------------------------------------------------------------
 

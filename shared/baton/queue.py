@@ -71,7 +71,7 @@ class AlgorithmKeys:
 class TaskQueue:
     """The Lua scripts, registered once per cold start, and the reads around them."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "baton") -> None:
+    def __init__(self, client: redis.Redis | redis.RedisCluster, prefix: str = "baton") -> None:
         self._client = client
         self._prefix = prefix
         self._enqueue = client.register_script(_load_script("enqueue"))
@@ -80,7 +80,7 @@ class TaskQueue:
         self._restore = client.register_script(_load_script("restore"))
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> redis.Redis | redis.RedisCluster:
         return self._client
 
     def keys(self, algorithm: str) -> AlgorithmKeys:

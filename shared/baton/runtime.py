@@ -56,10 +56,23 @@ def fetch_parameter(name: str) -> str:
     return str(parameters.get_parameter(name, max_age=300))
 
 
+RedisClient = redis.Redis | redis.RedisCluster
+
+
+def connect_redis(url: str, *, cluster: bool) -> RedisClient:
+    """A client for a single node or for a cluster (every script of Baton touches the
+    keys of one algorithm, which share one hash slot, so both work the same)."""
+    if cluster:
+        return redis.RedisCluster.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return redis.Redis.from_url(
+        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    )
+
+
 def build_runtime(
     settings: Settings,
     *,
-    redis_client: redis.Redis | None = None,
+    redis_client: RedisClient | None = None,
     dispatcher: DispatchClient | None = None,
     clock: Clock = utc_now,
     boto_session: Any = None,
@@ -67,12 +80,7 @@ def build_runtime(
     config = resolve_config(settings, fetch_secret, fetch_parameter)
     engine = create_database_engine(config.database_url)
     session = boto_session or boto3.session.Session()
-    client = redis_client or redis.Redis.from_url(
-        config.redis_url,
-        socket_timeout=5,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-    )
+    client = redis_client or connect_redis(config.redis_url, cluster=settings.redis_cluster)
     return Runtime(
         config=config,
         repository=Repository(create_session_factory(engine)),

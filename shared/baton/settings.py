@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     database_name: str | None = None
 
     redis_url: SecretStr
+    redis_cluster: bool = Field(
+        default=False, description="Use the cluster client (ElastiCache Serverless, cluster mode)"
+    )
     result_bucket: str = Field(min_length=3, max_length=63)
     notification_topic_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sns:")
     callback_base_url: AnyHttpUrl

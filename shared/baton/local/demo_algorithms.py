@@ -1,0 +1,514 @@
+"""The demo's algorithm services: small, real work on the sample documents, served
+the way a real algorithm service talks to Baton (see the README, "For algorithm
+services").
+
+The work itself is a set of pure functions (``text_stats``, ``keywords``,
+``classify``) over the documents shipped in ``baton/local/documents``. Each
+``AlgorithmService`` wraps one of them in an HTTP server on loopback: it accepts a
+dispatch request with 202, works in a background thread for its own latency, PUTs
+its JSON result to the presigned upload URL and POSTs the callback with its token.
+
+How the services misbehave, on purpose:
+
+- an empty document (``scan-0193-blank.txt``) fails: callback ``failed`` with the
+  error code ``empty_document``;
+- ``classify`` cannot place a document its rules do not recognise (the garbled
+  fax): it hands it to a "slow model" that never answers, so the service stays
+  silent and Baton times the attempt out;
+- ``keywords`` shares its workers with a periodic index rebuild: while the rebuild
+  holds a worker, a request beyond its free workers is answered 429 and Baton
+  retries it with backoff;
+- an unknown document is refused with 422 (Baton fails the task for good).
+
+Every service counts its attempts in flight, from receiving the request until it
+sends the callback (or, for a silent attempt, until the attempt's deadline, after
+which Baton owns the timeout), and remembers the highest count: the demo checks it
+against the algorithm's ``max_concurrency``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+
+import urllib3
+
+DOCUMENTS_DIR = Path(__file__).resolve().parent / "documents"
+READING_WORDS_PER_MINUTE = 230
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+CHECKBOX = re.compile(r"\[[ xX]\]")
+MONEY = re.compile(r"\b\d{1,3}(?:,\d{3})*\.\d{2}\b")
+SALUTATION = re.compile(r"^Dear [^\n]+,$", re.MULTILINE)
+CLOSING = re.compile(r"^(?:Yours (?:sincerely|faithfully)|Kind regards),?$", re.MULTILINE)
+_STOPWORD_TEXT = """
+    a about above after again against all also am an and any are as at be because been
+    before being below between both but by can could did do does doing down during each
+    few for from further had has have having he her here hers herself him himself his how
+    i if in into is it its itself just me more most my myself no nor not now of off on
+    once only or other our ours ourselves out over own same she should so some such than
+    that the their theirs them themselves then there these they this those through to too
+    under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves per within shall may must us any"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+class EmptyDocument(ValueError):
+    """The document has no words (a blank scan)."""
+
+    code = "empty_document"
+
+
+# -- the corpus ----------------------------------------------------------------------------
+
+
+def load_corpus(directory: Path = DOCUMENTS_DIR) -> dict[str, str]:
+    """The sample documents by file name."""
+    return {path.name: path.read_text(encoding="utf-8") for path in sorted(directory.glob("*.txt"))}
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words of letters (an inner apostrophe allowed)."""
+    return WORD.findall(text.lower())
+
+
+def _content_words(text: str) -> list[str]:
+    return [word for word in tokenize(text) if len(word) > 2 and word not in STOPWORDS]
+
+
+# -- text-stats ----------------------------------------------------------------------------
+
+
+def text_stats(text: str) -> dict[str, Any]:
+    """Counts and reading time of a document."""
+    words = tokenize(text)
+    if not words:
+        raise EmptyDocument("the document has no words")
+    sentences = [part for part in SENTENCE_END.split(text) if WORD.search(part.lower()) is not None]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return {
+        "words": len(words),
+        "unique_words": len(set(words)),
+        "sentences": len(sentences),
+        "lines": len(lines),
+        "characters": len(text),
+        "average_words_per_sentence": round(len(words) / max(1, len(sentences)), 1),
+        "reading_seconds": math.ceil(len(words) * 60 / READING_WORDS_PER_MINUTE),
+    }
+
+
+# -- keywords -----------------------------------------------------------------------------
+
+
+def keywords(text: str, corpus: Mapping[str, str], top: int = 8) -> list[dict[str, Any]]:
+    """The document's most distinctive terms: term frequency times a smoothed inverse
+    document frequency over the corpus, highest first (ties by the term)."""
+    terms = _content_words(text)
+    if not terms:
+        raise EmptyDocument("the document has no words")
+    documents = [set(_content_words(other)) for other in corpus.values()]
+    counts = Counter(terms)
+    scores = {}
+    for term, count in counts.items():
+        frequency = sum(1 for words in documents if term in words)
+        idf = math.log((1 + len(documents)) / (1 + frequency)) + 1
+        scores[term] = count / len(terms) * idf
+    ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return [{"term": term, "score": round(score, 4)} for term, score in ranked]
+
+
+# -- classify -----------------------------------------------------------------------------
+
+CLASS_RULES: dict[str, dict[str, float]] = {
+    "contract": {
+        "agreement": 3, "parties": 3, "party": 2, "clause": 2, "shall": 1, "term": 1,
+        "termination": 2, "terminate": 2, "governing": 2, "law": 1, "liability": 2,
+        "lease": 2, "landlord": 1, "tenant": 1, "witness": 2, "whereof": 3,
+        "jurisdiction": 2, "confidential": 1,
+    },
+    "invoice": {
+        "invoice": 3, "subtotal": 4, "total": 2, "vat": 2, "due": 1, "amount": 1,
+        "iban": 2, "bic": 2, "qty": 3, "rate": 1, "bill": 2, "charges": 2, "payable": 1,
+        "usage": 1,
+    },
+    "form": {
+        "form": 4, "section": 1, "part": 1, "tick": 3, "signature": 2, "declaration": 2,
+        "complete": 1, "completed": 1, "block": 1, "capitals": 2, "use": 1, "only": 1,
+        "checked": 1,
+    },
+    "letter": {
+        "dear": 3, "sincerely": 3, "faithfully": 3, "yours": 2, "writing": 2, "enc": 2,
+        "regards": 3, "grateful": 2, "please": 1, "hesitate": 2, "look": 1, "forward": 1,
+    },
+}  # fmt: skip
+"""Weights of the words that vote for each document class."""
+
+PATTERN_RULES: tuple[tuple[str, re.Pattern[str], float], ...] = (
+    ("form", CHECKBOX, 1.5),
+    ("invoice", MONEY, 0.5),
+    ("letter", SALUTATION, 10),
+    ("letter", CLOSING, 10),
+)
+"""Layout features: tick boxes make forms, amounts with cents make invoices, a
+salutation and a complimentary close make letters."""
+
+MIN_EVIDENCE = 12.0
+"""Below this much evidence the rules give up (and the service escalates)."""
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str | None
+    """None: the rules cannot place the document."""
+    confidence: float
+    scores: dict[str, float]
+
+
+def classify(text: str) -> Classification:
+    """Contract, invoice, form or letter, by weighted keyword and layout rules; the
+    confidence is the winning share of all the evidence."""
+    words = Counter(tokenize(text))
+    if not words:
+        raise EmptyDocument("the document has no words")
+    scores = {
+        label: float(sum(weight * words[word] for word, weight in rules.items()))
+        for label, rules in CLASS_RULES.items()
+    }
+    for label, pattern, weight in PATTERN_RULES:
+        scores[label] += weight * len(pattern.findall(text))
+    total = sum(scores.values())
+    best = max(sorted(scores), key=lambda label: scores[label])
+    rounded = {label: round(score, 1) for label, score in scores.items()}
+    if total < MIN_EVIDENCE:
+        return Classification(None, round(scores[best] / total, 2) if total else 0.0, rounded)
+    return Classification(best, round(scores[best] / total, 2), rounded)
+
+
+# -- the services -------------------------------------------------------------------------
+
+
+class Stall(Exception):
+    """The work never finishes: the service stays silent until the deadline."""
+
+
+Work = Callable[[str, str, Mapping[str, str]], dict[str, Any]]
+"""(document name, text, corpus) -> the JSON result; raises EmptyDocument or Stall."""
+
+
+def _text_stats_work(name: str, text: str, _corpus: Mapping[str, str]) -> dict[str, Any]:
+    return {"document": name, **text_stats(text)}
+
+
+def _keywords_work(name: str, text: str, corpus: Mapping[str, str]) -> dict[str, Any]:
+    return {"document": name, "keywords": keywords(text, corpus)}
+
+
+def _classify_work(name: str, text: str, _corpus: Mapping[str, str]) -> dict[str, Any]:
+    found = classify(text)
+    if found.label is None:
+        raise Stall("no rule matches; escalated to the slow model")
+    return {
+        "document": name,
+        "label": found.label,
+        "confidence": found.confidence,
+        "scores": found.scores,
+    }
+
+
+WORK: dict[str, Work] = {
+    "text-stats": _text_stats_work,
+    "keywords": _keywords_work,
+    "classify": _classify_work,
+}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One algorithm service and its registry entry."""
+
+    name: str
+    max_concurrency: int
+    latency: tuple[float, float]
+    """Seconds of work per task, uniformly between the two."""
+    timeout_seconds: int
+    max_attempts: int
+    workers: int | None = None
+    """The service's own limit (default: ``max_concurrency``)."""
+    rebuild_every: float = 0.0
+    """Seconds between index rebuilds that hold one worker (0: never)."""
+    rebuild_seconds: float = 0.0
+
+    def registry_entry(self, endpoint: str) -> dict[str, Any]:
+        return {
+            "endpoint": endpoint,
+            "max_concurrency": self.max_concurrency,
+            "timeout_seconds": self.timeout_seconds,
+            "max_timeout_seconds": max(self.timeout_seconds, 60),
+            "max_attempts": self.max_attempts,
+        }
+
+
+SERVICES = (
+    ServiceSpec("text-stats", max_concurrency=4, latency=(0.05, 0.15), timeout_seconds=10,
+                max_attempts=3),
+    ServiceSpec("keywords", max_concurrency=2, latency=(0.15, 0.4), timeout_seconds=10,
+                max_attempts=4, rebuild_every=3.0, rebuild_seconds=0.5),
+    ServiceSpec("classify", max_concurrency=3, latency=(0.08, 0.25), timeout_seconds=10,
+                max_attempts=3),
+)  # fmt: skip
+
+
+class ServiceListener(Protocol):
+    """Who wants to hear what a service does with each task (the demo's tracker)."""
+
+    def dispatch_received(self, ref: str, algorithm: str, accepted: bool) -> None: ...
+
+    def attempt_over(self, ref: str, algorithm: str, reported: bool) -> None: ...
+
+
+@dataclass
+class CallbackRecord:
+    ref: str
+    attempt: int
+    status: str
+    http_status: int
+    answer: dict[str, Any]
+
+
+@dataclass
+class AlgorithmService:
+    """One algorithm service on its own loopback port."""
+
+    spec: ServiceSpec
+    corpus: Mapping[str, str]
+    listener: ServiceListener | None = None
+    seed: int = 0
+    server: ThreadingHTTPServer | None = None
+    in_flight: int = 0
+    max_in_flight: int = 0
+    requests: int = 0
+    accepted: int = 0
+    refused_busy: int = 0
+    rejected: int = 0
+    stalled: int = 0
+    uploads_failed: int = 0
+    callbacks: list[CallbackRecord] = field(default_factory=list)
+    first_request: dict[str, float] = field(default_factory=dict)
+    """Monotonic time of the first dispatch request, by the task's ``input.ref``."""
+    _busy: int = 0
+    _rebuilding: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _http: urllib3.PoolManager = field(
+        default_factory=lambda: urllib3.PoolManager(maxsize=8, retries=False)
+    )
+    _random: random.Random = field(default_factory=random.Random)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def workers(self) -> int:
+        return self.spec.workers or self.spec.max_concurrency
+
+    @property
+    def endpoint(self) -> str:
+        assert self.server is not None, "the service is not started"
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/v1/tasks"
+
+    def start(self) -> AlgorithmService:
+        service = self
+        self._random.seed(f"{self.seed}:{self.spec.name}")
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    request = json.loads(self.rfile.read(length))
+                except ValueError:
+                    request = None
+                status, body = service._accept(request)
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                if status == 429:
+                    self.send_header("Retry-After", "1")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self._spawn(self.server.serve_forever)
+        if self.spec.rebuild_every > 0:
+            self._spawn(self._rebuild_index)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for thread in list(self._threads):
+            thread.join(timeout=5)
+        self._http.clear()
+
+    def snapshot(self) -> tuple[int, int]:
+        """(in flight now, most ever in flight)."""
+        with self._lock:
+            return self.in_flight, self.max_in_flight
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _accept(self, request: Any) -> tuple[int, dict[str, Any]]:
+        received = time.monotonic()
+        try:
+            task_id, attempt = str(request["task_id"]), int(request["attempt"])
+            document = str(request["input"]["document"])
+            ref = str(request["input"].get("ref", task_id))
+            _ = (request["result"]["upload_url"], request["callback"]["token"])
+        except (TypeError, KeyError, ValueError):
+            return 422, _error("invalid_request", "not a dispatch request")
+        with self._lock:
+            self.requests += 1
+            self.first_request.setdefault(ref, received)
+            # In flight from the request until the callback, for a refusal too: Baton
+            # holds the slot until it has read the answer.
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if document not in self.corpus:
+                self.in_flight -= 1
+                self.rejected += 1
+                refusal = 422, _error("unknown_document", f"no document {document!r}")
+            elif self._busy + self._rebuilding >= self.workers:
+                self.in_flight -= 1
+                self.refused_busy += 1
+                refusal = 429, _error("busy", "all workers are busy; try again later")
+            else:
+                self._busy += 1
+                self.accepted += 1
+                latency = self._random.uniform(*self.spec.latency)
+                refusal = None
+        if self.listener is not None:
+            self.listener.dispatch_received(ref, self.name, accepted=refusal is None)
+        if refusal is not None:
+            if self.listener is not None:
+                self.listener.attempt_over(ref, self.name, reported=False)
+            return refusal
+        self._spawn(self._work, request, ref, document, latency)
+        return 202, {"task_id": task_id, "attempt": attempt, "accepted": True}
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def _end(self, ref: str, reported: bool) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self._busy -= 1
+        if self.listener is not None:
+            self.listener.attempt_over(ref, self.name, reported=reported)
+
+    def _work(self, request: dict[str, Any], ref: str, document: str, latency: float) -> None:
+        if self._stop.wait(latency):
+            self._end(ref, reported=False)
+            return
+        body: dict[str, Any] = {"attempt": int(request["attempt"])}
+        try:
+            result = WORK[self.name](document, self.corpus[document], self.corpus)
+        except EmptyDocument as exc:
+            body |= {"status": "failed", "error": _error(exc.code, str(exc))["error"]}
+        except Stall:
+            with self._lock:
+                self.stalled += 1
+            self._stop.wait(max(0.0, _seconds_until(str(request["deadline"]))))
+            self._end(ref, reported=False)
+            return
+        else:
+            upload = self._request("PUT", request["result"]["upload_url"], result, {})
+            if upload is None or upload.status != 200:
+                with self._lock:
+                    self.uploads_failed += 1
+                body |= {"status": "failed", "error": {"code": "upload_failed", "message": "PUT"}}
+            else:
+                body["status"] = "succeeded"
+        # The attempt leaves this service before its callback goes out: Baton frees the
+        # slot only once it has the callback, so the count here never runs ahead of it.
+        self._end(ref, reported=True)
+        self._call_back(request, ref, body)
+
+    def _call_back(self, request: dict[str, Any], ref: str, body: dict[str, Any]) -> None:
+        headers = {"Authorization": f"Bearer {request['callback']['token']}"}
+        for retry in range(6):
+            answer = self._request("POST", request["callback"]["url"], body, headers)
+            if answer is not None and answer.status < 500:
+                break
+            if self._stop.wait(0.2 * 2**retry):
+                return
+        try:
+            data = json.loads(answer.data) if answer is not None and answer.data else {}
+        except ValueError:
+            data = {}
+        record = CallbackRecord(
+            ref=ref,
+            attempt=int(body["attempt"]),
+            status=str(body["status"]),
+            http_status=answer.status if answer is not None else 0,
+            answer=data if isinstance(data, dict) else {},
+        )
+        with self._lock:
+            self.callbacks.append(record)
+
+    def _request(
+        self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> urllib3.BaseHTTPResponse | None:
+        try:
+            return self._http.request(
+                method,
+                url,
+                body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", **headers},
+                timeout=urllib3.Timeout(connect=5, read=30),
+            )
+        except urllib3.exceptions.HTTPError:
+            return None
+
+    def _rebuild_index(self) -> None:
+        """Hold one worker now and then, as a shared service's other duties do."""
+        while not self._stop.wait(self.spec.rebuild_every * self._random.uniform(0.8, 1.2)):
+            with self._lock:
+                self._rebuilding = True
+            self._stop.wait(self.spec.rebuild_seconds)
+            with self._lock:
+                self._rebuilding = False
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _seconds_until(deadline: str) -> float:
+    moment = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
+    return moment.timestamp() - time.time()

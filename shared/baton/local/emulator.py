@@ -1,0 +1,450 @@
+"""``baton local``: the SAM template emulated in-process, no Docker, no servers to install.
+
+``LocalCloud`` reads the template and wires every function to its events the way AWS
+would: AWS services from moto (in-process, on loopback), Redis and MySQL substituted
+by Baton's local profile (``baton.local.profile``), each function in its own worker
+processes, SQS pollers, schedules on a clock where a minute lasts ``tick_seconds``,
+REST APIs on loopback and custom resources run at start-up::
+
+    with LocalCloud(LocalOptions(template=Path("template.yaml"), tick_seconds=1)) as cloud:
+        cloud.boto_session().client("sqs").send_message(
+            QueueUrl=cloud.outputs["IntakeQueueUrl"], MessageBody="...")
+
+Adding a function (or a queue, a schedule, a route) to the template makes it run here
+with no code change; a resource type that cannot run locally fails start-up naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from baton.local.aws import LocalAws, LocalSession, MotoServer, aws_providers
+from baton.local.events import (
+    Schedule,
+    Scheduler,
+    SqsEventSource,
+    parse_schedule,
+    scheduled_event,
+)
+from baton.local.gateway import RestApi
+from baton.local.lambdas import Invocation
+from baton.local.profile import BatonLocalProfile
+from baton.local.serverless import (
+    ApiProvider,
+    CustomResourceProvider,
+    FunctionProvider,
+    LambdaService,
+    LambdaSettings,
+    LayerProvider,
+    ResponseServer,
+)
+from baton.local.stack import Provider, Stack
+from baton.local.template import ACCOUNT_ID, Resolver, Template, TemplateError, load_template
+
+__all__ = ["LocalCloud", "LocalOptions", "TemplateError"]
+
+
+@dataclass
+class LocalOptions:
+    """How to run the template locally.
+
+    ``tick_seconds`` is how long a minute lasts: schedules, SQS visibility timeouts and
+    Lambda's async retry delays are scaled by it (60 = real time). ``parameter_overrides``
+    are template parameters; ``env_file`` is a ``sam local --env-vars`` JSON file.
+    ``redis_url`` / ``database_url`` replace the embedded Redis stand-in and SQLite.
+    ``concurrency`` (logical id -> workers) overrides the default of 1 per function (2
+    for functions with an SQS event). ``fresh`` starts with an empty SQLite file and
+    empty function logs."""
+
+    template: Path = Path("template.yaml")
+    env_file: Path | None = None
+    redis_url: str | None = None
+    database_url: str | None = None
+    tick_seconds: float = 60.0
+    state_dir: Path = Path(".baton-local")
+    parameter_overrides: Mapping[str, str] = field(default_factory=dict)
+    region: str = "eu-west-1"
+    quiet: bool = True
+    stack_name: str = "local"
+    concurrency: Mapping[str, int] = field(default_factory=dict)
+    prewarm: bool = True
+    fresh: bool = True
+    output: TextIO | None = None
+
+
+class LocalCloud:
+    """The stack of one template, running on this machine. ``start()`` / ``stop()``, or
+    use it as a context manager."""
+
+    def __init__(self, options: LocalOptions) -> None:
+        if options.tick_seconds <= 0:
+            raise ValueError("tick_seconds must be positive")
+        self.options = options
+        self.outputs: dict[str, Any] = {}
+        self.invocations: Counter[str] = Counter()
+        self.errors: list[tuple[str, str]] = []
+        self.notes: list[str] = []
+        self.apis: dict[str, RestApi] = {}
+        self.startup_seconds = 0.0
+        self.aws_endpoint_url = ""
+        self.template: Template | None = None
+        self.stack: Stack | None = None
+        self.scheduler = Scheduler(options.tick_seconds)
+        self._sources: list[SqsEventSource] = []
+        self._moto: MotoServer | None = None
+        self._responses: ResponseServer | None = None
+        self._session: LocalSession | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._started = False
+        self.state_dir = options.state_dir.resolve()
+        self.template_path = options.template.resolve()
+        self.aws = LocalAws(options.tick_seconds / 60.0)
+        self.profile = BatonLocalProfile(
+            self.aws, self.state_dir, options.redis_url, options.database_url, options.fresh
+        )
+        self.lambdas = LambdaService(
+            LambdaSettings(
+                state_dir=self.state_dir,
+                template_dir=self.template_path.parent,
+                region=options.region,
+                time_scale=options.tick_seconds / 60.0,
+                concurrency=dict(options.concurrency),
+                env_overrides=_read_env_file(options.env_file),
+            ),
+            self._record,
+            [self.profile.environment],
+        )
+        self._api_provider = ApiProvider(self.lambdas, self.apis)
+
+    # -- the public surface -------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCloud:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def boto_session(self) -> LocalSession:
+        """A boto3 session whose clients talk to the local moto server."""
+        if self._session is None:
+            raise RuntimeError("the local cloud is not started")
+        return self._session
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Each REST API's local base URL (with its stage)."""
+        return {logical_id: api.url for logical_id, api in self.apis.items()}
+
+    def invoke(self, function: str, event: Any) -> Invocation:
+        """Invoke a function (logical id or name) synchronously, as ``aws lambda invoke``."""
+        logical_id = self.lambdas.find(function)
+        if logical_id is None:
+            raise KeyError(f"no function {function} in the template")
+        return self.lambdas.invoke(logical_id, event, "invoke")
+
+    def function_log(self, function: str) -> Path:
+        """The file that holds a function's stdout and stderr."""
+        return self.lambdas.log_path(self.lambdas.find(function) or function)
+
+    def start(self) -> LocalCloud:
+        if self._started:
+            return self
+        started = time.perf_counter()
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.perf_counter() - started
+        if not self.options.quiet:
+            self._banner()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        self.scheduler.stop()
+        for source in self._sources:
+            source._stop.set()
+        for source in self._sources:
+            source.stop()
+        for api in self.apis.values():
+            api.stop()
+        self.lambdas.stop()
+        if self._responses is not None:
+            self._responses.stop()
+        if self.stack is not None and self._moto is not None:
+            self.stack.delete_all()
+        self.profile.stop()
+        if self._moto is not None:
+            self._moto.stop()
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        options = self.options
+        stack_id = (
+            f"arn:aws:cloudformation:{options.region}:{ACCOUNT_ID}:stack/"
+            f"{options.stack_name}/{uuid.uuid4()}"
+        )
+        self.template = Template(
+            load_template(self.template_path),
+            parameter_overrides={k: str(v) for k, v in options.parameter_overrides.items()},
+            region=options.region,
+            stack_name=options.stack_name,
+            stack_id=stack_id,
+        )
+        providers: dict[str, Provider] = {
+            **aws_providers(self.aws),
+            "AWS::Serverless::Function": FunctionProvider(self.lambdas),
+            "AWS::Serverless::LayerVersion": LayerProvider(),
+            "AWS::Lambda::LayerVersion": LayerProvider(),
+            "AWS::Serverless::Api": self._api_provider,
+            "AWS::CloudFormation::CustomResource": CustomResourceProvider(
+                self.lambdas, self._response_server
+            ),
+            "Custom::*": CustomResourceProvider(self.lambdas, self._response_server),
+            **self.profile.providers(),
+        }
+        self.stack = Stack(self.template, providers, self._note)
+        self.lambdas.stack = self.stack
+        self.stack.validate()
+
+        self._prepare_state_dir()
+        self._moto = MotoServer()
+        self.aws_endpoint_url = self._moto.start()
+        self._session = LocalSession(self.aws_endpoint_url, options.region)
+        self.aws.connect(self._session)
+        self.lambdas.settings.endpoint_url = self.aws_endpoint_url
+
+        self.stack.create_all()
+        for logical_id in self.apis:
+            self._api_provider.wire(self.stack, logical_id)
+        self._wire_events()
+        for api in self.apis.values():
+            api.start()
+        self.scheduler.start()
+        for source in self._sources:
+            source.start()
+        if options.prewarm:
+            self.lambdas.prewarm(self._prewarm_order())
+        self.outputs = self._outputs()
+
+    def _prewarm_order(self) -> list[str]:
+        """Functions that answer requests and queues first, timers last."""
+
+        def rank(logical_id: str) -> int:
+            kinds = {e.get("Type") for e in self.lambdas.functions[logical_id].events.values()}
+            routed = any(
+                route.function == logical_id for api in self.apis.values() for route in api.routes
+            )
+            return 0 if "SQS" in kinds or routed else 1 if kinds else 2
+
+        return sorted(self.lambdas.functions, key=rank)
+
+    def _response_server(self) -> ResponseServer:
+        if self._responses is None:
+            self._responses = ResponseServer()
+        return self._responses
+
+    def _prepare_state_dir(self) -> None:
+        logs = self.state_dir / "logs"
+        if self.options.fresh and logs.is_dir():
+            shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def _wire_events(self) -> None:
+        assert self.stack is not None
+        for function in self.lambdas.functions.values():
+            for name, event in function.events.items():
+                where = f"{function.logical_id} event {name}"
+                kind = event.get("Type")
+                properties = self.stack.resolve(event.get("Properties") or {}, where)
+                if kind == "SQS":
+                    self._sources.append(self._sqs_source(function.logical_id, name, properties))
+                elif kind in ("Schedule", "ScheduleV2"):
+                    schedule = self._schedule(function.logical_id, name, str(kind), properties)
+                    if schedule is not None:
+                        self.scheduler.add(schedule)
+
+    def _sqs_source(self, logical_id: str, name: str, properties: dict[str, Any]) -> SqsEventSource:
+        queue_arn = str(properties["Queue"])
+        queue_url = self._queue_url(queue_arn)
+        pool = self.lambdas.pool(logical_id)
+        response_types = properties.get("FunctionResponseTypes") or []
+        enabled = properties.get("Enabled", True)
+        if enabled in (False, "false"):
+            self._note(f"{logical_id} event {name}: disabled in the template")
+        return SqsEventSource(
+            name=f"{logical_id}.{name}",
+            pool=pool,
+            sqs=self.aws.sqs,
+            queue_url=queue_url,
+            queue_arn=queue_arn,
+            region=self.options.region,
+            batch_size=int(properties.get("BatchSize", 10)),
+            batching_window=float(properties.get("MaximumBatchingWindowInSeconds", 0)),
+            report_failures="ReportBatchItemFailures" in response_types,
+            pollers=pool.concurrency,
+            enabled=enabled not in (False, "false"),
+        )
+
+    def _queue_url(self, queue_arn: str) -> str:
+        assert self.stack is not None
+        for created in self.stack.created.values():
+            if created.attributes.get("Arn") == queue_arn and "QueueUrl" in created.attributes:
+                return str(created.attributes["QueueUrl"])
+        return self.aws.sqs.get_queue_url(QueueName=queue_arn.rsplit(":", 1)[-1])["QueueUrl"]
+
+    def _schedule(
+        self, logical_id: str, name: str, kind: str, properties: dict[str, Any]
+    ) -> Schedule | None:
+        where = f"{logical_id} event {name} ({kind})"
+        expression = str(properties.get("Schedule" if kind == "Schedule" else "ScheduleExpression"))
+        rule = parse_schedule(expression, where)
+        state = str(properties.get("State", "ENABLED")).upper()
+        if properties.get("Enabled") in (False, "false") or state == "DISABLED":
+            self._note(f"{where}: disabled in the template")
+            return None
+        region = self.options.region
+        stack_name = self.options.stack_name
+        if kind == "Schedule":
+            arn = f"arn:aws:events:{region}:{ACCOUNT_ID}:rule/{stack_name}-{logical_id}{name}"
+            source = "aws.events"
+        else:
+            arn = f"arn:aws:scheduler:{region}:{ACCOUNT_ID}:schedule/default/{stack_name}-{logical_id}{name}"
+            source = "aws.scheduler"
+        raw_input = properties.get("Input")
+
+        def event() -> Any:
+            if raw_input is not None:
+                return json.loads(str(raw_input))
+            return scheduled_event(arn, region, ACCOUNT_ID, source)
+
+        return Schedule(
+            name=f"{logical_id}.{name}",
+            pool=self.lambdas.pool(logical_id),
+            expression=expression,
+            rule=rule,
+            event=event,
+        )
+
+    def _outputs(self) -> dict[str, Any]:
+        assert self.stack is not None
+        template = self.stack.template
+        outputs: dict[str, Any] = {}
+        for name, output in template.outputs.items():
+            condition = output.get("Condition")
+            if condition is not None and not template.condition(str(condition)):
+                continue
+            resolver = Resolver(template, self.stack, self.stack.localize, f"output {name}")
+            outputs[name] = resolver.resolve(output.get("Value"))
+        return outputs
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _out(self, line: str) -> None:
+        stream = self.options.output or sys.stdout
+        stream.write(line + "\n")
+        stream.flush()
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        if not self.options.quiet:
+            self._out(f"  note: {message}")
+
+    def _record(self, invocation: Invocation) -> None:
+        with self._lock:
+            if self._stopping and not invocation.ok:
+                return
+            self.invocations[invocation.function] += 1
+            if not invocation.ok:
+                self.errors.append((invocation.function, invocation.error_text))
+        if self.options.quiet:
+            return
+        outcome = "ok" if invocation.ok else "ERROR"
+        if (
+            invocation.ok
+            and isinstance(invocation.result, dict)
+            and "statusCode" in invocation.result
+        ):
+            outcome = f"-> {invocation.result['statusCode']}"
+        detail = f"  {invocation.error_text}" if not invocation.ok else ""
+        self._out(
+            f"{datetime.now():%H:%M:%S} {invocation.function:<24} {invocation.source:<40.40} "
+            f"{outcome:<6} {invocation.duration_ms:7.0f} ms{detail}"
+        )
+
+    def _banner(self) -> None:
+        self._out(f"baton local: {self.template_path} up in {self.startup_seconds:.1f} s")
+        self._out(f"  AWS (moto)  {self.aws_endpoint_url}  region {self.options.region}")
+        for line in self.profile.describe():
+            self._out(f"  {line}")
+        for logical_id, url in self.urls.items():
+            self._out(f"  API {logical_id}  {url}")
+        for logical_id in self.lambdas.functions:
+            self._out(f"  log {logical_id}  {self.lambdas.log_path(logical_id)}")
+        self._out(f"  a minute lasts {self.options.tick_seconds:g} s")
+        if self.outputs:
+            self._out("Outputs:")
+            width = max(len(name) for name in self.outputs)
+            for name, value in self.outputs.items():
+                self._out(f"  {name:<{width}}  {value}")
+
+
+def _read_env_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TemplateError(f"env-vars file {path}: {exc}") from None
+    if not isinstance(document, dict) or not all(isinstance(v, dict) for v in document.values()):
+        raise TemplateError(
+            f'env-vars file {path}: expected {{"Parameters": {{...}}, "<LogicalId>": {{...}}}}'
+        )
+    return document
+
+
+def run_until_interrupted(options: LocalOptions) -> int:
+    """``baton local``: start, print the outputs and URLs, run until Ctrl-C."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        cloud = LocalCloud(options).start()
+    except TemplateError as exc:
+        print(f"baton local: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print("Ctrl-C stops.", flush=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping ...", flush=True)
+        cloud.stop()
+    return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, or_, select, tuple_, update
+from sqlalchemy import CursorResult, Select, delete, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,6 +84,43 @@ class AttemptOutcome:
 class FinishedAttempt:
     task: Task
     terminal: bool
+
+
+def promotion_candidates(
+    algorithm: str, now: datetime, limit: int
+) -> Select[str, int, int, datetime]:
+    """The best eligible PENDING tasks of one algorithm: an ordered walk of
+    ``ix_task_promotion`` that stops after ``limit`` rows, however long the backlog."""
+    return (
+        select(Task.id, Task.attempts, Task.priority, Task.created_at)
+        .where(
+            Task.algorithm == algorithm,
+            Task.status == TaskStatus.PENDING,
+            Task.not_before <= now,
+        )
+        .order_by(Task.priority.desc(), Task.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def overdue_attempts_query(now: datetime, limit: int) -> Select[str, int, str, datetime]:
+    """Active attempts past their deadline: a range of ``ix_task_execution_status_deadline``
+    that never reads the finished attempts, however many there are."""
+    return (
+        select(
+            TaskExecution.task_id,
+            TaskExecution.attempt,
+            TaskExecution.algorithm,
+            TaskExecution.deadline,
+        )
+        .where(
+            TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
+            TaskExecution.deadline < now,
+        )
+        .order_by(TaskExecution.deadline)
+        .limit(limit)
+    )
 
 
 def _rowcount(result: Any) -> int:
@@ -195,17 +232,7 @@ class Repository:
         ``SKIP LOCKED`` lets concurrent promoters take disjoint rows instead of waiting.
         """
         with self._transaction() as session:
-            rows = session.execute(
-                select(Task.id, Task.attempts, Task.priority, Task.created_at)
-                .where(
-                    Task.algorithm == algorithm,
-                    Task.status == TaskStatus.PENDING,
-                    Task.not_before <= now,
-                )
-                .order_by(Task.priority.desc(), Task.created_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = session.execute(promotion_candidates(algorithm, now, limit)).all()
             if not rows:
                 return []
             session.execute(
@@ -464,20 +491,7 @@ class Repository:
 
     def overdue_attempts(self, now: datetime, limit: int) -> list[ActiveAttempt]:
         with self._sessions() as session:
-            rows = session.execute(
-                select(
-                    TaskExecution.task_id,
-                    TaskExecution.attempt,
-                    TaskExecution.algorithm,
-                    TaskExecution.deadline,
-                )
-                .where(
-                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
-                    TaskExecution.deadline < now,
-                )
-                .order_by(TaskExecution.deadline)
-                .limit(limit)
-            ).all()
+            rows = session.execute(overdue_attempts_query(now, limit)).all()
         return [ActiveAttempt(r.task_id, r.attempt, r.algorithm, r.deadline) for r in rows]
 
     # -- notifications ------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from baton.contracts import Notification, NotificationError, ResultLocation
 from baton.faults import crash_point
 from baton.models import Task, TaskStatus
@@ -68,7 +70,12 @@ def publish_notification(runtime: Runtime, task_id: str) -> bool:
         return False
     notification = build_notification(runtime, task)
     crash_point("notify.after_claim")
-    runtime.notifier.publish(notification)
+    try:
+        runtime.notifier.publish(notification)
+    except (BotoCoreError, ClientError) as exc:
+        # The task's outcome is recorded; the sweep publishes once the claim lapses.
+        logger.warning("notification not published yet", task_id=task.id, error=type(exc).__name__)
+        return False
     crash_point("notify.after_publish")
     runtime.repository.mark_notified(task.id, notification.notification_id, runtime.clock())
     metrics.add_metric(

@@ -442,3 +442,33 @@ def test_succeeded_callback_without_result_is_refused_and_the_attempt_keeps_runn
     )
     assert conflicting.http_status == 409
     assert [n["status"] for n in notified(aws, 1)] == ["succeeded"]
+
+
+def test_sns_outage_delays_the_notification_but_loses_nothing(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    aws: AwsResources,
+    clock: ShiftableClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    runtime = make_runtime()
+    publish = runtime.notifier.publish
+
+    def unreachable(*_args: Any, **_kwargs: Any) -> str:
+        raise EndpointConnectionError(endpoint_url="https://sns.eu-west-1.amazonaws.com")
+
+    monkeypatch.setattr(runtime.notifier, "publish", unreachable)
+    submit(handlers, task_body(idempotency_key="sns-down-1"))
+    (callback,) = wait_for(lambda: algorithm_service.callbacks)
+    assert callback.http_status == 200  # the outcome is recorded all the same
+    handlers.invoke("sweep", schedule_event("sweep"))  # still claimed: nothing yet
+    assert aws.notifications() == []
+
+    monkeypatch.setattr(runtime.notifier, "publish", publish)
+    clock.advance(61)  # the first publisher's claim lapses
+    handlers.invoke("sweep", schedule_event("sweep"))
+    (notification,) = notified(aws, 1)
+    assert notification["status"] == "succeeded"

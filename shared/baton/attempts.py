@@ -45,13 +45,17 @@ def retryable_outcome(
     error_code: str,
     error_message: str,
     http_status: int | None = None,
+    not_sooner_than: float = 0.0,
 ) -> AttemptOutcome:
-    """An outcome that retries with backoff while attempts remain, else is final."""
+    """An outcome that retries with backoff (at least ``not_sooner_than`` seconds, e.g.
+    the service's Retry-After) while attempts remain, else is final."""
+    now = runtime.clock()
+    retry_at = max(retry_time(runtime, attempt, now), now + timedelta(seconds=not_sooner_than))
     return AttemptOutcome(
         execution_status=execution_status,
         task_status=final_status,
         error_code=error_code,
         error_message=error_message[:1024],
         http_status=http_status,
-        retry_at=retry_time(runtime, attempt, runtime.clock()),
+        retry_at=retry_at,
     )

@@ -3,6 +3,8 @@ where domain errors become HTTP answers with a JSON error body."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, TypeVar
 
 import redis
@@ -12,13 +14,20 @@ from sqlalchemy.exc import OperationalError
 
 from baton.completion import complete_attempt, record_heartbeat
 from baton.contracts import CallbackBody, ErrorAnswer, ErrorDetail, HeartbeatBody
-from baton.errors import ApiError, InvalidRequest, PayloadTooLarge, ServiceUnavailable
-from baton.intake import describe_validation_error
+from baton.errors import (
+    ApiError,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from baton.intake import describe_validation_error, duplicate_key, field_name
 from baton.observability import logger
 from baton.runtime import get_runtime
 from baton.tokens import authenticate_token, bearer_token
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_MESSAGE_CHARS = 1024  # ErrorDetail.message
 M = TypeVar("M", bound=BaseModel)
 
 app = APIGatewayRestResolver(strip_prefixes=None)
@@ -27,6 +36,8 @@ app = APIGatewayRestResolver(strip_prefixes=None)
 def _error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response[str]:
+    if len(message) > MAX_MESSAGE_CHARS:  # the answer must still match its own schema
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     body = ErrorAnswer(error=ErrorDetail(code=code, message=message)).model_dump_json()
     return Response(
         status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers
@@ -39,20 +50,59 @@ def _json(model: BaseModel) -> Response[str]:
     )
 
 
+def _body_bytes(body: str | None, base64_encoded: bool) -> tuple[bytes, str | None]:
+    """The request body as bytes, and what is wrong with its encoding, if anything.
+
+    API Gateway hands over text, or base64 when it treats the body as binary; neither
+    has to be valid (a caller can send any bytes), so a bad one is a 422, never a crash.
+    """
+    if not body:
+        return b"", None
+    if base64_encoded:
+        try:
+            return base64.b64decode(body, validate=True), None
+        except (binascii.Error, ValueError):
+            return body.encode(errors="replace"), "body: not valid base64"
+    try:
+        return body.encode(), None
+    except UnicodeEncodeError:
+        return body.encode(errors="replace"), "body: not valid UTF-8 text"
+
+
+def _authorization(event: Any) -> str | None:
+    """The one Authorization header. Two of them make the request ambiguous (a proxy
+    may check one and Baton read the other), so they are refused like a bad token."""
+    values = event.multi_value_headers.get("Authorization") or []
+    if len(values) > 1:
+        raise Unauthorized("more than one Authorization header")
+    header: str | None = event.headers.get("Authorization")
+    return header
+
+
 def _authenticated_body(task_id: str, model: type[M]) -> tuple[str, M]:
     """Size first, then the token's authenticity, then the body: a caller without a
     valid token learns nothing about what the body should be."""
     event = app.current_event
-    raw = event.decoded_body or ""
-    if len(raw.encode()) > MAX_BODY_BYTES:
+    raw, encoding_problem = _body_bytes(event.body, bool(event.is_base64_encoded))
+    if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
     runtime = get_runtime()
-    token = bearer_token(event.headers.get("Authorization") or event.headers.get("authorization"))
+    token = bearer_token(_authorization(event))
     authenticate_token(runtime.config.token_keys, token, task_id, runtime.clock())
+    if encoding_problem is not None:
+        raise InvalidRequest(encoding_problem)
     try:
-        return token, model.model_validate_json(raw or "null")
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequest("body: not valid UTF-8 text") from None
+    try:
+        body = model.model_validate_json(text or "null")
     except ValidationError as exc:
         raise InvalidRequest(describe_validation_error(exc)) from None
+    duplicate = duplicate_key(text)
+    if duplicate is not None:
+        raise InvalidRequest(f"{duplicate}: duplicate key in one JSON object")
+    return token, body
 
 
 @app.post("/tasks/<task_id>/callback")
@@ -84,10 +134,12 @@ def answer_unavailable(exc: Exception) -> Response[str]:
 
 @app.not_found
 def answer_not_found(_exc: Exception) -> Response[str]:
+    event = app.current_event
     return _error(
         404,
         "route_not_found",
-        f"no route for {app.current_event.http_method} {app.current_event.path}",
+        f"no route for {field_name(event.http_method, 16)} {field_name(event.path, 200)}; "
+        "POST /tasks/{task_id}/callback or /tasks/{task_id}/heartbeat",
     )
 
 

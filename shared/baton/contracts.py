@@ -6,10 +6,19 @@ Inbound shapes are strict (no type coercion) and reject unknown fields.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 from baton.settings import Name
 
@@ -18,6 +27,30 @@ IdempotencyKey = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
 ]
 """Printable ASCII without spaces, at most 200 characters."""
+
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _start_time(value: Any, validate: ValidatorFunctionWrapHandler) -> datetime:
+    # pydantic also reads a number, or a string of digits, as a Unix time: the
+    # contract says ISO 8601, so anything else is refused before it gets there
+    # (which is why the datetime itself may be parsed in lax mode).
+    if not isinstance(value, str | datetime) or (
+        isinstance(value, str) and not _ISO_DATE_TIME.match(value)
+    ):
+        raise ValueError("must be an ISO 8601 date and time with an offset")
+    parsed: datetime = validate(value)
+    # 9999-12-31T23:00:00-05:00 is a valid datetime that has no UTC equivalent
+    # (year 10000): it could be neither compared safely nor stored.
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+    return parsed
+
+
+StartTime = Annotated[AwareDatetime, Field(strict=False), WrapValidator(_start_time)]
+"""An ISO 8601 date and time with an offset (``not_before``)."""
 
 
 class _Inbound(BaseModel):
@@ -38,7 +71,7 @@ class TaskMessage(_Inbound):
     priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     timeout_seconds: int | None = Field(default=None, ge=1)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
-    not_before: AwareDatetime | None = None
+    not_before: StartTime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -47,10 +80,13 @@ class ErrorDetail(_Inbound):
     message: Annotated[str, StringConstraints(max_length=1024)]
 
 
+INTEGER_AS_WRITTEN = 'An integer written as one: 1, not 1.0 or "1" (422 otherwise)'
+
+
 class CallbackBody(_Inbound):
     """``POST /tasks/{task_id}/callback``."""
 
-    attempt: int = Field(ge=1, le=1000)
+    attempt: int = Field(ge=1, le=1000, description=INTEGER_AS_WRITTEN)
     status: Literal["succeeded", "failed"]
     error: ErrorDetail | None = None
 
@@ -58,8 +94,8 @@ class CallbackBody(_Inbound):
 class HeartbeatBody(_Inbound):
     """``POST /tasks/{task_id}/heartbeat``."""
 
-    attempt: int = Field(ge=1, le=1000)
-    progress: int | None = Field(default=None, ge=0, le=100)
+    attempt: int = Field(ge=1, le=1000, description=INTEGER_AS_WRITTEN)
+    progress: int | None = Field(default=None, ge=0, le=100, description=INTEGER_AS_WRITTEN)
     message: Annotated[str, StringConstraints(max_length=1024)] | None = None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import urllib3
@@ -22,6 +24,26 @@ class DispatchAnswer:
     verdict: DispatchVerdict
     http_status: int | None
     detail: str
+    retry_after_seconds: float | None = None
+
+
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at an
+    hour so that a confused service cannot park an algorithm for days."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        seconds = float(text)
+    else:
+        try:
+            seconds = (parsedate_to_datetime(text) - now).total_seconds()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def classify(status: int) -> DispatchVerdict:
@@ -65,4 +87,9 @@ class HttpDispatchClient:
         except urllib3.exceptions.HTTPError as exc:
             return DispatchAnswer(DispatchVerdict.RETRY, None, f"no answer: {type(exc).__name__}")
         body = response.data[:200].decode(errors="replace")
-        return DispatchAnswer(classify(response.status), response.status, body)
+        return DispatchAnswer(
+            classify(response.status),
+            response.status,
+            body,
+            parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC)),
+        )

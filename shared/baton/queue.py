@@ -59,6 +59,11 @@ class RestoreReport:
     rebuilt: bool
     running_added: int
     ready_added: int
+    stale: bool = False  # refused: the snapshot was read before Redis lost its data
+
+
+SNAPSHOT_MARK_MS = 600_000
+"""How long a snapshot mark outlives a reconcile that died before restoring."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class AlgorithmKeys:
     ready: str
     running: str
     epoch: str
+    cooldown: str
 
 
 class TaskQueue:
@@ -78,6 +84,7 @@ class TaskQueue:
         self._admit = client.register_script(_load_script("admit"))
         self._confirm = client.register_script(_load_script("confirm"))
         self._restore = client.register_script(_load_script("restore"))
+        self._release_lease = client.register_script(_load_script("release_lease"))
 
     @property
     def client(self) -> redis.Redis | redis.RedisCluster:
@@ -86,7 +93,10 @@ class TaskQueue:
     def keys(self, algorithm: str) -> AlgorithmKeys:
         base = f"{self._prefix}:{{{algorithm}}}"
         return AlgorithmKeys(
-            ready=f"{base}:ready", running=f"{base}:running", epoch=f"{base}:epoch"
+            ready=f"{base}:ready",
+            running=f"{base}:running",
+            epoch=f"{base}:epoch",
+            cooldown=f"{base}:cooldown",
         )
 
     def enqueue(self, algorithm: str, tasks: Iterable[QueuedTask]) -> int:
@@ -97,13 +107,18 @@ class TaskQueue:
         return int(self._enqueue(keys=[keys.ready, keys.running], args=args))
 
     def admit(
-        self, algorithm: str, max_concurrency: int, lease_until: datetime, limit: int
+        self,
+        algorithm: str,
+        max_concurrency: int,
+        lease_until: datetime,
+        limit: int,
+        now: datetime | None = None,
     ) -> list[tuple[str, int]]:
         """Take up to ``limit`` ready attempts into free slots; [] when full or empty."""
         keys = self.keys(algorithm)
         admitted = self._admit(
-            keys=[keys.ready, keys.running, keys.epoch],
-            args=[max_concurrency, _score(lease_until), limit],
+            keys=[keys.ready, keys.running, keys.epoch, keys.cooldown],
+            args=[max_concurrency, _score(lease_until), limit, _score(now or datetime.now(UTC))],
         )
         if admitted is None:
             raise RedisStateLost(algorithm)
@@ -123,6 +138,21 @@ class TaskQueue:
             args=[running_member(task_id, attempt), _score(deadline), max_concurrency],
         )
         return SlotConfirmation(_text(answer))
+
+    def cool_down(self, algorithm: str, until: datetime, now: datetime) -> None:
+        """Admit nothing more for this algorithm until ``until`` (it said it is busy or
+        failing); slots already held are not affected. The key expires a minute after
+        the pause, so a forgotten one cannot linger."""
+        key = self.keys(algorithm).cooldown
+        current = self._client.get(key)
+        if current is not None and float(current) >= _score(until):
+            return
+        ttl_ms = int((until - now).total_seconds() * 1000) + 60_000
+        self._client.set(key, repr(_score(until)), px=max(ttl_ms, 1))
+
+    def paused_until(self, algorithm: str) -> datetime | None:
+        value = self._client.get(self.keys(algorithm).cooldown)
+        return None if value is None else datetime.fromtimestamp(float(value), UTC)
 
     def extend_slot(self, algorithm: str, task_id: str, attempt: int, deadline: datetime) -> None:
         """Move a held slot's deadline (heartbeat); never creates a slot."""
@@ -154,6 +184,31 @@ class TaskQueue:
         )
         return [parse_running_member(_text(member)) for member in members]
 
+    def overdue_slots(
+        self, algorithm: str, now: datetime, limit: int
+    ) -> list[tuple[str, int, float]]:
+        """As ``overdue``, with each slot's score (for ``release_lease``)."""
+        members = cast(
+            "list[tuple[bytes, float]]",
+            self._client.zrangebyscore(
+                self.keys(algorithm).running,
+                "-inf",
+                _score(now),
+                start=0,
+                num=limit,
+                withscores=True,
+            ),
+        )
+        return [(*parse_running_member(_text(member)), float(score)) for member, score in members]
+
+    def release_lease(self, algorithm: str, task_id: str, attempt: int, score: float) -> bool:
+        """Free an admission's slot only if its score is still ``score`` (the expired
+        lease seen): a worker that started the attempt has confirmed it since, and keeps it."""
+        released = self._release_lease(
+            keys=[self.keys(algorithm).running], args=[running_member(task_id, attempt), score]
+        )
+        return bool(released)
+
     def running_count(self, algorithm: str) -> int:
         return int(self._client.zcard(self.keys(algorithm).running))
 
@@ -171,9 +226,26 @@ class TaskQueue:
     def has_state(self, algorithm: str) -> bool:
         return bool(self._client.exists(self.keys(algorithm).epoch))
 
+    def mark_snapshot(self, algorithm: str) -> str:
+        """Mark the moment before a reconcile reads the database; pass the mark to
+        ``restore``. If Redis loses its data in between, the mark goes with it and
+        ``restore`` refuses to rebuild from a read that may miss attempts sent meanwhile."""
+        mark = secrets.token_hex(8)
+        self._client.set(self._snapshot_key(algorithm, mark), 1, px=SNAPSHOT_MARK_MS)
+        return mark
+
+    def _snapshot_key(self, algorithm: str, mark: str) -> str:
+        return f"{self._prefix}:{{{algorithm}}}:snapshot:{mark}"
+
     def restore(
-        self, algorithm: str, active: Iterable[ActiveAttempt], queued: Iterable[QueuedTask]
+        self,
+        algorithm: str,
+        active: Iterable[ActiveAttempt],
+        queued: Iterable[QueuedTask],
+        snapshot: str | None = None,
     ) -> RestoreReport:
+        """Add what the database says to Redis (``active`` and ``queued`` read after
+        ``mark_snapshot`` returned ``snapshot``); set the epoch if it was missing."""
         running_args: list[Any] = []
         for attempt in active:
             running_args += [
@@ -182,13 +254,18 @@ class TaskQueue:
             ]
         ready_args: list[Any] = [part for task in queued for part in ready_entry(task)]
         keys = self.keys(algorithm)
+        script_keys = [keys.ready, keys.running, keys.epoch]
+        if snapshot is not None:
+            script_keys.append(self._snapshot_key(algorithm, snapshot))
         rebuilt, running_added, ready_added = cast(
             "list[int]",
             self._restore(
-                keys=[keys.ready, keys.running, keys.epoch],
+                keys=script_keys,
                 args=[secrets.token_hex(8), len(running_args) // 2, *running_args, *ready_args],
             ),
         )
+        if int(rebuilt) < 0:
+            return RestoreReport(rebuilt=False, running_added=0, ready_added=0, stale=True)
         return RestoreReport(bool(rebuilt), int(running_added), int(ready_added))
 
 

@@ -20,10 +20,24 @@ class ReconcileReport:
     stale_released: int
 
 
+RESTORE_TRIES = 3
+"""Reads of the database per reconcile when Redis keeps losing its data meanwhile."""
+
+
 def reconcile_algorithm(runtime: Runtime, algorithm: str) -> ReconcileReport:
     repository, queue = runtime.repository, runtime.queue
-    active = repository.active_attempts(algorithm)
-    restored = queue.restore(algorithm, active, repository.queued_tasks(algorithm))
+    for _ in range(RESTORE_TRIES):
+        # Mark Redis before reading the database: an attempt sent after the read and
+        # before a flush would be missing from a state rebuilt from this read (and its
+        # slot given to another task), so the restore refuses if the mark was lost.
+        snapshot = queue.mark_snapshot(algorithm)
+        active = repository.active_attempts(algorithm)
+        restored = queue.restore(algorithm, active, repository.queued_tasks(algorithm), snapshot)
+        if not restored.stale:
+            break
+    else:
+        logger.warning("redis lost its data during every reconcile try", algorithm=algorithm)
+        return ReconcileReport(algorithm, False, 0, 0, 0)
     crash_point("reconcile.after_restore")
     # Read the database again, for every member: an attempt in the snapshot above may
     # have ended (and released its slot) before the restore put it back. A member with

@@ -99,10 +99,14 @@ def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
     )
     limit = runtime.settings.dispatch_batch_size
     try:
-        admitted = runtime.queue.admit(algorithm, config.max_concurrency, lease, limit)
+        admitted = runtime.queue.admit(
+            algorithm, config.max_concurrency, lease, limit, runtime.clock()
+        )
     except RedisStateLost:
         reconcile_algorithm(runtime, algorithm)
-        admitted = runtime.queue.admit(algorithm, config.max_concurrency, lease, limit)
+        admitted = runtime.queue.admit(
+            algorithm, config.max_concurrency, lease, limit, runtime.clock()
+        )
     report = DispatchReport(admitted=len(admitted))
     if len(admitted) == 1:
         outcomes = [dispatch_attempt(runtime, algorithm, *admitted[0])]
@@ -200,6 +204,11 @@ def dispatch_attempt(
         metrics.add_metric(name="DispatchRejected", unit="Count", value=1)
         logger.warning("dispatch rejected", extra=log)
     else:
+        # A service that is busy (429) or failing is left alone for a while by every
+        # worker, instead of being handed the next task of the queue at once.
+        pause = answer.retry_after_seconds or settings.backoff_base_seconds
+        now = runtime.clock()
+        queue.cool_down(algorithm, now + timedelta(seconds=pause), now)
         outcome = retryable_outcome(
             runtime,
             execution_status=ExecutionStatus.DISPATCH_FAILED,
@@ -210,6 +219,7 @@ def dispatch_attempt(
             if answer.http_status
             else answer.detail,
             http_status=answer.http_status,
+            not_sooner_than=answer.retry_after_seconds or 0.0,
         )
         metrics.add_metric(name="DispatchFailed", unit="Count", value=1)
         logger.warning("dispatch failed; will retry while attempts remain", extra=log)

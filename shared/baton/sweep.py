@@ -71,27 +71,32 @@ def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport
     already ended, or a deadline a heartbeat moved in the database only."""
     repository, queue = runtime.repository, runtime.queue
     recovered = 0
-    for task_id, attempt in queue.overdue(algorithm, runtime.clock(), SWEEP_BATCH):
+    for task_id, attempt, score in queue.overdue_slots(algorithm, runtime.clock(), SWEEP_BATCH):
         execution = repository.get_execution(task_id, attempt)
         if execution is not None and execution.status.is_active:
             if execution.deadline > runtime.clock():
                 queue.extend_slot(algorithm, task_id, attempt, execution.deadline)
             continue  # overdue in the database too: the loop above times it out
         if execution is None:
+            # An admission with no attempt row: its worker died, or it is starting the
+            # attempt right now. Whatever the database said a moment ago, the slot is
+            # taken back only if it still holds the expired lease: a worker that started
+            # the attempt has confirmed the slot since (a new score) and keeps it; one
+            # that starts it later finds the slot gone and takes a free one or gives up.
+            if not queue.release_lease(algorithm, task_id, attempt, score):
+                continue
             task = repository.get_task(task_id)
-            # Check the task before releasing: its attempt may be starting right now.
             if (
                 task is not None
                 and task.status == TaskStatus.QUEUED
                 and task.attempts == attempt - 1
             ):
-                queue.release(algorithm, task_id, attempt)
                 queue.enqueue(
                     algorithm, [QueuedTask(task_id, attempt, task.priority, task.created_at)]
                 )
-                recovered += 1
-                report.algorithms_freed.add(algorithm)
-                continue
+            recovered += 1
+            report.algorithms_freed.add(algorithm)
+            continue
         recovered += queue.release(algorithm, task_id, attempt)
         report.algorithms_freed.add(algorithm)
     return recovered

@@ -56,7 +56,8 @@ def authenticate_token(
     claims = _authentic_claims(keyring, token)
     if (
         claims is None
-        or not hmac.compare_digest(claims.task_id.encode(), task_id.encode())
+        # (a path is caller-controlled text: it may hold anything, lone surrogates included)
+        or not hmac.compare_digest(claims.task_id.encode(), task_id.encode(errors="surrogatepass"))
         or claims.expires_at <= now
     ):
         raise Unauthorized("missing, invalid or expired token for this task")
@@ -75,7 +76,9 @@ def verify_token(
 
 def _authentic_claims(keyring: TokenKeyring, token: str) -> TokenClaims | None:
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != _VERSION:
+    # Every token Baton issues is ASCII; anything else is not one (and could not be
+    # encoded for the MAC check if it held a lone surrogate).
+    if len(parts) != 4 or parts[0] != _VERSION or not token.isascii():
         return None
     _, kid, payload, mac = parts
     key = keyring.keys.get(kid)

@@ -12,7 +12,7 @@ import pytest
 from baton.models import ExecutionStatus, TaskStatus
 from baton.runtime import Runtime
 
-from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock, flush_prefix
+from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock, flush_prefix, registry_for
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
@@ -472,3 +472,38 @@ def test_sns_outage_delays_the_notification_but_loses_nothing(
     handlers.invoke("sweep", schedule_event("sweep"))
     (notification,) = notified(aws, 1)
     assert notification["status"] == "succeeded"
+
+
+def test_busy_service_is_left_alone_for_its_retry_after(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    aws: AwsResources,
+    clock: ShiftableClock,
+) -> None:
+    # Given a cap of 1, the first task is refused with 429 and Retry-After: 30
+    runtime = make_runtime(algorithms=registry_for(algorithm_service, ocr=1))
+    submit(
+        handlers,
+        task_body(
+            idempotency_key="busy-0",
+            priority=9,
+            input={"test": {"dispatch_status": [429, 202], "retry_after": 30}},
+        ),
+    )
+    assert len(algorithm_service.requests) == 1
+    submit(handlers, *(task_body(idempotency_key=f"busy-{n}") for n in range(1, 4)))
+
+    # Then nothing more goes to the service while it asked to be left alone...
+    clock.advance(20)
+    handlers.invoke("dispatch", schedule_event("dispatch"))
+    assert len(algorithm_service.requests) == 1
+    refused = runtime.repository.find_task("contracts", "busy-0")
+    assert refused is not None
+    assert refused.not_before >= clock() + timedelta(seconds=9)
+
+    # ...and everything goes once the pause is over
+    clock.advance(11)
+    handlers.invoke("dispatch", schedule_event("dispatch"))
+    notifications = notified(aws, 4)
+    assert Counter(n["status"] for n in notifications) == {"succeeded": 4}

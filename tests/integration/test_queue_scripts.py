@@ -452,3 +452,27 @@ def test_ready_entry_orders_priority_then_age() -> None:
     assert name_old < name_new
     assert running_old == f"{older.task_id}:1"
     assert name_old.endswith(f":{running_old}")
+
+
+# -- cool-down --------------------------------------------------------------------------
+
+
+def test_admit_takes_nothing_while_the_algorithm_cools_down(task_queue: TaskQueue) -> None:
+    arm(task_queue)
+    task = queued()
+    task_queue.enqueue(ALGO, [task])
+    task_queue.cool_down(ALGO, NOW + timedelta(seconds=30), NOW)
+    task_queue.cool_down(ALGO, NOW + timedelta(seconds=5), NOW)  # a shorter pause loses
+
+    assert task_queue.admit(ALGO, CAP, LEASE, 10, NOW + timedelta(seconds=29)) == []
+    assert task_queue.ready_count(ALGO) == 1  # nothing was popped
+    assert task_queue.paused_until(ALGO) == NOW + timedelta(seconds=30)
+    assert task_queue.admit(ALGO, CAP, LEASE, 10, NOW + timedelta(seconds=31)) == [member(task)]
+
+
+def test_cool_down_of_one_algorithm_leaves_the_others_alone(task_queue: TaskQueue) -> None:
+    for name in (ALGO, "nlp"):
+        arm(task_queue, name)
+    task_queue.enqueue("nlp", [queued()])
+    task_queue.cool_down(ALGO, NOW + timedelta(seconds=30), NOW)
+    assert len(task_queue.admit("nlp", CAP, LEASE, 10, NOW)) == 1

@@ -6,6 +6,7 @@ calls back with its token. Each task's ``input.test`` steers it:
 - ``outcome``: ``succeeded`` (default), ``failed``, ``silent`` (never calls back),
   ``no_upload`` (calls back "succeeded" without uploading)
 - ``run_seconds``: how long the work takes (default 0.02)
+- ``retry_after``: the Retry-After header sent with a refusal
 
 It records every request, every callback answer, and the most tasks it ever had in
 flight per algorithm: from receiving a request to sending its callback.
@@ -58,6 +59,9 @@ class AlgorithmService:
                 request = json.loads(self.rfile.read(length))
                 status = service._accept(self.path.strip("/"), request)
                 self.send_response(status)
+                retry_after = request.get("input", {}).get("test", {}).get("retry_after")
+                if status >= 300 and retry_after is not None:
+                    self.send_header("Retry-After", str(retry_after))
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(b'{"ok": true}' if status < 300 else b'{"error": "refused"}')

@@ -39,3 +39,26 @@ def test_every_status_code_follows_the_contract() -> None:
         else:
             expected = DispatchVerdict.RETRY
         assert classify(status) is expected, status
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("30", 30.0),
+        (" 5 ", 5.0),
+        ("999999", 3600.0),  # capped: a confused service cannot park an algorithm for days
+        ("Fri, 27 Nov 2026 12:01:00 GMT", 60.0),
+        ("Fri, 27 Nov 2026 11:00:00 GMT", 0.0),  # in the past
+        ("soon", None),
+        ("-5", None),
+    ],
+)
+def test_retry_after_header(header: str | None, seconds: float | None) -> None:
+    from datetime import UTC, datetime
+
+    from baton.dispatch_client import parse_retry_after
+
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    assert parse_retry_after(header, now) == seconds

@@ -3,13 +3,19 @@
 -- KEYS[1] ready queue   (zset: score -priority, member "<created_ms>:<task_id>:<attempt>")
 -- KEYS[2] running set   (zset: score deadline or lease, member "<task_id>:<attempt>")
 -- KEYS[3] epoch marker  (string, written by reconcile; absent after Redis lost its data)
+-- KEYS[4] cool-down     (string: time until which the algorithm asked for a pause, e.g. a 429)
 -- ARGV[1] max_concurrency of the algorithm
 -- ARGV[2] lease score: the slot is released by the sweep if not confirmed by then
 -- ARGV[3] most tasks to admit in this call
+-- ARGV[4] now (seconds since the epoch)
 -- Returns nil when the epoch marker is missing (reconcile first), else the list of
--- admitted running members.
+-- admitted running members (empty while the algorithm cools down).
 if redis.call('EXISTS', KEYS[3]) == 0 then
   return false
+end
+local paused_until = redis.call('GET', KEYS[4])
+if paused_until and tonumber(paused_until) > tonumber(ARGV[4]) then
+  return {}
 end
 local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[2])
 local wanted = math.min(free, tonumber(ARGV[3]))

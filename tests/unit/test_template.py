@@ -800,9 +800,17 @@ def test_local_environment_sets_one_source_per_setting() -> None:
     assert variables["BATON_REDIS_URL"].startswith("redis://")
     assert len(variables["BATON_TOKEN_SECRET"]) >= 32
     assert json.loads(variables["BATON_ALGORITHMS"])
+    # The template's remote sources are blanked (empty means unset), so the settings
+    # see exactly one source each.
     for remote in (
         "BATON_DATABASE_SECRET_ARN",
         "BATON_TOKEN_SECRET_ARN",
         "BATON_ALGORITHMS_PARAMETER",
     ):
-        assert remote not in variables, remote
+        assert variables.get(remote, "") == "", remote
+    from baton.settings import load_settings
+
+    settings = load_settings(variables)
+    assert settings.database_secret_arn is None
+    assert settings.token_secret_arn is None
+    assert settings.algorithms_parameter is None

@@ -9,6 +9,7 @@ import logging
 import math
 import secrets
 import string
+import threading
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -42,13 +43,13 @@ class LocalSession(boto3.session.Session):
         )
         self.endpoint_url = endpoint_url
 
-    def client(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def client(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("endpoint_url", self.endpoint_url)
-        return super().client(*args, **kwargs)  # type: ignore[call-overload]
+        return super().client(*args, **kwargs)
 
-    def resource(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def resource(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("endpoint_url", self.endpoint_url)
-        return super().resource(*args, **kwargs)  # type: ignore[call-overload]
+        return super().resource(*args, **kwargs)
 
 
 class MotoServer:
@@ -69,8 +70,10 @@ class MotoServer:
         return self.endpoint_url
 
     def stop(self) -> None:
+        """Stop serving; the server's loop notices within half a second, in the
+        background (nothing waits for it: a new server never reuses the port)."""
         if self.endpoint_url:
-            self._server.stop()
+            threading.Thread(target=self._server.stop, name="moto-stop", daemon=True).start()
             self.endpoint_url = ""
 
 
@@ -185,7 +188,7 @@ class QueueProvider(_Base):
         return Created(
             url,
             {"Arn": arn, "QueueName": str(name), "QueueUrl": url},
-            delete=lambda: sqs.delete_queue(QueueUrl=url) and None,
+            delete=lambda: sqs.delete_queue(QueueUrl=url),
         )
 
 
@@ -214,7 +217,7 @@ class TopicProvider(_Base):
         name = properties.get("TopicName") or (
             stack.physical_name(logical_id, 251 if fifo else 256) + (".fifo" if fifo else "")
         )
-        attributes = {
+        attributes: dict[str, str] = {
             key: stringify(properties[key], f"{logical_id}.{key}")
             for key in ("DisplayName", "KmsMasterKeyId", "FifoTopic", "ContentBasedDeduplication")
             if key in properties
@@ -304,7 +307,7 @@ class BucketProvider(_Base):
         if cors:
             s3.put_bucket_cors(
                 Bucket=name,
-                CORSConfiguration={"CORSRules": [_cors_rule(rule) for rule in cors]},  # type: ignore[typeddict-item]
+                CORSConfiguration={"CORSRules": [_cors_rule(rule) for rule in cors]},
             )
         region = self.aws.region
         return Created(
@@ -320,7 +323,7 @@ class BucketProvider(_Base):
         )
 
 
-def _cors_rule(rule: dict[str, Any]) -> dict[str, Any]:
+def _cors_rule(rule: dict[str, Any]) -> Any:
     renamed = {"ExposedHeaders": "ExposeHeaders", "MaxAge": "MaxAgeSeconds", "Id": "ID"}
     return {renamed.get(key, key): value for key, value in rule.items()}
 
@@ -394,9 +397,7 @@ class SecretProvider(_Base):
         return Created(
             arn,
             {"Id": arn},
-            delete=lambda: (
-                client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True) and None
-            ),
+            delete=lambda: client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True),
         )
 
 
@@ -417,7 +418,7 @@ class ParameterProvider(_Base):
         return Created(
             name,
             {"Type": parameter_type, "Value": value},
-            delete=lambda: client.delete_parameter(Name=name) and None,
+            delete=lambda: client.delete_parameter(Name=name),
         )
 
 

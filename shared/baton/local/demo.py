@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import urllib3
+from rich.console import Console
+from rich.live import Live
 
 from baton.local.demo_algorithms import SERVICES, AlgorithmService, ServiceSpec, load_corpus
 from baton.local.demo_app import DocsPortal, Ledger, plan_tasks
@@ -39,8 +44,9 @@ from baton.local.demo_report import (
     summary_tables,
     write_json,
 )
-from rich.console import Console
-from rich.live import Live
+
+if TYPE_CHECKING:
+    from baton.local.emulator import LocalCloud
 
 SAMPLE_SECONDS = 0.1
 DRAIN_SECONDS = 1.0
@@ -101,6 +107,7 @@ class _DemoRun:
         self.console = console
         self.live = console.is_terminal if options.live is None else options.live
         self.started = time.monotonic()
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.run_id = uuid.uuid4().hex[:8]
         corpus = load_corpus()
         self.plan = plan_tasks(
@@ -113,7 +120,7 @@ class _DemoRun:
             for spec in options.services
         ]
         self.portal: DocsPortal | None = None
-        self.cloud: Any = None
+        self.cloud: LocalCloud | None = None
         self.setup_seconds = 0.0
         self.submitted_at = 0.0
         self.timed_out = False
@@ -132,7 +139,7 @@ class _DemoRun:
             f" {', '.join(f'{s.name} (cap {s.spec.max_concurrency})' for s in self.services)};"
             f" starting the emulated stack (a minute = {self.options.tick:g} s) ..."
         )
-        self.cloud = stack.enter_context(
+        cloud = self.cloud = stack.enter_context(
             LocalCloud(
                 LocalOptions(
                     template=self.options.template or find_template(),
@@ -147,24 +154,13 @@ class _DemoRun:
                 )
             )
         )
-        self._warm_up()
+        _warm_up(cloud)
         self.setup_seconds = time.monotonic() - self.started
-        self.portal = DocsPortal(
-            self.cloud.boto_session(), self.cloud.outputs, self.ledger, self.run_id
-        )
+        self.portal = DocsPortal(cloud.boto_session(), cloud.outputs, self.ledger, self.run_id)
         self.portal.subscribe()
         stack.callback(self.portal.unsubscribe)
         self.portal.start()
         stack.callback(self.portal.stop)
-
-    def _warm_up(self) -> None:
-        """Wait for the scheduled functions' first runs, so that the latencies measure
-        Baton rather than a dozen interpreters starting at once."""
-        limit = time.monotonic() + WARM_UP_SECONDS
-        while time.monotonic() < limit:
-            if all(self.cloud.invocations[name] > 0 for name in WARM_FUNCTIONS):
-                return
-            time.sleep(0.1)
 
     def drive(self) -> None:
         """Submit every task, then watch until each is notified (and its result read)."""
@@ -209,7 +205,7 @@ class _DemoRun:
             "tick_seconds": options.tick,
             "redis": "given" if options.redis_url else "embedded",
             "database": "given" if options.database_url else "embedded",
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "started_at": self.started_at,
             "setup_seconds": round(self.setup_seconds, 2),
             "run_seconds": round((finished or time.monotonic()) - self.submitted_at, 2),
             "wall_seconds": round(time.monotonic() - self.started, 2),
@@ -241,6 +237,21 @@ class _DemoRun:
         verdict = "[bold green]PASS[/]" if report["passed"] else "[bold red]FAIL[/]"
         self.console.print(f"{verdict} in {run['wall_seconds']:.1f} s")
         return DemoResult(0 if report["passed"] else 1, report, json_path, png_path)
+
+
+def _warm_up(cloud: LocalCloud) -> None:
+    """Let the stack's cold starts pass before the first task, so that the latencies
+    measure Baton rather than a dozen interpreters starting at once on a small machine:
+    wait for the scheduled functions' first runs, and knock once on the callback API
+    without a token (its answer, 401, means the callback function is up)."""
+    limit = time.monotonic() + WARM_UP_SECONDS
+    knock = f"{cloud.outputs['CallbackBaseUrl']}/tasks/warm-up/callback"
+    with suppress(urllib3.exceptions.HTTPError):  # the run shows the problem, if any
+        urllib3.request("POST", knock, json={}, timeout=WARM_UP_SECONDS, retries=False)
+    while time.monotonic() < limit:
+        if all(cloud.invocations[name] > 0 for name in WARM_FUNCTIONS):
+            return
+        time.sleep(0.1)
 
 
 def _console() -> Console:
@@ -311,49 +322,46 @@ def _progress(
 # -- command line ---------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``baton demo``."""
-    defaults = DemoOptions()
-    parser.add_argument("--tasks", type=int, default=defaults.tasks, help="tasks to submit")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="of the task plan")
-    parser.add_argument(
-        "--tick", type=float, default=defaults.tick, help="seconds per emulated minute"
-    )
-    parser.add_argument("--reports", type=Path, default=defaults.reports, help="output folder")
-    parser.add_argument("--redis-url", help="a real Redis instead of the embedded one")
-    parser.add_argument("--database-url", help="a real database instead of SQLite")
-    parser.add_argument(
-        "--timeout", type=float, default=defaults.timeout, help="overall limit, seconds"
-    )
-    parser.add_argument(
-        "--no-live", dest="live", action="store_false", default=None, help="progress lines"
-    )
-    parser.add_argument("--template", type=Path, help="default: ./template.yaml")
-
-
 def options_from_args(args: argparse.Namespace) -> DemoOptions:
-    if args.tasks < 1:
-        raise SystemExit("baton demo: --tasks must be at least 1")
-    if args.tick <= 0 or args.timeout <= 0:
-        raise SystemExit("baton demo: --tick and --timeout must be positive")
-    return DemoOptions(
-        tasks=args.tasks,
-        seed=args.seed,
-        tick=args.tick,
-        reports=args.reports,
-        redis_url=args.redis_url,
-        database_url=args.database_url,
-        timeout=args.timeout,
-        live=args.live,
-        template=args.template,
-    )
+    """``baton demo``'s options (see ``baton.cli``); what is not given keeps its default."""
+    given = {
+        name: getattr(args, name)
+        for name in ("tasks", "seed", "tick", "redis_url", "database_url", "timeout", "live")
+        if getattr(args, name, None) is not None
+    }
+    if getattr(args, "reports", None):
+        given["reports"] = Path(args.reports)
+    given["template"] = Path(args.template) if getattr(args, "template", None) else find_template()
+    if not given["template"].is_file():
+        raise ValueError(f"no template at {given['template']}")
+    options = DemoOptions(**given)
+    if options.tasks < 1:
+        raise ValueError("--tasks must be at least 1")
+    if options.tick <= 0 or options.timeout <= 0:
+        raise ValueError("--tick and --timeout must be positive")
+    return options
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="baton demo", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run_demo(options_from_args(parser.parse_args(argv))).exit_code
+def run_from_args(args: argparse.Namespace) -> int:
+    """``baton demo``: 0 when every check passed, 1 when one failed, 2 when it could not
+    run at all."""
+    from baton.local.emulator import TemplateError
+
+    try:
+        options = options_from_args(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"baton demo: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_demo(options).exit_code
+    except TemplateError as exc:  # the stack could not start
+        print(f"baton demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from baton.cli import main
+
+    raise SystemExit(main(["demo", *sys.argv[1:]]))

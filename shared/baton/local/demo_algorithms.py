@@ -21,9 +21,11 @@ How the services misbehave, on purpose:
 - an unknown document is refused with 422 (Baton fails the task for good).
 
 Every service counts its attempts in flight, from receiving the request until it
-sends the callback (or, for a silent attempt, until the attempt's deadline, after
-which Baton owns the timeout), and remembers the highest count: the demo checks it
-against the algorithm's ``max_concurrency``.
+sends the callback (for a silent attempt, until just before the attempt's deadline,
+after which Baton owns the timeout), and remembers the highest count: the demo
+checks it against the algorithm's ``max_concurrency``. The count never runs ahead of
+Baton's own (a slot is taken before the request and freed after the callback), so a
+count above the cap is a broken promise, not a measuring artefact.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import urllib3
 
 DOCUMENTS_DIR = Path(__file__).resolve().parent / "documents"
 READING_WORDS_PER_MINUTE = 230
+STALL_MARGIN_SECONDS = 0.5
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 CHECKBOX = re.compile(r"\[[ xX]\]")
@@ -263,7 +266,7 @@ SERVICES = (
     ServiceSpec("text-stats", max_concurrency=4, latency=(0.05, 0.15), timeout_seconds=10,
                 max_attempts=3),
     ServiceSpec("keywords", max_concurrency=2, latency=(0.15, 0.4), timeout_seconds=10,
-                max_attempts=4, rebuild_every=3.0, rebuild_seconds=0.5),
+                max_attempts=4, rebuild_every=4.0, rebuild_seconds=0.4),
     ServiceSpec("classify", max_concurrency=3, latency=(0.08, 0.25), timeout_seconds=10,
                 max_attempts=3),
 )  # fmt: skip
@@ -443,7 +446,10 @@ class AlgorithmService:
         except Stall:
             with self._lock:
                 self.stalled += 1
-            self._stop.wait(max(0.0, _seconds_until(str(request["deadline"]))))
+            # Silent to the end: it gives up a little before the deadline, so that by the
+            # time Baton times the attempt out and sends another, this one is gone.
+            deadline = _seconds_until(str(request["deadline"]))
+            self._stop.wait(max(0.0, deadline - STALL_MARGIN_SECONDS))
             self._end(ref, reported=False)
             return
         else:

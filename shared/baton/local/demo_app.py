@@ -21,21 +21,23 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import urllib3
+from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from boto3.session import Session
 
 APP = "docs-portal"
-KIND_PRIORITY = {"invoice": 10, "contract": 5, "form": 0, "letter": 0}
-"""Invoices go first (payment runs), then contracts; unknown kinds (scans, faxes) last."""
+KIND_PRIORITY = {"invoice": 10, "contract": 5, "form": 0, "letter": -5}
+"""Invoices go first (payment runs), then contracts, then forms and scans; letters last."""
 RUSH_PRIORITY = 50
 RUSH_SHARE = 0.1
-CLASSIFY_TIMEOUT_SECONDS = 2
-"""docs-portal wants a class within 2 s or it routes the document to a person."""
+CLASSIFY_TIMEOUT_SECONDS = 4
+"""docs-portal wants a class within 4 s (twice), or a person sorts the document."""
 CLASSIFY_MAX_ATTEMPTS = 2
 TROUBLE = (("classify", "fax-0417-garbled.txt"), ("text-stats", "scan-0193-blank.txt"))
 """Pairs every plan includes, however small: a timeout and a failure."""
@@ -84,7 +86,7 @@ def plan_tasks(
     for n in range(count):
         algorithm, document = ordered[n % len(ordered)]
         kind = document.split("-", 1)[0]
-        priority = KIND_PRIORITY.get(kind, -5)
+        priority = KIND_PRIORITY.get(kind, 0)
         if rng.random() < RUSH_SHARE:
             priority = RUSH_PRIORITY
         classify = algorithm == "classify"
@@ -130,6 +132,7 @@ class Ledger:
         self.started = time.monotonic() if clock is None else clock
         self.duplicates: list[str] = []
         self.strangers: list[str] = []
+        self.attribute_mismatches: list[str] = []
         self.finished_at: float | None = None
         self._lock = threading.Lock()
 
@@ -187,6 +190,14 @@ class Ledger:
                 self.finished_at = at
             return record
 
+    def stranger(self, what: str) -> None:
+        with self._lock:
+            self.strangers.append(what)
+
+    def attribute_mismatch(self, notification_id: str) -> None:
+        with self._lock:
+            self.attribute_mismatches.append(notification_id)
+
     def result_read(self, ref: str, problem: str | None) -> None:
         with self._lock:
             record = self.records[ref]
@@ -236,6 +247,7 @@ class DocsPortal:
         self.subscription_arn = ""
         self.send_failures: list[Mapping[str, Any]] = []
         self.messages_received = 0
+        self.receive_errors = 0
         self._stop = threading.Event()
         self._consumer: threading.Thread | None = None
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="result-reader")
@@ -317,26 +329,47 @@ class DocsPortal:
 
     def _consume(self) -> None:
         while not self._stop.is_set():
-            messages = self.sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=1,
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=1,
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            except (BotoCoreError, ClientError):
+                self.receive_errors += 1
+                self._stop.wait(0.5)
+                continue
             received_at = time.monotonic()
             for message in messages:
                 self.messages_received += 1
-                self._handle(json.loads(message["Body"]), received_at)
+                self._handle(message, received_at)
             if messages:
-                self.sqs.delete_message_batch(
-                    QueueUrl=self.queue_url,
-                    Entries=[
-                        {"Id": str(n), "ReceiptHandle": message["ReceiptHandle"]}
-                        for n, message in enumerate(messages)
-                    ],
-                )
+                with suppress(BotoCoreError, ClientError):  # redelivered, then dropped as seen
+                    self.sqs.delete_message_batch(
+                        QueueUrl=self.queue_url,
+                        Entries=[
+                            {"Id": str(n), "ReceiptHandle": message["ReceiptHandle"]}
+                            for n, message in enumerate(messages)
+                        ],
+                    )
 
-    def _handle(self, notification: dict[str, Any], received_at: float) -> None:
+    def _handle(self, message: Mapping[str, Any], received_at: float) -> None:
+        try:
+            notification = json.loads(message["Body"])
+        except ValueError:
+            self.ledger.stranger("unreadable body")
+            return
+        if not isinstance(notification, dict):
+            self.ledger.stranger("not an object")
+            return
+        attributes = {
+            name: value.get("StringValue")
+            for name, value in (message.get("MessageAttributes") or {}).items()
+        }
+        expected = {name: notification.get(name) for name in ("app", "algorithm", "status")}
+        if any(attributes.get(name) != value for name, value in expected.items()):
+            self.ledger.attribute_mismatch(str(notification.get("notification_id")))
         record = self.ledger.notified(notification, received_at)
         if record is not None and record.status == "succeeded":
             result = notification.get("result") or {}

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baton.local.demo_algorithms import AlgorithmService
-from baton.local.demo_app import Ledger, TaskRecord
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from baton.local.demo_algorithms import AlgorithmService
+from baton.local.demo_app import Ledger, TaskRecord
+
 STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
+MARKERS = {"failed": ("v", "#ff7f0e"), "timed_out": ("x", "#9467bd")}
 COLOURS = {"text-stats": "#1f77b4", "keywords": "#d62728", "classify": "#2ca02c"}
 
 
@@ -179,7 +181,18 @@ def build_report(
             "refused_busy_429": service.refused_busy,
             "rejected_422": service.rejected,
             "stalled": service.stalled,
-            "callbacks": dict(Counter(c.http_status for c in service.callbacks)),
+            "callback_answers": dict(Counter(str(c.http_status) for c in service.callbacks)),
+            "callbacks_refused": [
+                {
+                    "ref": c.ref,
+                    "attempt": c.attempt,
+                    "status": c.status,
+                    "http_status": c.http_status,
+                    "error": (c.answer.get("error") or {}).get("code"),
+                }
+                for c in service.callbacks
+                if c.http_status != 200
+            ],
             "tasks": len(mine),
             "statuses": dict(Counter(r.status or "unfinished" for r in mine)),
             "submit_to_dispatch_ms": _latency(_present([_dispatch_ms(r) for r in mine])),
@@ -223,6 +236,14 @@ def build_report(
             ),
         ),
         _check(
+            "notification attributes match the body",
+            not ledger.attribute_mismatches,
+            f"{len(ledger.attribute_mismatches)} notifications whose app, algorithm or status"
+            " attribute differs from the body"
+            if ledger.attribute_mismatches
+            else "",
+        ),
+        _check(
             "no algorithm above its cap",
             all(a["max_in_flight"] <= a["max_concurrency"] for a in algorithms.values()),
             ", ".join(
@@ -258,7 +279,7 @@ def build_report(
         },
         "results": {"succeeded": len(succeeded), "read_ok": len(succeeded) - len(unread)},
         "emulator": dict(emulator),
-        "tasks": [_task_row(record) for record in records],
+        "tasks": [_task_row(record, min(submitted, default=0.0)) for record in records],
         "timeline": {
             "t": [round(s.t, 3) for s in timeline.samples],
             "running": {
@@ -275,8 +296,9 @@ def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
     return {"name": name, "passed": passed, "detail": detail}
 
 
-def _task_row(record: TaskRecord) -> dict[str, Any]:
+def _task_row(record: TaskRecord, origin: float) -> dict[str, Any]:
     dispatch, notify = _dispatch_ms(record), _notify_ms(record)
+    notified = None if record.notified_at is None else round(record.notified_at - origin, 3)
     return {
         "ref": record.task.ref,
         "algorithm": record.task.algorithm,
@@ -289,6 +311,7 @@ def _task_row(record: TaskRecord) -> dict[str, Any]:
         "error_code": record.error_code,
         "submit_to_dispatch_ms": None if dispatch is None else round(dispatch, 1),
         "submit_to_notify_ms": None if notify is None else round(notify, 1),
+        "notified_s": notified,
         "result_ok": record.result_ok,
     }
 
@@ -330,9 +353,10 @@ def summary_tables(report: Mapping[str, Any]) -> Group:
     algorithms = Table(title="Algorithms", title_justify="left")
     for column in (
         "algorithm",
-        "max in flight/cap",
+        "max/cap",
         "requests",
         "429s",
+        "late 409s",
         "succeeded",
         "failed",
         "timed out",
@@ -350,11 +374,21 @@ def summary_tables(report: Mapping[str, Any]) -> Group:
             ),
             str(figures["requests"]),
             str(figures["refused_busy_429"]),
+            str(figures["callback_answers"].get("409", 0)),
             str(figures["statuses"].get("succeeded", 0)),
             str(figures["statuses"].get("failed", 0)),
             str(figures["statuses"].get("timed_out", 0)),
             _ms(figures["submit_to_dispatch_ms"]["p50"]) + " ms",
             _ms(figures["submit_to_notify_ms"]["p50"]) + " ms",
+        )
+
+    priorities = Table(title="Dispatch order by priority", title_justify="left")
+    for column in ("priority", "tasks", "p50 submit -> dispatch", "p95"):
+        priorities.add_column(column, justify="right")
+    for priority, figures in report["by_priority"].items():
+        waited = figures["submit_to_dispatch_ms"]
+        priorities.add_row(
+            priority, str(figures["tasks"]), _ms(waited["p50"]) + " ms", _ms(waited["p95"]) + " ms"
         )
 
     checks = Table(title="Checks", title_justify="left", show_header=False)
@@ -364,7 +398,7 @@ def summary_tables(report: Mapping[str, Any]) -> Group:
     for check in report["checks"]:
         mark = Text("PASS", style="bold green") if check["passed"] else Text("FAIL", "bold red")
         checks.add_row(mark, check["name"], check["detail"])
-    return Group(statuses, latency, figures_line, algorithms, checks)
+    return Group(statuses, latency, figures_line, algorithms, priorities, checks)
 
 
 # -- files --------------------------------------------------------------------------------
@@ -382,6 +416,7 @@ def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     timeline = report["timeline"]
     t = timeline["t"]
@@ -404,12 +439,19 @@ def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
             f"max_concurrency {cap}",
             xy=(1, cap),
             xycoords=("axes fraction", "data"),
-            xytext=(-4, 3),
+            xytext=(-4, -3),
             textcoords="offset points",
             ha="right",
-            va="bottom",
+            va="top",
             fontsize=8,
         )
+        for status, (marker, shade) in MARKERS.items():
+            moments = [
+                row["notified_s"]
+                for row in report["tasks"]
+                if row["algorithm"] == name and row["status"] == status and row["notified_s"]
+            ]
+            axis.scatter(moments, [cap + 0.55] * len(moments), marker=marker, color=shade, s=22)
         axis.set_ylim(0, cap + 1.2)
         axis.set_yticks(range(cap + 1))
         axis.set_ylabel("in flight")
@@ -422,6 +464,24 @@ def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
             fontsize=9,
         )
         axis.grid(axis="y", alpha=0.3)
+    axes[0].legend(
+        handles=[
+            Line2D(
+                [],
+                [],
+                marker=marker,
+                color=shade,
+                linestyle="None",
+                label=f"{status.replace('_', ' ')} (when notified)",
+            )
+            for status, (marker, shade) in MARKERS.items()
+        ],
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=len(MARKERS),
+        fontsize=8,
+        frameon=False,
+    )
     queue_axis = axes[-1]
     for name in names:
         queue_axis.step(

@@ -186,8 +186,6 @@ class LocalCloud:
             self._stopping = True
         self.scheduler.stop()
         for source in self._sources:
-            source._stop.set()
-        for source in self._sources:
             source.stop()
         for api in self.apis.values():
             api.stop()
@@ -291,6 +289,9 @@ class LocalCloud:
     def _sqs_source(self, logical_id: str, name: str, properties: dict[str, Any]) -> SqsEventSource:
         queue_arn = str(properties["Queue"])
         queue_url = self._queue_url(queue_arn)
+        visibility = self.aws.sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]
+        )["Attributes"]["VisibilityTimeout"]
         pool = self.lambdas.pool(logical_id)
         response_types = properties.get("FunctionResponseTypes") or []
         enabled = properties.get("Enabled", True)
@@ -305,6 +306,7 @@ class LocalCloud:
             region=self.options.region,
             batch_size=int(properties.get("BatchSize", 10)),
             batching_window=float(properties.get("MaximumBatchingWindowInSeconds", 0)),
+            visibility_timeout=float(visibility),
             report_failures="ReportBatchItemFailures" in response_types,
             pollers=pool.concurrency,
             enabled=enabled not in (False, "false"),
@@ -333,7 +335,8 @@ class LocalCloud:
             arn = f"arn:aws:events:{region}:{ACCOUNT_ID}:rule/{stack_name}-{logical_id}{name}"
             source = "aws.events"
         else:
-            arn = f"arn:aws:scheduler:{region}:{ACCOUNT_ID}:schedule/default/{stack_name}-{logical_id}{name}"
+            schedule_name = f"{stack_name}-{logical_id}{name}"
+            arn = f"arn:aws:scheduler:{region}:{ACCOUNT_ID}:schedule/default/{schedule_name}"
             source = "aws.scheduler"
         raw_input = properties.get("Input")
 

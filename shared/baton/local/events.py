@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from baton.local.lambdas import FunctionPool, Invocation, PoolStopped
 from baton.local.template import TemplateError
 
@@ -101,6 +103,7 @@ class SqsEventSource:
     region: str
     batch_size: int = 10
     batching_window: float = 0.0
+    visibility_timeout: float = 30.0
     report_failures: bool = False
     pollers: int = 1
     enabled: bool = True
@@ -118,9 +121,12 @@ class SqsEventSource:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """Pollers leave after their current long poll (at most a second) or batch; a
+        batch received meanwhile is not invoked and comes back after its visibility
+        timeout, as when an event source mapping is disabled."""
         self._stop.set()
         for thread in self._threads:
-            thread.join(5)
+            thread.join(0.1)
 
     def _receive(self, wait_seconds: int, most: int) -> list[MessageTypeDef]:
         answer = self.sqs.receive_message(
@@ -133,29 +139,35 @@ class SqsEventSource:
         return list(answer.get("Messages", []))
 
     def _gather(self) -> list[MessageTypeDef]:
-        messages = self._receive(1, self.batch_size)
-        if not messages:
+        """Up to ``batch_size`` messages, waiting at most the batching window after the
+        first one (never longer than half the visibility timeout: a message must not come
+        back while its batch is still being gathered). A message received again meanwhile
+        counts once, with its newest receipt handle."""
+        first = self._receive(1, self.batch_size)
+        if not first:
             return []
-        window_ends = time.monotonic() + self.batching_window
-        while len(messages) < self.batch_size and not self._stop.is_set():
+        batch: dict[str, MessageTypeDef] = {m["MessageId"]: m for m in first}
+        window = min(self.batching_window, self.visibility_timeout / 2)
+        window_ends = time.monotonic() + window
+        while len(batch) < self.batch_size and not self._stop.is_set():
             left = window_ends - time.monotonic()
             if left <= 0:
                 break
-            more = self._receive(1 if left >= 1 else 0, self.batch_size - len(messages))
+            more = self._receive(1 if left >= 1 else 0, self.batch_size - len(batch))
             if not more and left < 1:
                 time.sleep(min(left, 0.05))
-            messages.extend(more)
-        return messages
+            batch.update({m["MessageId"]: m for m in more})
+        return list(batch.values())
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
                 messages = self._gather()
-            except Exception:  # noqa: BLE001 - moto is going away at shutdown; retry otherwise
+            except (BotoCoreError, ClientError):  # moto going away at shutdown; else retry
                 if self._stop.wait(0.5):
                     return
                 continue
-            if not messages:
+            if not messages or self._stop.is_set():
                 continue
             batch = [sqs_record(message, self.queue_arn, self.region) for message in messages]
             try:
@@ -175,7 +187,7 @@ class SqsEventSource:
         done = [record for record in batch if record["messageId"] not in keep]
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BotoCoreError, ClientError):
                 self.sqs.delete_message_batch(
                     QueueUrl=self.queue_url,
                     Entries=[

@@ -122,7 +122,26 @@ class RestApi:
                 if self.command != "HEAD":
                     self.wfile.write(answer.body)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+            def do_GET(self) -> None:
+                self._serve()
+
+            def do_POST(self) -> None:
+                self._serve()
+
+            def do_PUT(self) -> None:
+                self._serve()
+
+            def do_PATCH(self) -> None:
+                self._serve()
+
+            def do_DELETE(self) -> None:
+                self._serve()
+
+            def do_HEAD(self) -> None:
+                self._serve()
+
+            def do_OPTIONS(self) -> None:
+                self._serve()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -167,7 +186,7 @@ class RestApi:
 
     # -- one request -------------------------------------------------------------------------
 
-    def handle(
+    def handle(  # noqa: PLR0911 - one answer per outcome, as API Gateway has them
         self,
         method: str,
         target: str,
@@ -197,7 +216,15 @@ class RestApi:
                 500, "API_CONFIGURATION_ERROR", route.problem or "", request_id
             )
         event = self._event(
-            method, path, url.query, route, parameters or {}, headers, body, source_ip, request_id
+            method=method,
+            path=path,
+            query=url.query,
+            route=route,
+            parameters=parameters or {},
+            headers=headers,
+            body=body,
+            source_ip=source_ip,
+            request_id=request_id,
         )
         try:
             invocation = self.invoke(route.function, event, f"api {method} {path}")
@@ -224,6 +251,7 @@ class RestApi:
 
     def _event(
         self,
+        *,
         method: str,
         path: str,
         query: str,
@@ -302,7 +330,7 @@ class RestApi:
         }
 
     def _is_binary(self, content_type: str) -> bool:
-        media_type = content_type.split(";")[0].strip().lower()
+        media_type = content_type.partition(";")[0].strip().lower()
         return any(
             fnmatch.fnmatchcase(media_type, pattern.replace("~1", "/").lower())
             for pattern in self.binary_media_types

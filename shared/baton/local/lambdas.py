@@ -197,7 +197,7 @@ def worker_main(spec: FunctionSpec, connection: Connection) -> None:
     sys.path.insert(0, spec.code_dir)
     try:
         handler = _load_handler(spec.handler)
-    except Exception as exc:  # noqa: BLE001 - reported to the caller like Lambda's init error
+    except Exception as exc:  # reported to the caller like Lambda's init error
         error_type = "Runtime.ImportModuleError" if isinstance(exc, ImportError) else None
         payload = _error_payload(exc, error_type)
         sys.stderr.write(json.dumps(payload) + "\n")
@@ -226,7 +226,7 @@ def worker_main(spec: FunctionSpec, connection: Connection) -> None:
                 reply = ("ok", json.dumps(result))
             except (TypeError, ValueError) as exc:
                 reply = ("error", _error_payload(exc, "Runtime.MarshalError"))
-        except Exception as exc:  # noqa: BLE001 - an error of the function is its answer
+        except Exception as exc:  # an error of the function is its answer
             reply = ("error", _error_payload(exc))
             sys.stderr.write(json.dumps({**reply[1], "requestId": request_id}) + "\n")
         duration_ms = (time.perf_counter() - started) * 1000
@@ -310,7 +310,9 @@ class Worker:
         except (EOFError, OSError):
             code = process.exitcode if process is not None else None
             self._discard()
-            message = f"RequestId: {request_id} Error: Runtime exited with error: exit status {code}"
+            message = (
+                f"RequestId: {request_id} Error: Runtime exited with error: exit status {code}"
+            )
             return False, None, {"errorType": "Runtime.ExitError", "errorMessage": message}
         if status == "ok":
             return True, json.loads(payload), None

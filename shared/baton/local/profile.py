@@ -10,7 +10,8 @@ substituted, and the functions are told where they are.
 
 A function whose environment carries Baton's settings (``BATON_REDIS_URL`` or any
 ``BATON_DATABASE_*``) then gets ``BATON_REDIS_URL`` / ``BATON_DATABASE_URL`` pointing
-at them, and loses ``BATON_DATABASE_SECRET_ARN/HOST/PORT/NAME``."""
+at them (and ``BATON_REDIS_CLUSTER=false``: the stand-in is a single node), and loses
+``BATON_DATABASE_SECRET_ARN/HOST/PORT/NAME``. An ``--env-vars`` file still wins."""
 
 from __future__ import annotations
 
@@ -153,6 +154,8 @@ class BatonLocalProfile:
         result = dict(variables)
         if "BATON_REDIS_URL" in result and (self.redis_substituted or self._redis_given):
             result["BATON_REDIS_URL"] = self.redis_url
+            if "BATON_REDIS_CLUSTER" in result:  # the stand-in (or a given URL) is one node
+                result["BATON_REDIS_CLUSTER"] = "false"
         if any(name in result for name in DATABASE_VARIABLES) and (
             self.database_substituted or self._database_given
         ):
@@ -188,9 +191,8 @@ class _CacheProvider:
         host, port = _url_parts(url)
         stack.note(f"{logical_id} ({resource['Type']}): substituted by {url}")
         endpoint = {"Address": host, "Port": str(port)}
-        attributes: dict[str, Any] = {
-            "Arn": f"arn:aws:elasticache:{stack.template.region}:{ACCOUNT_ID}:serverlesscache:{logical_id.lower()}",
-        }
+        arn = f"arn:aws:elasticache:{stack.template.region}:{ACCOUNT_ID}:serverlesscache:"
+        attributes: dict[str, Any] = {"Arn": arn + logical_id.lower()}
         for prefix in (
             "Endpoint",
             "ReaderEndpoint",
@@ -235,8 +237,8 @@ class _DatabaseProvider:
                 "DBInstanceArn": f"arn:aws:rds:{region}:{ACCOUNT_ID}:db:{logical_id.lower()}",
                 "DBClusterArn": f"arn:aws:rds:{region}:{ACCOUNT_ID}:cluster:{logical_id.lower()}",
             },
-            delete=lambda: (
-                client.delete_secret(SecretId=secret_arn, ForceDeleteWithoutRecovery=True) and None
+            delete=lambda: client.delete_secret(
+                SecretId=secret_arn, ForceDeleteWithoutRecovery=True
             ),
         )
 
@@ -249,7 +251,8 @@ def _create_mysql_database(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() not in ("mysql", "mariadb") or not parsed.database:
         return
-    engine = create_engine(parsed.set(database=None), isolation_level="AUTOCOMMIT")
+    server = parsed._replace(database=None)  # URL.set() keeps a field given None
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
             name = parsed.database.replace("`", "``")

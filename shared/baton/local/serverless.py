@@ -199,7 +199,7 @@ class LambdaService:
             "AWS_LAMBDA_LOG_GROUP_NAME": log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python{}.{}".format(*sys.version_info[:2]),
             # As `sam local` does: Powertools then leaves X-Ray alone (no daemon locally).
             "AWS_SAM_LOCAL": "true",
             "LAMBDA_TASK_ROOT": str(code_dir),

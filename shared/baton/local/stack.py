@@ -23,7 +23,7 @@ class Created:
 
     physical_id: Any
     attributes: dict[str, Any] = field(default_factory=dict)
-    delete: Callable[[], None] | None = None
+    delete: Callable[[], object] | None = None
 
 
 class Provider(Protocol):
@@ -185,7 +185,7 @@ class Stack:
             if created.delete is not None:
                 try:
                     created.delete()
-                except Exception:  # noqa: BLE001, S112 - teardown goes on whatever one resource says
+                except Exception:  # noqa: S112 - teardown goes on whatever one resource says
                     continue
 
     # -- ResourceLookup --------------------------------------------------------------------
@@ -235,8 +235,13 @@ class Stack:
 
     def localize(self, text: str) -> str:
         for pattern, replacement in self._replacements:
-            text = pattern.sub(lambda _match, local=replacement: local, text)
+            text = pattern.sub(_constant(replacement), text)
         return text
+
+
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A replacement taken literally (``re.sub`` would read backslashes in a string)."""
+    return lambda _match: text
 
 
 def _depends_on(resource: Mapping[str, Any]) -> list[str]:

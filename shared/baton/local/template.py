@@ -180,8 +180,8 @@ def resolve_parameters(
     if unknown:
         raise TemplateError(f"parameter override for undeclared parameter(s): {', '.join(unknown)}")
     values: dict[str, Any] = {}
-    for name, spec in declared.items():
-        spec = spec or {}
+    for name, declaration in declared.items():
+        spec = declaration or {}
         parameter_type = str(spec.get("Type", "String"))
         raw: Any
         if name in overrides:
@@ -303,14 +303,14 @@ class Template:
             if condition is not None and not self.condition(str(condition)):
                 self.excluded[logical_id] = str(resource["Type"])
                 continue
-            resource = copy.deepcopy(resource)
-            section = GLOBALS_SECTIONS.get(resource["Type"])
+            merged = copy.deepcopy(resource)
+            section = GLOBALS_SECTIONS.get(merged["Type"])
             if section and section in globals_section:
-                resource["Properties"] = merge_globals(
-                    globals_section[section], resource.get("Properties") or {}
+                merged["Properties"] = merge_globals(
+                    globals_section[section], merged.get("Properties") or {}
                 )
-            resource.setdefault("Properties", {})
-            self.resources[logical_id] = resource
+            merged.setdefault("Properties", {})
+            self.resources[logical_id] = merged
         self._add_implicit_api(globals_section)
         self.outputs: dict[str, Any] = dict(document.get("Outputs") or {})
 
@@ -554,31 +554,3 @@ def _comparable(value: Any) -> Any:
     if isinstance(value, bool | int | float):
         return stringify(value, "Fn::Equals")
     return value
-
-
-def references(value: Any) -> set[str]:
-    """Logical ids (and parameter names) a value refers to through Ref, GetAtt and Sub."""
-    found: set[str] = set()
-    if isinstance(value, dict):
-        if is_intrinsic(value):
-            key, argument = next(iter(value.items()))
-            if key == "Ref" and isinstance(argument, str):
-                found.add(argument)
-            elif key == "Fn::GetAtt":
-                found.add(
-                    argument.partition(".")[0] if isinstance(argument, str) else str(argument[0])
-                )
-            elif key == "Fn::Sub":
-                text = argument if isinstance(argument, str) else str(argument[0])
-                names = {m.group(1).strip() for m in _SUB_VARIABLE.finditer(text)}
-                local = set(argument[1]) if isinstance(argument, list) else set()
-                found |= {n.partition(".")[0] for n in names if not n.startswith("!")} - local
-                if isinstance(argument, list):
-                    found |= references(argument[1])
-                return found
-        for item in value.values():
-            found |= references(item)
-    elif isinstance(value, list):
-        for item in value:
-            found |= references(item)
-    return found

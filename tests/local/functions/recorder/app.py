@@ -1,0 +1,37 @@
+"""A test function for the emulator: it writes one ``RECORD`` line per invocation to its
+log (the event, its environment and its context) and answers as the event asks.
+
+SQS records whose body is ``{"fail": true}`` are reported as batch item failures; a body
+``{"raise": true}`` makes the whole invocation fail; an event ``{"sleep": N}`` takes N s."""
+
+import json
+import os
+import time
+
+
+def handler(event, context):
+    record = {
+        "event": event,
+        "env": dict(os.environ),
+        "cwd": os.getcwd(),
+        "pid": os.getpid(),
+        "context": {
+            "function_name": context.function_name,
+            "memory_limit_in_mb": context.memory_limit_in_mb,
+            "invoked_function_arn": context.invoked_function_arn,
+            "aws_request_id": context.aws_request_id,
+            "log_stream_name": context.log_stream_name,
+            "remaining_ms": context.get_remaining_time_in_millis(),
+        },
+    }
+    print("RECORD " + json.dumps(record), flush=True)
+    if isinstance(event, dict) and "sleep" in event:
+        time.sleep(event["sleep"])
+    failures = []
+    for item in event.get("Records", []) if isinstance(event, dict) else []:
+        body = json.loads(item["body"]) if item["body"].startswith("{") else {}
+        if body.get("raise"):
+            raise RuntimeError("asked to raise")
+        if body.get("fail"):
+            failures.append({"itemIdentifier": item["messageId"]})
+    return {"batchItemFailures": failures}

@@ -1,0 +1,334 @@
+"""``baton demo``: the sample algorithms' work on the shipped documents, the services'
+HTTP behaviour, and one whole small run on the real emulator with its report."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+from baton.local.demo import DemoOptions, run_demo
+from baton.local.demo_algorithms import (
+    AlgorithmService,
+    EmptyDocument,
+    ServiceSpec,
+    classify,
+    keywords,
+    load_corpus,
+    text_stats,
+    tokenize,
+)
+from baton.local.demo_app import TROUBLE, Ledger, plan_tasks
+from baton.local.demo_report import Timeline, build_report, percentile
+from PIL import Image
+from rich.console import Console
+
+CORPUS = load_corpus()
+KINDS = {"contract", "invoice", "form", "letter"}
+REGULAR = sorted(name for name in CORPUS if name.split("-", 1)[0] in KINDS)
+
+
+# -- the work on the documents ------------------------------------------------------------
+
+
+def test_the_corpus_has_a_dozen_documents_of_four_kinds_and_two_bad_ones() -> None:
+    assert len(REGULAR) >= 12
+    assert {name.split("-", 1)[0] for name in REGULAR} == KINDS
+    assert all(1000 < len(CORPUS[name]) < 5000 for name in REGULAR)
+    assert tokenize(CORPUS["scan-0193-blank.txt"]) == []
+    assert "fax-0417-garbled.txt" in CORPUS
+
+
+@pytest.mark.parametrize("name", REGULAR)
+def test_classify_tells_each_document_kind_from_its_words_and_layout(name: str) -> None:
+    found = classify(CORPUS[name])
+    assert found.label == name.split("-", 1)[0]
+    assert 0.5 <= found.confidence <= 1
+    assert max(found.scores, key=lambda label: found.scores[label]) == found.label
+
+
+def test_classify_gives_up_on_the_garbled_fax_and_refuses_the_blank_scan() -> None:
+    fax = classify(CORPUS["fax-0417-garbled.txt"])
+    assert fax.label is None
+    with pytest.raises(EmptyDocument):
+        classify(CORPUS["scan-0193-blank.txt"])
+
+
+def test_text_stats_count_words_sentences_and_reading_time() -> None:
+    stats = text_stats("Dear Ann,\n\nThe parcel arrived today. It was late! Was it lost?\n")
+    assert stats["words"] == 12
+    assert stats["sentences"] == 3
+    assert stats["lines"] == 2
+    assert stats["reading_seconds"] == 4  # 12 words at 230 a minute, rounded up
+
+    nda = text_stats(CORPUS["contract-mutual-nda.txt"])
+    assert 400 < nda["words"] < 500
+    assert 10 < nda["sentences"] < 30
+    assert nda["reading_seconds"] == -(-nda["words"] * 60 // 230)
+    with pytest.raises(EmptyDocument):
+        text_stats(CORPUS["scan-0193-blank.txt"])
+
+
+def test_keywords_rank_what_sets_a_document_apart_from_the_corpus() -> None:
+    lease = [k["term"] for k in keywords(CORPUS["contract-office-lease.txt"], CORPUS, top=6)]
+    assert {"tenant", "landlord", "rent"} <= set(lease)
+    nda = [k["term"] for k in keywords(CORPUS["contract-mutual-nda.txt"], CORPUS, top=6)]
+    assert "confidential" in nda
+    scores = [k["score"] for k in keywords(CORPUS["invoice-consulting-q2.txt"], CORPUS)]
+    assert scores == sorted(scores, reverse=True)
+    assert len(scores) == 8
+    assert not {"the", "and", "shall"} & set(lease)
+    with pytest.raises(EmptyDocument):
+        keywords(CORPUS["scan-0193-blank.txt"], CORPUS)
+
+
+def test_a_small_plan_still_has_a_timeout_and_a_failure_and_is_reproducible() -> None:
+    algorithms = ["text-stats", "keywords", "classify"]
+    plan = plan_tasks(5, seed=3, documents=sorted(CORPUS), algorithms=algorithms)
+    assert set(TROUBLE) <= {(task.algorithm, task.document) for task in plan}
+    assert plan == plan_tasks(5, seed=3, documents=sorted(CORPUS), algorithms=algorithms)
+
+    big = plan_tasks(200, seed=3, documents=sorted(CORPUS), algorithms=algorithms)
+    per_algorithm = {a: sum(t.algorithm == a for t in big) for a in algorithms}
+    assert max(per_algorithm.values()) - min(per_algorithm.values()) <= 3
+    assert len({t.ref for t in big}) == 200
+    assert {t.timeout_seconds for t in big if t.algorithm == "classify"} == {4}
+    assert len({t.priority for t in big}) >= 3
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([], 50) is None
+    assert percentile([5.0], 95) == 5.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile(list(map(float, range(101))), 95) == 95.0
+
+
+def _notification(ref: str, notification_id: str, status: str = "succeeded") -> dict[str, Any]:
+    return {
+        "notification_id": notification_id,
+        "task_id": f"id-{ref}",
+        "status": status,
+        "attempts": 1,
+        "metadata": {"ref": ref},
+    }
+
+
+def test_the_verdict_fails_on_a_repeated_or_missing_notification_or_a_broken_cap() -> None:
+    # Given three tasks: one notified twice with the same id, one never, and a service
+    # that once had more attempts in flight than its cap
+    plan = plan_tasks(3, seed=1, documents=sorted(CORPUS), algorithms=["text-stats"])
+    ledger = Ledger(plan)
+    ledger.submitted([task.ref for task in plan], at=0.0)
+    first, second, _ = (task.ref for task in plan)
+    assert ledger.notified(_notification(first, "n1", "failed"), at=1.0) is not None
+    assert ledger.notified(_notification(first, "n1", "failed"), at=1.5) is None
+    assert ledger.notified(_notification(second, "n2", "timed_out"), at=2.0) is not None
+    service = AlgorithmService(ServiceSpec("text-stats", 2, (0.0, 0.0), 5, 1), CORPUS)
+    service.max_in_flight = 3
+
+    # When the report is built
+    report = build_report(
+        ledger=ledger,
+        services=[service],
+        timeline=Timeline(),
+        run={},
+        send_failures=[],
+        emulator={},
+    )
+
+    # Then each broken promise fails its own check
+    failed = {check["name"] for check in report["checks"] if not check["passed"]}
+    assert failed == {
+        "every task reached a terminal state",
+        "exactly one notification per task",
+        "no algorithm above its cap",
+    }
+    assert report["passed"] is False
+    assert report["notifications"]["repeated_ids"] == 1
+    assert report["notifications"]["missing"] == [plan[2].ref]
+    assert report["statuses"] == {"succeeded": 0, "failed": 1, "timed_out": 1, "cancelled": 0}
+
+
+# -- one service on loopback, against a fake Baton ---------------------------------------
+
+
+class FakeBaton:
+    """Takes result uploads and callbacks on loopback, and writes dispatch requests."""
+
+    def __init__(self) -> None:
+        fake = self
+        self.uploads: dict[str, bytes] = {}
+        self.callbacks: list[tuple[str, str, dict[str, Any]]] = []
+        self.arrived = threading.Condition()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def do_PUT(self) -> None:
+                fake.uploads[self.path] = self._body()
+                self._answer()
+
+            def do_POST(self) -> None:
+                body = json.loads(self._body())
+                with fake.arrived:
+                    fake.callbacks.append((self.path, self.headers["Authorization"], body))
+                    fake.arrived.notify_all()
+                self._answer()
+
+            def _answer(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def request(self, n: int, document: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+        return {
+            "task_id": f"t{n}",
+            "attempt": 1,
+            "algorithm": "classify",
+            "input": {"document": document, "ref": f"ref-{n}"},
+            "deadline": deadline.isoformat().replace("+00:00", "Z"),
+            "result": {
+                "bucket": "b",
+                "key": f"k{n}",
+                "upload_url": f"{self.base}/up/{n}",
+                "expires_at": deadline.isoformat(),
+            },
+            "callback": {"url": f"{self.base}/tasks/t{n}/callback", "token": f"token-{n}"},
+        }
+
+    def wait_callbacks(self, count: int, timeout: float = 10) -> None:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.callbacks) >= count, timeout)
+
+
+@pytest.fixture
+def fake_baton() -> Iterator[FakeBaton]:
+    fake = FakeBaton()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def _dispatch(service: AlgorithmService, request: dict[str, Any]) -> int:
+    answer = urllib3.request("POST", service.endpoint, json=request)
+    return answer.status
+
+
+def test_a_service_works_uploads_then_calls_back_and_says_429_when_busy(
+    fake_baton: FakeBaton,
+) -> None:
+    spec = ServiceSpec(
+        "classify",
+        max_concurrency=2,
+        latency=(0.3, 0.3),
+        timeout_seconds=5,
+        max_attempts=1,
+        workers=1,
+    )
+    service = AlgorithmService(spec, CORPUS).start()
+    try:
+        assert _dispatch(service, fake_baton.request(1, "invoice-consulting-q2.txt")) == 202
+        assert _dispatch(service, fake_baton.request(2, "letter-offer-of-employment.txt")) == 429
+        assert _dispatch(service, fake_baton.request(3, "no-such-document.txt")) == 422
+        assert _dispatch(service, fake_baton.request(4, "scan-0193-blank.txt")) == 429
+        fake_baton.wait_callbacks(1)
+        assert _dispatch(service, fake_baton.request(5, "scan-0193-blank.txt")) == 202
+        fake_baton.wait_callbacks(2)
+    finally:
+        service.stop()
+
+    (path, authorization, body), (_, _, failed) = fake_baton.callbacks
+    assert (path, authorization) == ("/tasks/t1/callback", "Bearer token-1")
+    assert body == {"attempt": 1, "status": "succeeded"}
+    assert json.loads(fake_baton.uploads["/up/1"])["label"] == "invoice"
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "empty_document"
+    assert "/up/5" not in fake_baton.uploads
+    assert (service.accepted, service.refused_busy, service.rejected) == (2, 2, 1)
+    assert service.max_in_flight == 2  # a refused request counts while it is answered
+    assert service.in_flight == 0
+
+
+def test_a_stalled_attempt_stays_silent_and_in_flight_until_its_deadline(
+    fake_baton: FakeBaton,
+) -> None:
+    spec = ServiceSpec(
+        "classify", max_concurrency=1, latency=(0.01, 0.01), timeout_seconds=1, max_attempts=1
+    )
+    service = AlgorithmService(spec, CORPUS).start()
+    try:
+        request = fake_baton.request(1, "fax-0417-garbled.txt", timeout=1.5)
+        assert _dispatch(service, request) == 202
+        time.sleep(0.5)
+        assert service.snapshot() == (1, 1)
+        time.sleep(1.0)  # it lets go half a second before the deadline
+        assert service.snapshot() == (0, 1)
+    finally:
+        service.stop()
+    assert fake_baton.callbacks == []
+    assert service.stalled == 1
+
+
+# -- the whole demo on the emulator ------------------------------------------------------
+
+
+def test_a_small_demo_run_keeps_every_promise(tmp_path: Path) -> None:
+    # Given a small plan (it always holds a blank scan and a fax that classify cannot place)
+    output = io.StringIO()
+    options = DemoOptions(tasks=30, seed=11, reports=tmp_path / "reports", live=False, timeout=90)
+
+    # When docs-portal runs it through the emulated stack
+    result = run_demo(options, console=Console(file=output, width=140))
+
+    # Then every task ended once, with one notification, and no cap was exceeded
+    report = result.report
+    assert result.exit_code == 0, output.getvalue()
+    assert all(check["passed"] for check in report["checks"]), report["checks"]
+    assert sum(report["statuses"].values()) == 30
+    assert report["notifications"]["tasks_notified"] == 30
+    assert report["notifications"]["missing"] == []
+    assert report["notifications"]["repeated_ids"] == 0
+    assert report["statuses"]["succeeded"] > 0
+    assert report["statuses"]["failed"] > 0
+    assert report["statuses"]["timed_out"] > 0
+    for name, figures in report["algorithms"].items():
+        assert 1 <= figures["max_in_flight"] <= figures["max_concurrency"], name
+    rows = report["tasks"]
+    assert len({row["task_id"] for row in rows}) == 30
+    timed_out = [row for row in rows if row["status"] == "timed_out"]
+    assert {(row["algorithm"], row["document"]) for row in timed_out} == {
+        ("classify", "fax-0417-garbled.txt")
+    }
+    assert all(row["result_ok"] for row in rows if row["status"] == "succeeded")
+    assert report["results"]["read_ok"] == report["statuses"]["succeeded"]
+    latency = report["latency_ms"]
+    assert 0 < latency["submit_to_dispatch"]["p50"] <= latency["submit_to_notify"]["p50"]
+    assert report["throughput_tasks_per_second"] > 0
+
+    # And the JSON report and the PNG timeline were written
+    assert json.loads(result.json_path.read_text())["passed"] is True
+    with Image.open(result.png_path) as image:
+        image.verify()
+    with Image.open(result.png_path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] > 600
+        assert image.size[1] > 600
+    assert "PASS" in output.getvalue()

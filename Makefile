@@ -1,4 +1,11 @@
-.PHONY: test test-unit lint typecheck validate build bench clean
+.PHONY: demo local test test-unit lint typecheck validate build bench chaos clean
+
+demo:  ## the whole system end to end on this machine (emulated stack, sample algorithms)
+	scripts/demo.sh
+
+local:  ## the SAM template emulated in-process until Ctrl-C
+	scripts/bootstrap.sh
+	.venv/bin/baton local
 
 test:  ## the whole suite against the real Redis, MariaDB and moto
 	scripts/test.sh
@@ -28,4 +35,4 @@ bench:
 	.venv/bin/python -m bench.dispatch_latency
 
 clean:
-	rm -rf .aws-sam .venv .venv-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .venv .venv-sam .pytest_cache .mypy_cache .ruff_cache .baton-local reports

@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import redis
+from botocore.config import Config as BotoConfig
 
 from baton.database import create_database_engine, create_session_factory
 from baton.dispatch_client import DispatchClient, HttpDispatchClient
@@ -85,7 +86,12 @@ def build_runtime(
         config=config,
         repository=Repository(create_session_factory(engine)),
         queue=TaskQueue(client, settings.key_prefix),
-        results=ResultStore(session.client("s3"), settings.result_bucket),
+        # SigV4 explicitly: S3 refuses SigV2 presigned URLs on buckets made since 2020,
+        # and some regions' clients would still default to it.
+        results=ResultStore(
+            session.client("s3", config=BotoConfig(signature_version="s3v4")),
+            settings.result_bucket,
+        ),
         notifier=Notifier(session.client("sns"), settings.notification_topic_arn),
         dispatcher=dispatcher or HttpDispatchClient(settings.dispatch_timeout_seconds),
         clock=clock,

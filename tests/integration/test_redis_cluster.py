@@ -4,6 +4,7 @@ the scripts run on cluster-mode ElastiCache without CROSSSLOT errors."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -21,15 +22,24 @@ from baton.runtime import connect_redis
 ALGORITHMS = ["ocr", "nlp", "cv", "llm-review", "classify", "keywords"]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        sockets.append(probe)
-    ports = [int(s.getsockname()[1]) for s in sockets]
-    for probe in sockets:
-        probe.close()
+    """Ports whose cluster bus port (+10000) is free too: Redis needs both, so a
+    port above 55535 cannot serve a cluster node."""
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = rng.randrange(20_000, 45_000)
+        if port not in ports and _bindable(port) and _bindable(port + 10_000):
+            ports.append(port)
     return ports
 
 
@@ -70,11 +80,14 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     try:
         for port in ports:
-            for _ in range(100):
+            deadline = time.monotonic() + 30
+            while True:
                 try:
-                    redis.Redis(port=port).ping()
+                    redis.Redis(host="127.0.0.1", port=port).ping()
                     break
                 except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
                     time.sleep(0.05)
         subprocess.run(
             [
@@ -90,8 +103,8 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             capture_output=True,
             timeout=60,
         )
-        for _ in range(200):
-            info = redis.Redis(port=ports[0]).cluster("info")
+        for _ in range(600):
+            info = redis.Redis(host="127.0.0.1", port=ports[0]).cluster("info")
             if info.get("cluster_state") == "ok":
                 break
             time.sleep(0.05)

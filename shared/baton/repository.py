@@ -78,6 +78,9 @@ class AttemptOutcome:
     error_message: str | None = None
     http_status: int | None = None
     retry_at: datetime | None = None
+    overdue_at: datetime | None = None
+    """A timeout: applies only if the attempt's deadline is still before this moment
+    (a heartbeat may have moved it since the sweep found the attempt overdue)."""
 
 
 @dataclass(frozen=True)
@@ -149,18 +152,20 @@ class Repository:
         task_id: str,
         attempt: int,
         expected: Iterable[ExecutionStatus],
+        *,
+        deadline_before: datetime | None = None,
         **values: Any,
     ) -> bool:
-        """Compare-and-set on one attempt's row: True if it was in ``expected``."""
-        result = session.execute(
-            update(TaskExecution)
-            .where(
-                TaskExecution.task_id == task_id,
-                TaskExecution.attempt == attempt,
-                TaskExecution.status.in_(list(expected)),
-            )
-            .values(**values)
-        )
+        """Compare-and-set on one attempt's row: True if it was in ``expected`` (and,
+        given ``deadline_before``, its deadline was still before that)."""
+        conditions = [
+            TaskExecution.task_id == task_id,
+            TaskExecution.attempt == attempt,
+            TaskExecution.status.in_(list(expected)),
+        ]
+        if deadline_before is not None:
+            conditions.append(TaskExecution.deadline < deadline_before)
+        result = session.execute(update(TaskExecution).where(*conditions).values(**values))
         return _rowcount(result) == 1
 
     # -- intake -------------------------------------------------------------------------
@@ -372,6 +377,7 @@ class Repository:
                 task_id,
                 attempt,
                 ACTIVE_EXECUTION_STATUSES,
+                deadline_before=outcome.overdue_at,
                 status=outcome.execution_status,
                 finished_at=now,
                 error_code=outcome.error_code,

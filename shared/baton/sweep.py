@@ -3,7 +3,7 @@ leases are taken back, and notifications left in the outbox are published."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from baton.attempts import end_attempt, retryable_outcome
 from baton.models import ExecutionStatus, TaskStatus
@@ -29,13 +29,18 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
     report = SweepReport()
     now = runtime.clock()
     for overdue in runtime.repository.overdue_attempts(now, SWEEP_BATCH):
-        outcome = retryable_outcome(
-            runtime,
-            execution_status=ExecutionStatus.TIMED_OUT,
-            final_status=TaskStatus.TIMED_OUT,
-            attempt=overdue.attempt,
-            error_code="timeout",
-            error_message=f"no callback by the deadline {overdue.deadline.isoformat()}",
+        # Only if still overdue when recorded: a heartbeat that moved the deadline after
+        # the read above has answered the algorithm with that new deadline.
+        outcome = replace(
+            retryable_outcome(
+                runtime,
+                execution_status=ExecutionStatus.TIMED_OUT,
+                final_status=TaskStatus.TIMED_OUT,
+                attempt=overdue.attempt,
+                error_code="timeout",
+                error_message=f"no callback by the deadline {overdue.deadline.isoformat()}",
+            ),
+            overdue_at=now,
         )
         finished = end_attempt(
             runtime, overdue.algorithm, overdue.task_id, overdue.attempt, outcome

@@ -1,0 +1,1094 @@
+"""Chaos run: thousands of tasks through the real handlers while everything that can go
+wrong does, at once; then the invariants (README, "How it keeps its promises"): one
+final state and one notification per task, the cap, never running twice, one row per
+idempotency key, late callbacks refused without effect, timeouts only after deadlines.
+
+- several worker processes ('spawn'), each a whole deployment's worth of Lambda
+  instances: intake polling the real intake SQS queue (moto server on loopback, shared),
+  promote/dispatch/sweep/reconcile on a fast schedule with jitter, a callback API;
+  each invocation dies at a random crash point with probability ``--crash-rate``;
+- duplicate SQS deliveries (messages sent twice, and redelivered after a short
+  visibility timeout when an invocation dies or fails a record);
+- an algorithm service (threads, loopback) with caps, flaky answers (503 then 202,
+  400), failures, silent and slow attempts whose callback comes after the timeout
+  (it must get 409 and change nothing), heartbeats, duplicate callbacks, callbacks to
+  any worker, retried on 5xx;
+- Redis flushed mid-run (every key of the run's prefix at once), the database
+  unreachable for a few seconds (a TCP proxy in this process closes its listener and
+  cuts every open connection) and slow for a few more (the proxy delays every packet;
+  the last flush lands in that window).
+
+Checks, printed with what was injected; the exit status is non-zero if one fails:
+
+    python -m bench.chaos [--tasks 2000] [--workers 3] [--seed 1] [--crash-rate 0.05]
+
+Each run has its own database (created and dropped), Redis key prefix (deleted at the
+end) and moto server, so runs never see each other's data. docs/reliability.md, "Chaos
+run", has the figures of the last long run and what the run found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import logging
+import math
+import multiprocessing
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import boto3
+import redis
+import sqlalchemy as sa
+from baton.faults import CRASH_POINTS
+from baton.schema import upgrade_database
+
+from bench.chaos_checks import (
+    Check,
+    ExecutionRow,
+    Notice,
+    RunningSample,
+    TaskRow,
+    check_callbacks,
+    check_cap,
+    check_not_twice,
+    check_notifications,
+    check_one_row,
+    check_terminal,
+    check_timeouts,
+)
+from bench.chaos_proxy import TcpProxy
+from bench.chaos_service import ChaosAlgorithmService
+from bench.chaos_worker import WorkerSpec, WorkerStats, worker_main
+
+MYSQL = os.environ.get("BATON_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+REDIS = os.environ.get("BATON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REGION = "eu-west-1"
+APPS = ("contracts", "invoices", "forms")
+TOKEN_SECRET = "chaos-token-secret-of-at-least-32-characters"
+
+# What each task asks of the algorithm service, one behaviour per dispatch it receives.
+BEHAVIOUR_MIX: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("ok",), 0.55),
+    (("fail",), 0.07),
+    (("503", "ok"), 0.08),
+    (("503", "503", "ok"), 0.04),
+    (("400",), 0.03),
+    (("slow", "ok"), 0.09),
+    (("silent",), 0.03),
+    (("silent", "ok"), 0.06),
+    (("beat",), 0.05),
+)
+
+FLUSH_SCRIPT = """
+local deleted = 0
+for _, key in ipairs(redis.call('KEYS', ARGV[1])) do
+  deleted = deleted + redis.call('DEL', key)
+end
+return deleted
+"""
+
+
+@dataclass
+class ChaosOptions:
+    tasks: int = 2000
+    workers: int = 3
+    seed: int = 1
+    crash_rate: float = 0.05
+    duplicate_messages: float = 0.2
+    duplicate_callbacks: float = 0.2
+    flushes: int = 2
+    outages: int = 1
+    outage_seconds: float = 3.0
+    slowdowns: int = 1
+    slowdown_seconds: float = 8.0
+    slowdown_max_delay: float = 0.08  # per chunk forwarded, either way
+    algorithms: dict[str, int] = field(default_factory=lambda: {"ocr": 2, "nlp": 3, "vision": 5})
+    window: int = 60  # tasks submitted and not yet notified, at most
+    settle_seconds: float = 90.0  # every task terminal this long after the last submit
+    tick: tuple[float, float] = (0.5, 1.0)
+    reconcile_tick: tuple[float, float] = (0.5, 1.0)
+    visibility_timeout: int = 2
+    admission_lease_seconds: float = 3.0
+    publish_claim_seconds: float = 3.0
+    sample_interval: float = 0.2
+    log_dir: str | None = None
+    log_level: str = "INFO"  # of the workers' Powertools logs
+    keep_database: bool = False  # for a post-mortem: the database is left behind
+    progress: bool = True
+
+
+@dataclass
+class ChaosReport:
+    options: ChaosOptions
+    checks: list[Check]
+    injected: dict[str, Any]
+    figures: dict[str, Any]
+    crash_points: Counter[str]
+    log_dir: str
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def failures(self) -> list[str]:
+        return [f"{c.name}: {'; '.join(c.problems[:5])}" for c in self.checks if not c.passed]
+
+    def table(self) -> str:
+        o, i, f = self.options, self.injected, self.figures
+        lines = [
+            f"chaos run: {o.tasks} tasks, {o.workers} workers, seed {o.seed}, "
+            f"crash rate {o.crash_rate:.0%}, caps "
+            + ", ".join(f"{a}={c}" for a, c in o.algorithms.items()),
+            "",
+            f"{'injected':<44} {'count':>10}",
+            f"{'-' * 44} {'-' * 10}",
+        ]
+        rows = [
+            ("task messages sent (incl. duplicates)", i["messages_sent"]),
+            ("  duplicate messages sent", i["duplicate_messages"]),
+            ("  SQS deliveries to intake (incl. redeliveries)", i["deliveries"]),
+            ("crashes fired (invocations killed)", sum(self.crash_points.values())),
+        ]
+        rows += [(f"  {point}", self.crash_points.get(point, 0)) for point in CRASH_POINTS]
+        rows += [
+            ("Redis flushes (keys deleted)", f"{i['flushes']} ({i['keys_flushed']})"),
+            ("database outages (connections cut)", f"{i['outages']} ({i['connections_cut']})"),
+            ("  database unreachable, seconds", f"{i['outage_seconds']:.1f}"),
+            (
+                f"database slow (0-{o.slowdown_max_delay * 1000:.0f} ms a packet), seconds",
+                f"{i['slow_seconds']:.1f}",
+            ),
+            ("dispatches answered 503 / 400", f"{i['answered_503']} / {i['answered_400']}"),
+            ("attempts silent / slow (late callback)", f"{i['silent']} / {i['slow']}"),
+            ("attempts with heartbeats (heartbeats sent)", f"{i['beat']} ({i['heartbeats']})"),
+            ("duplicate callbacks sent", i["duplicate_callbacks"]),
+        ]
+        lines += [f"{name:<44} {value!s:>10}" for name, value in rows]
+        lines += ["", f"{'check':<44} {'result':>10}", f"{'-' * 44} {'-' * 10}"]
+        for check in self.checks:
+            lines.append(f"{check.name:<44} {'ok' if check.passed else 'FAILED':>10}")
+            lines.append(f"    {check.detail}")
+            lines += [f"    ! {problem}" for problem in check.problems[:8]]
+        lines += ["", "figures", "-------"]
+        figures = [
+            ("run time (first submit -> last terminal)", f"{f['elapsed']:.1f} s"),
+            ("throughput", f"{f['tasks_per_second']:.1f} tasks/s"),
+            ("final states", ", ".join(f"{k} {v}" for k, v in sorted(f["states"].items()))),
+            ("callbacks answered 409 after the deadline", f["late_409"]),
+            ("late callbacks applied (sweep not yet run)", f["late_applied"]),
+            ("409 answers by code", ", ".join(f"{k} {v}" for k, v in f["conflicts"].items())),
+            ("401 answers", f["unauthorized"]),
+            ("duplicate publishes (same id)", f["duplicate_publishes"]),
+            ("callback API answers", ", ".join(f"{k}: {v}" for k, v in f["api_answers"].items())),
+            ("heartbeat answers", ", ".join(f"{k}: {v}" for k, v in f["heartbeats"].items())),
+            ("handler errors (not injected)", f["errors"] or "none"),
+            ("running-set samples (over cap: unsent)", f"{f['samples']} ({f['over_cap']})"),
+            (
+                "recovery: attempts timed out / retried",
+                _pair_of(f, "sweep.timed_out", "sweep.retrying"),
+            ),
+            ("recovery: leases taken back by the sweep", _one(f, "sweep.leases_recovered")),
+            (
+                "scheduled reconcile: rebuilt / running added",
+                _pair_of(f, "reconcile.rebuilt", "reconcile.running_added"),
+            ),
+            (
+                "scheduled reconcile: ready added / stale freed",
+                _pair_of(f, "reconcile.ready_added", "reconcile.stale_released"),
+            ),
+            ("recovery: outbox republished by the sweep", _one(f, "sweep.notifications_published")),
+            ("attempts given up at confirmation (abandoned)", f["abandoned"]),
+            ("dispatches with no answer in time (retried)", f["dispatch_timeouts"]),
+            ("409 before the deadline (dispatch unanswered)", f["early_409"]),
+        ]
+        lines += [f"{name:<44} {value!s}" for name, value in figures]
+        lines.append("")
+        lines.append(f"{'PASSED' if self.passed else 'FAILED'}; logs in {self.log_dir}")
+        return "\n".join(lines)
+
+
+def _one(figures: dict[str, Any], key: str) -> int:
+    return int(figures["actions"].get(key, 0))
+
+
+def _pair_of(figures: dict[str, Any], first: str, second: str) -> str:
+    return f"{_one(figures, first)} / {_one(figures, second)}"
+
+
+# -- the plan ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    index: int
+    body: str
+    duplicate: str | None  # None, "now" (same batch) or "later" (sent again after a while)
+    behaviours: tuple[str, ...]
+
+
+def plan_tasks(options: ChaosOptions, run: str) -> list[PlannedTask]:
+    rng = random.Random(options.seed)
+    algorithms = list(options.algorithms)
+    weights = [options.algorithms[a] for a in algorithms]
+    plans, plan_weights = zip(*BEHAVIOUR_MIX, strict=True)
+    planned = []
+    for n in range(options.tasks):
+        plan = rng.choices(plans, plan_weights)[0]
+        timeout = rng.randint(1, 2) if {"slow", "silent", "beat"} & set(plan) else rng.randint(2, 5)
+        dup = None
+        if rng.random() < options.duplicate_callbacks:
+            dup = rng.choice(("seq", "twin"))
+        message: dict[str, Any] = {
+            "app": rng.choice(APPS),
+            "algorithm": rng.choices(algorithms, weights)[0],
+            "input": {
+                "document": f"s3://chaos-{run}/doc-{n}.pdf",
+                "chaos": {
+                    "plan": list(plan),
+                    "run": round(rng.uniform(0.05, 0.4), 3),
+                    "late": round(rng.uniform(0.8, 1.6), 3),
+                    "timeout": timeout,
+                    "dup": dup,
+                },
+            },
+            "timeout_seconds": timeout,
+            "priority": rng.randint(-2, 2),
+            "metadata": {"chaos": n},
+        }
+        if rng.random() < 0.5:  # else the key is derived from the body
+            message["idempotency_key"] = f"chaos-{run}-{n}"
+        if rng.random() < 0.3:
+            message["max_attempts"] = 4
+        duplicate = None
+        if rng.random() < options.duplicate_messages:
+            duplicate = rng.choice(("now", "later"))
+        planned.append(PlannedTask(n, json.dumps(message), duplicate, plan))
+    return planned
+
+
+# -- the environment -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class MotoServer:
+    """moto's server in a process of its own, on loopback."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
+                    break
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start; see {log_path}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(10)
+        self._log.close()
+
+
+@dataclass
+class Aws:
+    session: boto3.session.Session
+    endpoint: str
+    bucket: str
+    topic_arn: str
+    intake_url: str
+    app_queue_url: str
+
+    def client(self, name: str) -> Any:
+        return self.session.client(name, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+
+
+def create_aws(endpoint: str, run: str, visibility_timeout: int) -> Aws:
+    session = boto3.session.Session(
+        region_name=REGION, aws_access_key_id="chaos", aws_secret_access_key="chaos"
+    )
+    s3 = session.client("s3", endpoint_url=endpoint)
+    sns = session.client("sns", endpoint_url=endpoint)
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    bucket = f"baton-chaos-{run}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    topic_arn = sns.create_topic(Name=f"baton-chaos-{run}")["TopicArn"]
+    intake_url = sqs.create_queue(
+        QueueName=f"baton-chaos-intake-{run}",
+        Attributes={"VisibilityTimeout": str(visibility_timeout)},
+    )["QueueUrl"]
+    app_queue_url = sqs.create_queue(QueueName=f"business-app-{run}")["QueueUrl"]
+    app_queue_arn = sqs.get_queue_attributes(QueueUrl=app_queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=app_queue_arn,
+        Attributes={
+            "RawMessageDelivery": "true",
+            "FilterPolicy": json.dumps({"app": list(APPS)}),
+        },
+    )
+    return Aws(session, endpoint, bucket, topic_arn, intake_url, app_queue_url)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+class Run:
+    """Everything the parent does while the workers run: submit, collect, sample, and
+    inject the flushes and the outage."""
+
+    def __init__(
+        self,
+        options: ChaosOptions,
+        aws: Aws,
+        redis_client: redis.Redis,
+        prefix: str,
+        proxy: TcpProxy,
+        log: Path,
+    ) -> None:
+        self.options = options
+        self.aws = aws
+        self.redis = redis_client
+        self.prefix = prefix
+        self.proxy = proxy
+        self.log = log
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.notices: list[Notice] = []
+        self.notified: set[int] = set()
+        self.submitted = 0
+        self.messages_sent = 0
+        self.first_submit = 0.0
+        self.last_submit = 0.0
+        self.flushes = 0
+        self.keys_flushed = 0
+        self.outages = 0
+        self.slowdowns = 0
+        self.connections_cut = 0
+        self.samples = 0
+        self.over_cap: list[RunningSample] = []
+        self.max_running: Counter[str] = Counter()
+        self.errors: list[str] = []
+
+    # -- producer ------------------------------------------------------------------------
+
+    def submit_all(self, planned: list[PlannedTask], stall_seconds: float) -> bool:
+        """Send every task, at most ``window`` unfinished at once. False if it stalled."""
+        sqs = self.aws.client("sqs")
+        later: list[tuple[float, int, str]] = []
+        rng = random.Random(self.options.seed + 1)
+        position = 0
+        last_progress, seen = time.monotonic(), 0
+        while position < len(planned) or later:
+            batch: list[str] = []
+            now = time.monotonic()
+            while later and later[0][0] <= now and len(batch) < 10:
+                batch.append(heapq.heappop(later)[2])
+            with self.lock:
+                room = self.options.window - (self.submitted - len(self.notified))
+                finished = len(self.notified)
+            if finished != seen:
+                last_progress, seen = now, finished
+            elif now - last_progress > stall_seconds:
+                self.errors.append(f"no task finished for {stall_seconds:.0f} s; gave up")
+                return False
+            while position < len(planned) and room > 0 and len(batch) < 9:
+                task = planned[position]
+                position += 1
+                room -= 1
+                batch.append(task.body)
+                if task.duplicate == "now":
+                    batch.append(task.body)
+                elif task.duplicate == "later":
+                    heapq.heappush(later, (now + rng.uniform(0.2, 3.0), task.index, task.body))
+                with self.lock:
+                    self.submitted += 1
+            if not batch:
+                time.sleep(0.02)
+                continue
+            self._send(sqs, batch)
+        return True
+
+    def _send(self, sqs: Any, bodies: list[str]) -> None:
+        entries = [{"Id": str(n), "MessageBody": body} for n, body in enumerate(bodies)]
+        for pause in (0.1, 0.3, 1.0, 2.0, 4.0, 0.0):
+            try:
+                answer = sqs.send_message_batch(QueueUrl=self.aws.intake_url, Entries=entries)
+            except Exception:
+                time.sleep(pause)
+                continue
+            failed = {item["Id"] for item in answer.get("Failed", [])}
+            entries = [entry for entry in entries if entry["Id"] in failed]
+            if not entries:
+                break
+            time.sleep(pause)
+        now = time.time()
+        with self.lock:
+            self.messages_sent += len(bodies) - len(entries)
+            self.first_submit = self.first_submit or now
+            self.last_submit = now
+        if entries:
+            raise RuntimeError(f"moto refused {len(entries)} task messages")
+
+    # -- notifications --------------------------------------------------------------------
+
+    def collect(self) -> None:
+        sqs = self.aws.client("sqs")
+        while not self.done.is_set():
+            try:
+                messages = sqs.receive_message(
+                    QueueUrl=self.aws.app_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                ).get("Messages", [])
+            except Exception as exc:
+                self.errors.append(f"collector: {exc!r}")
+                time.sleep(0.2)
+                continue
+            received = time.time()
+            for message in messages:
+                body = json.loads(message["Body"])
+                notice = Notice(
+                    task_id=body["task_id"],
+                    index=int(body["metadata"]["chaos"]),
+                    notification_id=body["notification_id"],
+                    status=body["status"],
+                    received=received,
+                )
+                with self.lock:
+                    self.notices.append(notice)
+                    self.notified.add(notice.index)
+            if messages:
+                with contextlib.suppress(Exception):
+                    sqs.delete_message_batch(
+                        QueueUrl=self.aws.app_queue_url,
+                        Entries=[
+                            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                            for n, m in enumerate(messages)
+                        ],
+                    )
+
+    # -- Redis samples ----------------------------------------------------------------------
+
+    def sample(self) -> None:
+        while not self.done.wait(self.options.sample_interval):
+            for algorithm, cap in self.options.algorithms.items():
+                base = f"{self.prefix}:{{{algorithm}}}"
+                try:
+                    with self.redis.pipeline(transaction=True) as pipe:
+                        pipe.exists(f"{base}:epoch")
+                        pipe.zrange(f"{base}:running", 0, -1)
+                        epoch, members = pipe.execute()
+                except redis.RedisError as exc:
+                    self.errors.append(f"sampler: {exc!r}")
+                    continue
+                at = time.time()
+                if not epoch:
+                    continue
+                self.samples += 1
+                self.max_running[algorithm] = max(self.max_running[algorithm], len(members))
+                if len(members) > cap:
+                    parsed = []
+                    for member in members:
+                        task_id, _, attempt = member.decode().rpartition(":")
+                        parsed.append((task_id, int(attempt)))
+                    self.over_cap.append(RunningSample(at, algorithm, tuple(parsed)))
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def inject(self, total: int) -> None:
+        """Flush Redis and take the database away when the run reaches given fractions
+        of the tasks submitted. The last flushes come with a slowdown of the database:
+        Redis loses its data halfway through it, while every step of the workers is
+        slow (their windows between reading and writing are wide open)."""
+        o = self.options
+        flush_at = [(k + 1) / (o.flushes + 1) for k in range(o.flushes)]
+        paired = flush_at[len(flush_at) - min(o.slowdowns, len(flush_at)) :]
+        events = [(at, "flush") for at in flush_at if at not in paired]
+        events += [(at, "slow+flush") for at in paired]
+        events += [(0.6, "slow")] * (o.slowdowns - len(paired))
+        events += [((k + 1) / (o.outages + 1) - 0.05, "outage") for k in range(o.outages)]
+        events.sort()
+        background: list[threading.Thread] = []
+        for fraction, kind in events:
+            while not self.done.is_set():
+                with self.lock:
+                    reached = self.submitted >= fraction * total
+                if reached:
+                    break
+                time.sleep(0.05)
+            if self.done.is_set():
+                break
+            if kind == "flush":
+                self._flush()
+            elif kind.startswith("slow"):
+                background.append(
+                    threading.Thread(target=self._slow, args=(kind == "slow+flush",), daemon=True)
+                )
+                background[-1].start()
+            else:
+                self._note(f"database down for {o.outage_seconds:.1f} s")
+                self.connections_cut += self.proxy.outage(o.outage_seconds)
+                self.outages += 1
+                self._note("database back")
+        for thread in background:
+            thread.join()
+
+    def _flush(self) -> None:
+        flush = self.redis.register_script(FLUSH_SCRIPT)
+        deleted = int(flush(keys=[], args=[f"{self.prefix}:*"]))
+        with self.lock:
+            self.flushes += 1
+            self.keys_flushed += deleted
+        self._note(f"Redis flushed: {deleted} keys")
+
+    def _slow(self, flush_halfway: bool) -> None:
+        o = self.options
+        self._note(f"database slow for {o.slowdown_seconds:.1f} s")
+        slowdown = threading.Thread(
+            target=self.proxy.slowdown, args=(o.slowdown_seconds, o.slowdown_max_delay)
+        )
+        slowdown.start()
+        if flush_halfway:
+            time.sleep(o.slowdown_seconds / 2)
+            self._flush()
+        slowdown.join()
+        with self.lock:
+            self.slowdowns += 1
+        self._note("database fast again")
+
+    def _note(self, text: str) -> None:
+        with self.log.open("a") as log:
+            log.write(f"{time.time():.3f} {text}\n")
+        if self.options.progress:
+            print(f"  [{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# -- reading the database --------------------------------------------------------------------
+
+
+def _utc(value: Any) -> float:
+    """A naive UTC DATETIME column as epoch seconds."""
+    return float(value.replace(tzinfo=UTC).timestamp())
+
+
+def _epoch(value: Any) -> float | None:
+    return None if value is None else _utc(value)
+
+
+def read_database(url: str) -> tuple[list[TaskRow], dict[str, list[ExecutionRow]], int]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            tasks = [
+                TaskRow(
+                    id=row.id,
+                    index=int(json.loads(row.metadata)["chaos"]),
+                    app=row.app,
+                    idempotency_key=row.idempotency_key,
+                    algorithm=row.algorithm,
+                    status=row.status,
+                    attempts=row.attempts,
+                    notification_id=row.notification_id,
+                    finished_at=_epoch(row.finished_at),
+                    result_key=row.result_key,
+                )
+                for row in connection.exec_driver_sql(
+                    "SELECT id, app, idempotency_key, algorithm, status, attempts, "
+                    "notification_id, finished_at, result_key, metadata FROM task"
+                )
+            ]
+            executions: dict[str, list[ExecutionRow]] = defaultdict(list)
+            for row in connection.exec_driver_sql(
+                "SELECT task_id, attempt, algorithm, status, created_at, deadline, "
+                "finished_at, http_status FROM task_execution ORDER BY task_id, attempt"
+            ):
+                executions[row.task_id].append(
+                    ExecutionRow(
+                        task_id=row.task_id,
+                        attempt=row.attempt,
+                        algorithm=row.algorithm,
+                        status=row.status,
+                        created_at=_utc(row.created_at),
+                        deadline=_utc(row.deadline),
+                        finished_at=_epoch(row.finished_at),
+                        http_status=row.http_status,
+                    )
+                )
+            outbox = connection.exec_driver_sql("SELECT COUNT(*) FROM notification_outbox")
+            left = int(outbox.scalar_one())
+    finally:
+        engine.dispose()
+    return tasks, dict(executions), left
+
+
+def outbox_size(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        answer = connection.exec_driver_sql("SELECT COUNT(*) FROM notification_outbox")
+        return int(answer.scalar_one())
+
+
+# -- run_chaos ---------------------------------------------------------------------------------
+
+
+def run_chaos(options: ChaosOptions) -> ChaosReport:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    run = uuid.uuid4().hex[:8]
+    log_dir = Path(options.log_dir or tempfile.mkdtemp(prefix=f"baton-chaos-{run}-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def say(text: str) -> None:
+        if options.progress:
+            print(text, flush=True)
+
+    say(f"chaos run {run}: {options.tasks} tasks, {options.workers} workers; logs in {log_dir}")
+
+    database = f"baton_chaos_{run}"
+    server = sa.create_engine(MYSQL, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    direct_url = f"{MYSQL}/{database}?charset=utf8mb4"
+    prefix = f"baton-chaos-{run}"
+    redis_client = redis.Redis.from_url(REDIS)
+    cleanup: list[Any] = []
+    try:
+        upgrade_database(direct_url)
+        moto = MotoServer(log_dir / "moto.log")
+        cleanup.append(moto.stop)
+        aws = create_aws(moto.endpoint, run, options.visibility_timeout)
+        proxy = TcpProxy(*_host_port(MYSQL)).start()
+        cleanup.append(proxy.stop)
+        service = ChaosAlgorithmService(options.seed).start()
+        cleanup.append(service.stop)
+        registry = {
+            name: {
+                "endpoint": service.endpoint(name),
+                "max_concurrency": cap,
+                "timeout_seconds": 3,
+                "max_timeout_seconds": 5,
+                "max_attempts": 3,
+            }
+            for name, cap in options.algorithms.items()
+        }
+        proxy_url = sa.make_url(direct_url).set(host="127.0.0.1", port=proxy.port)
+        environ = {
+            "BATON_DATABASE_URL": proxy_url.render_as_string(hide_password=False),
+            "BATON_REDIS_URL": REDIS,
+            "BATON_RESULT_BUCKET": aws.bucket,
+            "BATON_NOTIFICATION_TOPIC_ARN": aws.topic_arn,
+            "BATON_TOKEN_SECRET": TOKEN_SECRET,
+            "BATON_ALGORITHMS": json.dumps(registry),
+            "BATON_KEY_PREFIX": prefix,
+            "BATON_BACKOFF_BASE_SECONDS": "0.2",
+            "BATON_BACKOFF_MAX_SECONDS": "2",
+            "BATON_NOTIFICATION_GRACE_SECONDS": "1",
+            "BATON_DISPATCH_TIMEOUT_SECONDS": "2",
+        }
+        context = multiprocessing.get_context("spawn")
+        reports = context.Queue()
+        stop = context.Event()
+        processes = []
+        for index in range(options.workers):
+            spec = WorkerSpec(
+                index=index,
+                seed=options.seed * 1000 + index,
+                crash_rate=options.crash_rate,
+                environ=environ,
+                aws_endpoint=moto.endpoint,
+                intake_queue_url=aws.intake_url,
+                tick=options.tick,
+                reconcile_tick=options.reconcile_tick,
+                admission_lease_seconds=options.admission_lease_seconds,
+                publish_claim_seconds=options.publish_claim_seconds,
+                log_path=str(log_dir / f"worker-{index}.log"),
+                log_level=options.log_level,
+            )
+            process = context.Process(
+                target=worker_main, args=(spec, reports, stop), name=f"chaos-worker-{index}"
+            )
+            process.start()
+            processes.append(process)
+
+        def stop_workers() -> None:
+            stop.set()
+            for process in processes:
+                process.join(30)
+                if process.is_alive():
+                    process.terminate()
+                    process.join(10)
+
+        cleanup.append(stop_workers)
+        gateways: dict[int, str] = {}
+        while len(gateways) < options.workers:
+            kind, index, payload = reports.get(timeout=120)
+            if kind == "failed":
+                raise RuntimeError(f"worker {index} failed to start:\n{payload}")
+            gateways[index] = payload
+        service.gateways = list(gateways.values())
+        say(f"  workers ready: {', '.join(service.gateways)}")
+
+        chaos = Run(options, aws, redis_client, prefix, proxy, log_dir / "parent.log")
+        threads = [
+            threading.Thread(target=chaos.collect, name="collector", daemon=True),
+            threading.Thread(target=chaos.sample, name="sampler", daemon=True),
+            threading.Thread(target=chaos.inject, args=(options.tasks,), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+
+        progress_stop = threading.Event()
+
+        def report_progress() -> None:
+            started = time.monotonic()
+            while not progress_stop.wait(10):
+                with chaos.lock:
+                    submitted, notified = chaos.submitted, len(chaos.notified)
+                say(
+                    f"  {time.monotonic() - started:6.0f} s: submitted {submitted}/"
+                    f"{options.tasks}, notified {notified}, algorithm busy {service.busy()}"
+                )
+
+        threading.Thread(target=report_progress, daemon=True).start()
+        planned = plan_tasks(options, run)
+        submitted_all = chaos.submit_all(planned, stall_seconds=options.settle_seconds)
+        say(f"  all {options.tasks} tasks submitted; settling")
+
+        # Settle: every task notified, the algorithm service idle (late and duplicate
+        # callbacks answered), the outbox empty; then a moment for duplicate publishes.
+        deadline = time.monotonic() + options.settle_seconds
+        engine = sa.create_engine(direct_url)
+        try:
+            while submitted_all and time.monotonic() < deadline:
+                with chaos.lock:
+                    everything = len(chaos.notified) >= options.tasks
+                if everything and service.busy() == 0 and outbox_size(engine) == 0:
+                    break
+                time.sleep(0.2)
+        finally:
+            engine.dispose()
+        time.sleep(1.5)
+        progress_stop.set()
+        chaos.done.set()
+        for thread in threads:
+            thread.join(30)
+        stop.set()
+        stats: dict[int, WorkerStats] = {}
+        gave_up = time.monotonic() + 60
+        while len(stats) < options.workers and time.monotonic() < gave_up:
+            with contextlib.suppress(Exception):
+                kind, index, payload = reports.get(timeout=1)
+                if kind == "stats":
+                    stats[index] = payload
+        stop_workers()
+        cleanup.remove(stop_workers)
+
+        tasks, executions, outbox_left = read_database(direct_url)
+        report = _assess(
+            options, chaos, service, proxy, stats, tasks, executions, outbox_left, aws, log_dir
+        )
+        timeline_data = (tasks, executions, service, chaos.notices)
+        with (log_dir / "service.json").open("w") as out:
+            json.dump(
+                {
+                    "receipts": [r.__dict__ for r in service.receipts],
+                    "callbacks": [c.__dict__ for c in service.callbacks],
+                },
+                out,
+            )
+    finally:
+        for step in reversed(cleanup):
+            with contextlib.suppress(Exception):
+                step()
+        with contextlib.suppress(Exception):
+            flush = redis_client.register_script(FLUSH_SCRIPT)
+            flush(keys=[], args=[f"{prefix}:*"])
+        redis_client.close()
+        if options.keep_database:
+            say(f"  database kept: {direct_url}")
+        else:
+            with server.connect() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
+        server.dispose()
+    _write_timelines(log_dir / "timelines.json", report, timeline_data)
+    (log_dir / "report.txt").write_text(
+        report.table()
+        + "\n\nall problems:\n"
+        + "\n".join(f"{c.name}: {p}" for c in report.checks for p in c.problems)
+        + "\n"
+    )
+    return report
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _write_timelines(path: Path, report: ChaosReport, data: Any) -> None:
+    """For every task a failed check names: what the database, the algorithm service
+    and the business app saw of it, in order (a post-mortem starts here)."""
+    tasks, executions, service, notices = data
+    named = {m for c in report.checks for p in c.problems for m in UUID.findall(p)}
+    if not named:
+        return
+    by_id = {t.id: t for t in tasks}
+    out = {}
+    for task_id in sorted(named):
+        out[task_id] = {
+            "task": by_id[task_id].__dict__ if task_id in by_id else None,
+            "executions": [e.__dict__ for e in executions.get(task_id, [])],
+            "dispatches_received": [r.__dict__ for r in service.receipts if r.task_id == task_id],
+            "callbacks": [c.__dict__ for c in service.callbacks if c.task_id == task_id],
+            "notifications": [n.__dict__ for n in notices if n.task_id == task_id],
+        }
+    path.write_text(json.dumps(out, indent=1, default=str))
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = sa.make_url(url)
+    return parsed.host or "127.0.0.1", parsed.port or 3306
+
+
+def _assess(
+    options: ChaosOptions,
+    chaos: Run,
+    service: ChaosAlgorithmService,
+    proxy: TcpProxy,
+    stats: dict[int, WorkerStats],
+    tasks: list[TaskRow],
+    executions: dict[str, list[ExecutionRow]],
+    outbox_left: int,
+    aws: Aws,
+    log_dir: Path,
+) -> ChaosReport:
+    end = time.time()
+    checks: list[Check] = []
+    terminal, settle = check_terminal(
+        options.tasks, tasks, executions, chaos.last_submit, options.settle_seconds
+    )
+    if outbox_left:
+        terminal.problems.append(f"{outbox_left} notifications still in the outbox")
+        terminal.passed = False
+    checks.append(terminal)
+    notified, duplicate_publishes = check_notifications(options.tasks, tasks, chaos.notices)
+    checks.append(notified)
+    cap, cap_figures = check_cap(
+        options.algorithms, executions, service.receipts, chaos.over_cap, chaos.max_running, end
+    )
+    checks.append(cap)
+    checks.append(check_not_twice(executions, service.receipts))
+    checks.append(check_one_row(options.tasks, tasks, chaos.messages_sent))
+    callbacks, callback_figures = check_callbacks(service.callbacks, executions)
+    checks.append(callbacks)
+    checks.append(check_timeouts(executions))
+    checks.append(_check_results(aws, tasks))
+    harness = list(chaos.errors)
+    harness += [f"worker {n} sent no statistics" for n in range(options.workers) if n not in stats]
+    if service.uploads_failed:
+        harness.append(f"{service.uploads_failed} result uploads failed")
+    checks.append(
+        Check(
+            "harness: every fault injected, workers ok",
+            not harness
+            and (chaos.flushes, chaos.outages, chaos.slowdowns)
+            == (options.flushes, options.outages, options.slowdowns),
+            f"{chaos.flushes}/{options.flushes} flushes, {chaos.outages}/{options.outages} "
+            f"outages, {chaos.slowdowns}/{options.slowdowns} slowdowns, every worker reported",
+            harness,
+        )
+    )
+
+    crash_points: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    answers: Counter[int] = Counter()
+    actions: Counter[str] = Counter()
+    deliveries = 0
+    for worker in stats.values():
+        crash_points += worker.crash_points
+        errors += worker.errors
+        answers += worker.answers
+        actions += worker.actions
+        deliveries += worker.received
+    behaviours = Counter(r.behaviour for r in service.receipts)
+    finished = [t.finished_at for t in tasks if t.finished_at is not None]
+    elapsed = (max(finished) - chaos.first_submit) if finished else math.nan
+    injected = {
+        "messages_sent": chaos.messages_sent,
+        "duplicate_messages": chaos.messages_sent - options.tasks,
+        "deliveries": deliveries,
+        "flushes": chaos.flushes,
+        "keys_flushed": chaos.keys_flushed,
+        "outages": chaos.outages,
+        "connections_cut": chaos.connections_cut,
+        "outage_seconds": proxy.outage_seconds,
+        "slow_seconds": proxy.slow_seconds,
+        "answered_503": behaviours["503"],
+        "answered_400": behaviours["400"],
+        "silent": behaviours["silent"],
+        "slow": behaviours["slow"],
+        "beat": behaviours["beat"],
+        "heartbeats": sum(service.heartbeats.values()),
+        "duplicate_callbacks": sum(1 for c in service.callbacks if c.duplicate),
+    }
+    figures = {
+        "elapsed": elapsed,
+        "settle": settle,
+        "tasks_per_second": len(finished) / elapsed if elapsed and elapsed > 0 else 0.0,
+        "states": dict(Counter(t.status for t in tasks)),
+        "late_409": callback_figures["late_409"],
+        "late_applied": callback_figures["late_applied"],
+        "conflicts": callback_figures["conflicts"],
+        "unauthorized": callback_figures["unauthorized"],
+        "duplicate_publishes": duplicate_publishes,
+        "api_answers": dict(sorted(answers.items())),
+        "errors": ", ".join(f"{k} {v}" for k, v in sorted(errors.items())),
+        "samples": chaos.samples,
+        "over_cap": f"{cap_figures['over_cap_samples']}: "
+        f"{cap_figures['over_cap_samples_unsent']} unsent",
+        "cap": cap_figures,
+        "heartbeats": dict(service.heartbeats),
+        "actions": dict(actions),
+        "dispatch_timeouts": sum(
+            1
+            for runs in executions.values()
+            for run in runs
+            if run.status == "dispatch_failed" and run.http_status is None
+        ),
+        "early_409": callback_figures["early_409"],
+        "abandoned": sum(
+            1 for runs in executions.values() for run in runs if run.status == "abandoned"
+        ),
+    }
+    return ChaosReport(options, checks, injected, figures, crash_points, str(log_dir))
+
+
+def _check_results(aws: Aws, tasks: list[TaskRow], sample: int = 200) -> Check:
+    """A task marked succeeded has its result object (a sample of them)."""
+    s3 = aws.client("s3")
+    succeeded = [t for t in tasks if t.status == "succeeded"]
+    chosen = random.Random(0).sample(succeeded, min(sample, len(succeeded)))
+    problems = []
+    for task in chosen:
+        if not task.result_key:
+            problems.append(f"{task.id}: succeeded without a result key")
+            continue
+        try:
+            s3.head_object(Bucket=aws.bucket, Key=task.result_key)
+        except Exception:
+            problems.append(f"{task.id}: no object at {task.result_key}")
+    return Check(
+        "results of succeeded tasks exist in S3",
+        not problems,
+        f"{len(chosen)} of {len(succeeded)} succeeded tasks checked",
+        problems,
+    )
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def _pair(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    return float(low), float(high or low)
+
+
+def parse_options(argv: list[str] | None = None) -> ChaosOptions:
+    defaults = ChaosOptions()
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=defaults.tasks)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--crash-rate", type=float, default=defaults.crash_rate)
+    parser.add_argument("--duplicate-messages", type=float, default=defaults.duplicate_messages)
+    parser.add_argument("--duplicate-callbacks", type=float, default=defaults.duplicate_callbacks)
+    parser.add_argument("--flushes", type=int, default=defaults.flushes)
+    parser.add_argument("--outages", type=int, default=defaults.outages)
+    parser.add_argument("--outage-seconds", type=float, default=defaults.outage_seconds)
+    parser.add_argument("--slowdowns", type=int, default=defaults.slowdowns)
+    parser.add_argument("--slowdown-seconds", type=float, default=defaults.slowdown_seconds)
+    parser.add_argument("--slowdown-ms", type=float, default=defaults.slowdown_max_delay * 1000)
+    parser.add_argument(
+        "--algorithms",
+        default=",".join(f"{a}={c}" for a, c in defaults.algorithms.items()),
+        help="name=cap,... (default %(default)s)",
+    )
+    parser.add_argument("--window", type=int, default=defaults.window)
+    parser.add_argument("--settle-seconds", type=float, default=defaults.settle_seconds)
+    parser.add_argument("--tick", type=_pair, default=defaults.tick, help="min,max seconds")
+    parser.add_argument("--reconcile-tick", type=_pair, default=defaults.reconcile_tick)
+    parser.add_argument("--admission-lease", type=float, default=defaults.admission_lease_seconds)
+    parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument("--log-level", default=defaults.log_level)
+    args = parser.parse_args(argv)
+    algorithms = {}
+    for item in args.algorithms.split(","):
+        name, _, cap = item.partition("=")
+        algorithms[name.strip()] = int(cap)
+    return ChaosOptions(
+        tasks=args.tasks,
+        workers=args.workers,
+        seed=args.seed,
+        crash_rate=args.crash_rate,
+        duplicate_messages=args.duplicate_messages,
+        duplicate_callbacks=args.duplicate_callbacks,
+        flushes=args.flushes,
+        outages=args.outages,
+        outage_seconds=args.outage_seconds,
+        slowdowns=args.slowdowns,
+        slowdown_seconds=args.slowdown_seconds,
+        slowdown_max_delay=args.slowdown_ms / 1000,
+        algorithms=algorithms,
+        window=args.window,
+        settle_seconds=args.settle_seconds,
+        tick=args.tick,
+        reconcile_tick=args.reconcile_tick,
+        admission_lease_seconds=args.admission_lease,
+        log_dir=args.log_dir,
+        keep_database=args.keep_database,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    report = run_chaos(parse_options(argv))
+    print()
+    print(report.table())
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

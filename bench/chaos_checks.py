@@ -1,0 +1,402 @@
+"""The invariants the chaos run checks, as pure functions over what it collected: the
+database rows (the source of truth), the algorithm service's own records, the
+notifications the business app received, and Redis samples taken during the run.
+
+Times are epoch seconds of the one system clock every process on this machine reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.chaos_service import CallbackResult, Receipt
+
+TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
+ACTIVE = {"dispatching", "running"}
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: str
+    index: int  # the chaos run's own number for the logical task (metadata.chaos)
+    app: str
+    idempotency_key: str
+    algorithm: str
+    status: str
+    attempts: int
+    notification_id: str | None
+    finished_at: float | None
+    result_key: str | None
+
+
+@dataclass(frozen=True)
+class ExecutionRow:
+    task_id: str
+    attempt: int
+    algorithm: str
+    status: str
+    created_at: float
+    deadline: float
+    finished_at: float | None
+    http_status: int | None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification as the business app's queue delivered it."""
+
+    task_id: str
+    index: int
+    notification_id: str
+    status: str
+    received: float
+
+
+@dataclass(frozen=True)
+class RunningSample:
+    """A running set read together with its epoch marker, over the cap."""
+
+    at: float
+    algorithm: str
+    members: tuple[tuple[str, int], ...]
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+    problems: list[str] = field(default_factory=list)
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> tuple[int, float]:
+    """Most intervals open at one instant, and when. An interval ending where another
+    starts does not overlap it."""
+    events: list[tuple[float, int]] = []
+    for start, end in intervals:
+        events.append((start, 1))
+        events.append((end, -1))
+    events.sort()  # at equal times, -1 (an end) sorts before +1 (a start)
+    best, when, now = 0, 0.0, 0
+    for moment, step in events:
+        now += step
+        if now > best:
+            best, when = now, moment
+    return best, when
+
+
+def _examples(problems: list[str], limit: int = 5) -> str:
+    if not problems:
+        return ""
+    more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
+# -- 1. every task reaches exactly one terminal state -----------------------------------
+
+
+def check_terminal(
+    expected: int,
+    tasks: list[TaskRow],
+    executions: dict[str, list[ExecutionRow]],
+    last_submit: float,
+    deadline_seconds: float,
+) -> tuple[Check, float]:
+    problems = []
+    by_index = {task.index: task for task in tasks}
+    missing = [n for n in range(expected) if n not in by_index]
+    problems += [f"task #{n} was never stored" for n in missing[:20]]
+    stuck = [task for task in tasks if task.status not in TERMINAL]
+    problems += [f"{t.id} (#{t.index}) stuck in {t.status}, attempt {t.attempts}" for t in stuck]
+    for task in tasks:
+        runs = executions.get(task.id, [])
+        active = [e for e in runs if e.status in ACTIVE or e.finished_at is None]
+        if active:
+            problems.append(f"{task.id}: attempt {active[0].attempt} still {active[0].status}")
+        if task.status not in TERMINAL:
+            continue
+        if task.finished_at is None:
+            problems.append(f"{task.id}: {task.status} without finished_at")
+        winners = [e for e in runs if e.status == "succeeded"]
+        if task.status == "succeeded" and (len(winners) != 1 or runs[-1].status != "succeeded"):
+            problems.append(f"{task.id}: succeeded, but attempts say {[e.status for e in runs]}")
+        if task.status != "succeeded" and winners:
+            problems.append(f"{task.id}: {task.status}, but attempt {winners[0].attempt} succeeded")
+        if task.status == "timed_out" and (not runs or runs[-1].status != "timed_out"):
+            problems.append(f"{task.id}: timed_out, but attempts say {[e.status for e in runs]}")
+    finished = [t.finished_at for t in tasks if t.finished_at is not None]
+    settle = (max(finished) - last_submit) if finished else math.inf
+    if settle > deadline_seconds:
+        problems.append(f"the last task finished {settle:.1f} s after the last submit")
+    detail = (
+        f"{len(tasks) - len(stuck)}/{expected} terminal; last one "
+        f"{max(settle, 0.0):.1f} s after the last submit (deadline {deadline_seconds:.0f} s)"
+    )
+    return Check("1 one terminal state each, none stuck", not problems, detail, problems), settle
+
+
+# -- 2. exactly one notification per task ------------------------------------------------
+
+
+def check_notifications(
+    expected: int, tasks: list[TaskRow], notices: list[Notice]
+) -> tuple[Check, int]:
+    problems = []
+    by_index: dict[int, list[Notice]] = defaultdict(list)
+    for notice in notices:
+        by_index[notice.index].append(notice)
+    stored = {task.index: task for task in tasks}
+    duplicates = 0
+    for n in range(expected):
+        got = by_index.get(n, [])
+        if not got:
+            problems.append(f"task #{n} got no notification")
+            continue
+        ids = {notice.notification_id for notice in got}
+        duplicates += len(got) - len(ids)
+        if len(ids) != 1:
+            problems.append(f"task #{n} got {len(ids)} distinct notification ids")
+        task = stored.get(n)
+        if task is None:
+            continue
+        if task.notification_id not in ids:
+            problems.append(f"{task.id}: notified {sorted(ids)}, stored {task.notification_id}")
+        statuses = {notice.status for notice in got}
+        if statuses != {task.status}:
+            problems.append(f"{task.id}: notified {sorted(statuses)}, database says {task.status}")
+    strays = set(by_index) - set(range(expected))
+    problems += [f"a notification for unknown task #{n}" for n in sorted(strays)]
+    detail = (
+        f"{sum(1 for n in range(expected) if by_index.get(n))}/{expected} notified, "
+        f"1 distinct id each; {duplicates} duplicate publishes (same id)"
+    )
+    return Check("2 exactly one notification each", not problems, detail, problems), duplicates
+
+
+# -- 3. no algorithm above its cap --------------------------------------------------------
+
+
+def check_cap(
+    caps: dict[str, int],
+    executions: dict[str, list[ExecutionRow]],
+    receipts: list[Receipt],
+    samples: list[RunningSample],
+    max_sampled: dict[str, int],
+    end: float,
+) -> tuple[Check, dict[str, Any]]:
+    """Dispatched attempts never above the cap, three ways:
+
+    - database: [created_at, finished_at] of every attempt the algorithm received (the
+      attempt row is written before the request is sent, the end recorded after its
+      callback, timeout or dispatch failure: a superset of what the invariant counts);
+      attempts never sent (abandoned, or their worker died first) hold no dispatch;
+    - the service: from receiving a request until it reported (or refused it), counted
+      only while Baton still had the attempt running (until finished_at);
+    - sampled during the run: a running set over the cap while its epoch marker exists,
+      resolved against which of its members were really sent and not yet finished.
+    """
+    problems: list[str] = []
+    rows = {(e.task_id, e.attempt): e for runs in executions.values() for e in runs}
+    received = {(r.task_id, r.attempt) for r in receipts}
+    figures: dict[str, Any] = {"db": {}, "service": {}, "sampled": dict(max_sampled)}
+    for algorithm, cap in caps.items():
+        spans = [
+            (e.created_at, e.finished_at if e.finished_at is not None else end)
+            for key, e in rows.items()
+            if e.algorithm == algorithm and key in received
+        ]
+        most, when = max_overlap(spans)
+        figures["db"][algorithm] = most
+        if most > cap:
+            problems.append(f"{algorithm}: {most} attempts running at {when:.3f} (cap {cap})")
+        service_spans = []
+        for receipt in receipts:
+            if receipt.algorithm != algorithm:
+                continue
+            row = rows.get((receipt.task_id, receipt.attempt))
+            ends = [end if row is None or row.finished_at is None else row.finished_at]
+            if receipt.answer >= 300:
+                ends.append(receipt.answered)
+            if receipt.reported is not None:
+                ends.append(receipt.reported)
+            service_spans.append((receipt.received, max(receipt.received, min(ends))))
+        most, when = max_overlap(service_spans)
+        figures["service"][algorithm] = most
+        if most > cap:
+            problems.append(
+                f"{algorithm}: the service had {most} in flight at {when:.3f} (cap {cap})"
+            )
+    explained = 0
+    for sample in samples:
+        live = [
+            member
+            for member in sample.members
+            if member in received
+            and (row := rows.get(member)) is not None
+            and row.created_at <= sample.at
+            and (row.finished_at is None or row.finished_at > sample.at)
+        ]
+        if len(live) > caps[sample.algorithm]:
+            problems.append(
+                f"{sample.algorithm}: running set of {len(sample.members)} at {sample.at:.3f}, "
+                f"{len(live)} of them dispatched and unfinished"
+            )
+        else:
+            explained += 1
+    figures["over_cap_samples"] = len(samples)
+    figures["over_cap_samples_unsent"] = explained
+    detail = "max db/service/sampled: " + ", ".join(
+        f"{alg} {figures['db'][alg]}/{figures['service'][alg]}/{max_sampled.get(alg, 0)}"
+        f" (cap {cap})"
+        for alg, cap in caps.items()
+    )
+    if samples:
+        detail += (
+            f"; {explained} running-set samples over the cap held only attempts "
+            "never sent (given up at confirmation)"
+        )
+    return Check("3 no algorithm above its cap", not problems, detail, problems), figures
+
+
+# -- 4. never running twice ---------------------------------------------------------------
+
+
+def check_not_twice(executions: dict[str, list[ExecutionRow]], receipts: list[Receipt]) -> Check:
+    problems = []
+    for task_id, runs in executions.items():
+        for before, after in itertools.pairwise(runs):
+            if before.finished_at is None or after.created_at < before.finished_at:
+                problems.append(
+                    f"{task_id}: attempt {after.attempt} started before attempt "
+                    f"{before.attempt} ended"
+                )
+    rows = {(e.task_id, e.attempt): e for runs in executions.values() for e in runs}
+    by_task: dict[str, list[Receipt]] = defaultdict(list)
+    for receipt in receipts:
+        by_task[receipt.task_id].append(receipt)
+    twice = Counter((r.task_id, r.attempt) for r in receipts)
+    problems += [f"{t}: attempt {a} dispatched {n} times" for (t, a), n in twice.items() if n > 1]
+    for task_id, got in by_task.items():
+        got.sort(key=lambda r: r.received)
+        for before, after in itertools.pairwise(got):
+            if after.attempt <= before.attempt:
+                problems.append(f"{task_id}: attempt {after.attempt} came after {before.attempt}")
+                continue
+            ended = [before.deadline]
+            if before.answer >= 300:
+                ended.append(before.answered)
+            if before.reported is not None:
+                ended.append(before.reported)
+            row = rows.get((task_id, before.attempt))
+            if row is not None and row.finished_at is not None and row.http_status is None:
+                ended.append(row.finished_at)  # Baton never got the answer: a dispatch timeout
+            if after.received < min(ended):
+                problems.append(
+                    f"{task_id}: attempt {after.attempt} received "
+                    f"{min(ended) - after.received:.3f} s before attempt {before.attempt} ended"
+                )
+    detail = (
+        f"{sum(len(r) for r in executions.values())} attempts of {len(executions)} tasks in "
+        f"the database, {len(receipts)} dispatches received: no overlap"
+        if not problems
+        else f"{len(problems)} overlaps"
+    )
+    return Check("4 never running twice", not problems, detail, problems)
+
+
+# -- 5. one row per (app, idempotency_key) -------------------------------------------------
+
+
+def check_one_row(expected: int, tasks: list[TaskRow], messages_sent: int) -> Check:
+    problems = []
+    per_key = Counter((t.app, t.idempotency_key) for t in tasks)
+    problems += [f"{key}: {n} rows" for key, n in per_key.items() if n > 1]
+    per_index = Counter(t.index for t in tasks)
+    problems += [f"task #{n}: {count} rows" for n, count in per_index.items() if count > 1]
+    if len(tasks) != expected:
+        problems.append(f"{len(tasks)} rows for {expected} tasks")
+    detail = f"{len(tasks)} rows for {expected} tasks from {messages_sent} messages"
+    return Check("5 one row per (app, idempotency_key)", not problems, detail, problems)
+
+
+# -- callbacks: late ones change nothing ---------------------------------------------------
+
+
+def check_callbacks(
+    callbacks: list[CallbackResult], executions: dict[str, list[ExecutionRow]]
+) -> tuple[Check, dict[str, Any]]:
+    problems = []
+    rows = {(e.task_id, e.attempt): e for runs in executions.values() for e in runs}
+    finals = Counter(c.final for c in callbacks)
+    codes = Counter(c.code for c in callbacks if c.final == 409)
+    unauthorized = sum(1 for c in callbacks for answer in c.answers if answer == 401)
+    if unauthorized:
+        problems.append(f"{unauthorized} answers were 401")
+    late_409 = late_applied = early_409 = 0
+    for callback in callbacks:
+        row = rows.get((callback.task_id, callback.attempt))
+        where = f"{callback.task_id} attempt {callback.attempt} ({callback.status})"
+        if row is None:
+            problems.append(f"{where}: a callback for an attempt that has no row")
+            continue
+        if callback.final == 409:
+            if row.status == callback.status:
+                problems.append(f"{where}: answered 409 but recorded as {row.status}")
+            if callback.times and callback.times[-1] > callback.deadline:
+                late_409 += 1
+            elif row.status == "dispatch_failed" and row.http_status is None:
+                early_409 += 1  # Baton never got the answer to its dispatch: it retried
+            else:
+                problems.append(
+                    f"{where}: refused before the deadline the algorithm was given, "
+                    f"the attempt ended {row.status}"
+                )
+        elif callback.final == 200:
+            if row.status != callback.status:
+                problems.append(f"{where}: answered 200 but the attempt ended {row.status}")
+            if callback.applied and callback.late:
+                late_applied += 1
+        elif callback.final != 0:
+            problems.append(f"{where}: answered {callback.final}")
+    figures = {
+        "answers": dict(finals),
+        "conflicts": dict(codes),
+        "late_409": late_409,
+        "late_applied": late_applied,
+        "early_409": early_409,
+        "unauthorized": unauthorized,
+        "gave_up": finals.get(0, 0) + sum(n for a, n in finals.items() if a >= 500),
+    }
+    detail = (
+        f"{len(callbacks)} callbacks: {finals.get(200, 0)} x 200, {finals.get(409, 0)} x 409 "
+        f"({late_409} answered after the deadline, {early_409} after a dispatch that got no "
+        f"answer), 401: {unauthorized}; every 409 changed nothing, every 200 matches the "
+        "recorded outcome"
+    )
+    return Check("6 late callbacks 409, change nothing", not problems, detail, problems), figures
+
+
+# -- timeouts come after the deadline ---------------------------------------------------
+
+
+def check_timeouts(executions: dict[str, list[ExecutionRow]]) -> Check:
+    """An attempt is timed out only once its deadline, as heartbeats moved it, has passed:
+    a heartbeat's answer promises the algorithm its new deadline."""
+    timed_out = [e for runs in executions.values() for e in runs if e.status == "timed_out"]
+    problems = [
+        f"{e.task_id}: attempt {e.attempt} timed out {e.deadline - e.finished_at:.3f} s "
+        "before its deadline"
+        for e in timed_out
+        if e.finished_at is not None and e.finished_at < e.deadline
+    ]
+    detail = f"{len(timed_out)} attempts timed out, each after its deadline"
+    return Check("7 timeouts only after the deadline", not problems, detail, problems)
+
+
+def summarise(checks: list[Check]) -> list[str]:
+    return [f"{c.name}: {_examples(c.problems)}" for c in checks if not c.passed]

@@ -1,0 +1,195 @@
+"""The chaos run, short: 200 tasks through the real handlers in worker processes, with
+crashes at random crash points, duplicate messages and callbacks, late callbacks, a
+Redis flush inside a slow-database window and a database outage, all at once
+(bench/chaos.py; the long run and its figures are in docs/reliability.md). Every
+check must pass.
+
+Then three interleavings the chaos run is after, replayed deterministically; each
+broke an invariant before its fix (docs/reliability.md, "What it found").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from baton.intake import accept_task_message
+from baton.reconcile import reconcile_algorithm
+from baton.runtime import Runtime
+from baton.scheduling import dispatch_attempt, promote_and_dispatch, promote_pending_tasks
+from baton.sweep import sweep_overdue_attempts
+
+from bench.chaos import ChaosOptions, run_chaos
+from tests.conftest import RuntimeFactory, ShiftableClock, flush_prefix, registry_for
+from tests.support.algorithm_service import AlgorithmService
+from tests.support.events import task_body
+
+
+def test_the_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
+    report = run_chaos(
+        ChaosOptions(
+            tasks=200,
+            workers=3,
+            seed=7,
+            flushes=1,
+            outages=1,
+            outage_seconds=2.0,
+            settle_seconds=75.0,
+            log_dir=str(tmp_path),
+            progress=False,
+        )
+    )
+
+    print(report.table())
+    assert report.passed, "\n".join(report.failures())
+    # The faults were really there, not only configured.
+    assert sum(report.crash_points.values()) > 0
+    assert report.injected["flushes"] == 1
+    assert report.injected["outage_seconds"] >= 2.0
+    assert report.injected["slow_seconds"] > 0
+    assert report.injected["duplicate_messages"] > 0
+    assert report.injected["duplicate_callbacks"] > 0
+    assert report.figures["late_409"] > 0
+
+
+# -- deterministic replays ----------------------------------------------------------------
+
+SILENT = {"test": {"outcome": "silent"}}  # the algorithm never calls back: it keeps running
+
+
+def _one_slot(make_runtime: RuntimeFactory, service: AlgorithmService) -> Runtime:
+    return make_runtime(fast_path="false", algorithms=registry_for(service, ocr=1))
+
+
+def _queued(runtime: Runtime, key: str) -> str:
+    accepted = accept_task_message(runtime, task_body(idempotency_key=key, input=SILENT))
+    promote_pending_tasks(runtime, ["ocr"])
+    return accepted.task_id
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    done: list[bool] = []
+
+    def run() -> None:
+        if not done:
+            done.append(True)
+            action()
+
+    return run
+
+
+@pytest.mark.parametrize("read", ["get_execution", "get_task"])
+def test_the_sweep_leaves_the_slot_of_an_attempt_that_starts_while_it_looks(
+    make_runtime: RuntimeFactory,
+    algorithm_service: AlgorithmService,
+    clock: ShiftableClock,
+    monkeypatch: pytest.MonkeyPatch,
+    read: str,
+) -> None:
+    # Given a task admitted into the only slot by a worker that then stalled past the
+    # admission lease (a big dispatch batch against a slow endpoint, a frozen instance)
+    runtime = _one_slot(make_runtime, algorithm_service)
+    first = _queued(runtime, "stalled-worker")
+    reconcile_algorithm(runtime, "ocr")
+    assert runtime.queue.admit("ocr", 1, clock() - timedelta(seconds=1), 1) == [(first, 1)]
+
+    # When the sweep finds the expired lease, and the worker wakes up while the sweep
+    # reads the database: it starts the attempt, confirms its slot and sends it
+    worker_wakes = _once(lambda: dispatch_attempt(runtime, "ocr", first, 1) and None)
+    original = getattr(runtime.repository, read)
+
+    def read_then_worker_wakes(*args: Any) -> Any:
+        value = original(*args)
+        worker_wakes()
+        return value
+
+    monkeypatch.setattr(runtime.repository, read, read_then_worker_wakes)
+    sweep_overdue_attempts(runtime)
+    assert [r["task_id"] for r in algorithm_service.requests] == [first]
+
+    # Then the attempt the algorithm is running keeps its slot, and nothing else is sent
+    assert (first, 1) in runtime.queue.running("ocr")
+    _queued(runtime, "next-in-line")
+    promote_and_dispatch(runtime, ["ocr"])
+    assert [r["task_id"] for r in algorithm_service.requests] == [first]
+    assert algorithm_service.max_in_flight["ocr"] == 1
+
+
+def test_a_reconcile_that_read_the_database_before_a_flush_does_not_rebuild_from_it(
+    make_runtime: RuntimeFactory,
+    algorithm_service: AlgorithmService,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given one slot, a queued task, and Redis state in place
+    runtime = _one_slot(make_runtime, algorithm_service)
+    first = _queued(runtime, "sent-during-reconcile")
+    reconcile_algorithm(runtime, "ocr")
+
+    # When a reconcile reads the active attempts (none), then a dispatcher sends the
+    # task, then Redis loses its data, all before the reconcile writes its restore
+    def dispatch_then_flush() -> None:
+        promote_and_dispatch(runtime, ["ocr"])
+        assert [r["task_id"] for r in algorithm_service.requests] == [first]
+        flush_prefix(redis_client, key_prefix)
+
+    then = _once(dispatch_then_flush)
+    original = runtime.repository.active_attempts
+
+    def snapshot_then_the_world_moves(algorithm: str) -> Any:
+        active = original(algorithm)
+        then()
+        return active
+
+    monkeypatch.setattr(runtime.repository, "active_attempts", snapshot_then_the_world_moves)
+    reconcile_algorithm(runtime, "ocr")
+
+    # Then the running attempt is not forgotten: the next task waits for the slot
+    _queued(runtime, "next-in-line")
+    promote_and_dispatch(runtime, ["ocr"])
+    assert [r["task_id"] for r in algorithm_service.requests] == [first]
+    assert runtime.queue.running_count("ocr") <= 1
+
+
+def test_a_heartbeat_that_moves_the_deadline_wins_over_a_sweep_that_found_it_overdue(
+    make_runtime: RuntimeFactory,
+    algorithm_service: AlgorithmService,
+    clock: ShiftableClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a running attempt whose deadline has just passed
+    runtime = _one_slot(make_runtime, algorithm_service)
+    task_id = _queued(runtime, "heartbeat-late")
+    promote_and_dispatch(runtime, ["ocr"])
+    (request,) = algorithm_service.requests
+    clock.advance(31)
+
+    # When the sweep finds it overdue, and the algorithm's heartbeat moves the deadline
+    # before the sweep records the timeout
+    original = runtime.repository.overdue_attempts
+    heartbeats = []
+
+    def overdue_then_heartbeat(now: Any, limit: int) -> Any:
+        found = original(now, limit)
+        heartbeats.append(
+            algorithm_service.call_back(request, {"attempt": 1, "progress": 50}, "heartbeat")
+        )
+        return found
+
+    monkeypatch.setattr(runtime.repository, "overdue_attempts", overdue_then_heartbeat)
+    report = sweep_overdue_attempts(runtime)
+
+    # Then the heartbeat's answer holds: the attempt runs on to the deadline it announced
+    (heartbeat,) = heartbeats
+    assert heartbeat.http_status == 200
+    assert report.timed_out == report.retrying == 0
+    execution = runtime.repository.get_execution(task_id, 1)
+    assert execution is not None
+    assert execution.status.is_active
+    assert execution.deadline == datetime.fromisoformat(heartbeat.answer["deadline"])
+    assert (task_id, 1) in runtime.queue.running("ocr")

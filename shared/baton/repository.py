@@ -256,20 +256,6 @@ class Repository:
             ).all()
         return [QueuedTask(row.id, row.attempts + 1, row.priority, row.created_at) for row in rows]
 
-    def requeue_task(self, task_id: str, attempt: int, now: datetime) -> bool:
-        """A QUEUED task whose ready-queue entry was lost goes back to PENDING."""
-        with self._transaction() as session:
-            result = session.execute(
-                update(Task)
-                .where(
-                    Task.id == task_id,
-                    Task.status == TaskStatus.QUEUED,
-                    Task.attempts == attempt - 1,
-                )
-                .values(status=TaskStatus.PENDING, not_before=now, updated_at=now)
-            )
-        return _rowcount(result) == 1
-
     # -- dispatch -----------------------------------------------------------------------
 
     def start_attempt(

@@ -176,7 +176,7 @@ def test_queue_pending_tasks_respects_not_before_order_limit_and_algorithm(
     ]
 
 
-def test_queued_tasks_and_requeue(repository: Repository, new_task: NewTaskFactory) -> None:
+def test_queued_tasks(repository: Repository, new_task: NewTaskFactory) -> None:
     now = utcnow()
     task = add(repository, new_task)
     add(repository, new_task)  # still PENDING: not listed
@@ -186,11 +186,6 @@ def test_queued_tasks_and_requeue(repository: Repository, new_task: NewTaskFacto
     assert queued in repository.queued_tasks(ALGORITHM)
     assert len(repository.queued_tasks(ALGORITHM)) == 2
     assert repository.queued_tasks("nlp") == []
-
-    assert not repository.requeue_task(task.id, 2, now)  # wrong attempt
-    assert repository.requeue_task(task.id, 1, now)
-    assert not repository.requeue_task(task.id, 1, now)  # already PENDING
-    assert repository.get_task(task.id).status == TaskStatus.PENDING
 
 
 # -- start ------------------------------------------------------------------------------

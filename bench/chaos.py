@@ -192,7 +192,7 @@ class ChaosReport:
             ("throughput", f"{f['tasks_per_second']:.1f} tasks/s"),
             ("final states", ", ".join(f"{k} {v}" for k, v in sorted(f["states"].items()))),
             ("callbacks answered 409 after the deadline", f["late_409"]),
-            ("late callbacks applied (sweep not yet run)", f["late_applied"]),
+            ("callbacks sent after the deadline, applied", f["late_applied"]),
             ("409 answers by code", ", ".join(f"{k} {v}" for k, v in f["conflicts"].items())),
             ("401 answers", f["unauthorized"]),
             ("duplicate publishes (same id)", f["duplicate_publishes"]),
@@ -200,23 +200,21 @@ class ChaosReport:
             ("heartbeat answers", ", ".join(f"{k}: {v}" for k, v in f["heartbeats"].items())),
             ("handler errors (not injected)", f["errors"] or "none"),
             ("running-set samples (over cap: unsent)", f"{f['samples']} ({f['over_cap']})"),
-            (
-                "recovery: attempts timed out / retried",
-                _pair_of(f, "sweep.timed_out", "sweep.retrying"),
-            ),
-            ("recovery: leases taken back by the sweep", _one(f, "sweep.leases_recovered")),
-            (
-                "scheduled reconcile: rebuilt / running added",
-                _pair_of(f, "reconcile.rebuilt", "reconcile.running_added"),
-            ),
-            (
-                "scheduled reconcile: ready added / stale freed",
-                _pair_of(f, "reconcile.ready_added", "reconcile.stale_released"),
-            ),
-            ("recovery: outbox republished by the sweep", _one(f, "sweep.notifications_published")),
+            ("attempts timed out (database)", f["timed_out_attempts"]),
             ("attempts given up at confirmation (abandoned)", f["abandoned"]),
             ("dispatches with no answer in time (retried)", f["dispatch_timeouts"]),
             ("409 before the deadline (dispatch unanswered)", f["early_409"]),
+            ("repairs reported by the runs that lived:", ""),
+            ("  sweep: leases taken back", _one(f, "sweep.leases_recovered")),
+            ("  sweep: outbox rows republished", _one(f, "sweep.notifications_published")),
+            (
+                "  reconcile: rebuilt / running added",
+                _pair_of(f, "reconcile.rebuilt", "reconcile.running_added"),
+            ),
+            (
+                "  reconcile: ready added / stale freed",
+                _pair_of(f, "reconcile.ready_added", "reconcile.stale_released"),
+            ),
         ]
         lines += [f"{name:<44} {value!s}" for name, value in figures]
         lines.append("")
@@ -981,6 +979,9 @@ def _assess(
         "cap": cap_figures,
         "heartbeats": dict(service.heartbeats),
         "actions": dict(actions),
+        "timed_out_attempts": sum(
+            1 for runs in executions.values() for run in runs if run.status == "timed_out"
+        ),
         "dispatch_timeouts": sum(
             1
             for runs in executions.values()

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from baton.runtime import build_runtime, set_runtime
 from baton.schema import upgrade_database
 from baton.settings import load_settings
+from moto.server import ThreadedMotoServer
 
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
@@ -58,8 +59,6 @@ TICK_WAIT_MEDIAN_S = 30.0  # rate(1 minute): the next tick is uniform over [0, 6
 def stack(
     fast_path: bool, cap: int
 ) -> Iterator[tuple[Handlers, AlgorithmService, Callable[[], None]]]:
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     run = uuid.uuid4().hex[:8]
     database = f"baton_bench_{run}"

@@ -1,4 +1,5 @@
-"""Completion callback and heartbeat API (steps 12-16), API Gateway REST payload 1.0."""
+"""Completion callback and heartbeat API, API Gateway REST payload 1.0 (steps 12-16:
+the algorithm reports, the attempt leaves the running set, the app is told)."""
 
 from typing import Any
 
@@ -6,10 +7,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from baton.callback_api import handle_api_event
 from baton.observability import logger, metrics, tracer
+from baton.runtime import get_runtime
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle_api_event(event, context)
+    return handle_api_event(get_runtime(), event, context)

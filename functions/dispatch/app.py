@@ -1,6 +1,6 @@
-"""Scheduled dispatch: ready tasks into free slots, requests to the algorithms (steps 6-10)."""
+"""Scheduled dispatch: promote, then ready tasks into free slots and their requests
+to the algorithms (steps 4-10)."""
 
-from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -13,6 +13,4 @@ from baton.scheduling import promote_and_dispatch
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = asdict(promote_and_dispatch(get_runtime()))
-    report["algorithms_freed"] = sorted(report["algorithms_freed"])
-    return report
+    return promote_and_dispatch(get_runtime()).as_dict()

@@ -12,4 +12,4 @@ from baton.scheduling import promote_pending_tasks
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return {"promoted": promote_pending_tasks(get_runtime())}
+    return promote_pending_tasks(get_runtime()).as_dict()

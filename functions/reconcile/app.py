@@ -1,6 +1,6 @@
-"""Scheduled reconcile: rebuild and repair Redis state from the database."""
+"""Scheduled reconcile: rebuild and repair Redis state from the database (the safety
+net behind steps 5 and 9)."""
 
-from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -13,4 +13,4 @@ from baton.runtime import get_runtime
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return {"algorithms": [asdict(report) for report in reconcile_all(get_runtime())]}
+    return reconcile_all(get_runtime()).as_dict()

@@ -1,6 +1,6 @@
-"""Scheduled sweep: overdue attempts time out, lost leases come back (step 9)."""
+"""Scheduled sweep: overdue attempts time out, lost leases come back, the outbox is
+emptied (step 9; ending an overdue attempt: 13-16)."""
 
-from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -13,6 +13,4 @@ from baton.sweep import sweep_overdue_attempts
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = asdict(sweep_overdue_attempts(get_runtime()))
-    report["algorithms_freed"] = sorted(report["algorithms_freed"])
-    return report
+    return sweep_overdue_attempts(get_runtime()).as_dict()

@@ -1,10 +1,70 @@
 """Baton: an asynchronous scheduler for slow, expensive algorithm jobs on AWS.
 
-The package reads top-down: ``settings``, ``models`` and ``repository``, the Redis
-``queue``, the AWS adapters (``storage``, ``notifications``, ``secrets``), the
-dispatch client, and the lifecycle operations (``intake``, ``scheduling``,
-``sweep``, ``completion``, ``reconcile``). ``runtime`` wires them together once
-per cold start.
+Modules, top-down (each imports only modules above it, except ``cli`` and ``runtime``,
+which wire the rest together):
+
+- ``errors``: domain errors, each carrying its HTTP status and code.
+- ``faults``: named crash points for the fault-injection tests (no-ops in production).
+- ``observability``: the one Powertools Logger, Tracer and Metrics.
+- ``records``: task and attempt states, and the records the layers hand each other.
+- ``contracts``: every shape that crosses the boundary (messages, requests, answers).
+- ``input_hygiene``: what any input from outside is checked for (depth, duplicate
+  keys), and error descriptions that never echo a value.
+- ``registry``: the algorithm registry.
+- ``tokens``: callback tokens and the keyring that signs them.
+- ``backoff``: retry delays, exponential with equal jitter.
+- ``settings``: the environment, validated once; secrets and the registry resolved.
+- ``models``, ``database``, ``schema``: the tables, the engine, the Alembic migrations
+  (``migrations/``).
+- ``repository``: every read and write of the database, one unit of work per method.
+- ``queue``: the Redis side (ready queues, running sets), with its Lua scripts (``lua/``).
+- ``storage``, ``notifications``, ``dispatch_client``: S3, SNS and HTTP to the algorithms.
+- ``runtime``: the collaborators each operation receives, built once per cold start.
+- ``outbox``, ``attempts``, ``repair``: publishing notifications, ending an attempt,
+  repairing one algorithm's Redis state.
+- ``scheduling``, ``intake``, ``sweep``, ``completion``, ``cancellation``, ``reconcile``:
+  the lifecycle operations.
+- ``callback_api``, ``openapi``: the callback API and its OpenAPI document.
+- ``deployment``: the schema custom resource; ``cli``: the console script (operators).
+
+The lifecycle (the 17 steps of the design) and where each step lives; every step
+function's docstring starts with its step:
+
+1-2    A task message arrives on the intake queue.
+       ``intake.ingest_task_batch``
+3      The task row is stored, once per ``(app, idempotency_key)``.
+       ``intake.accept_task_message``, ``repository.Repository.add_task``
+4      Pending tasks are read, on the schedule or on an event.
+       ``scheduling.promote_pending_tasks``, ``repository.Repository.queue_pending_tasks``
+5      They enter the Redis execution queue; a slot is taken only under the cap.
+       ``queue.TaskQueue.enqueue`` (enqueue.lua), ``queue.TaskQueue.admit`` (admit.lua)
+6      An execution row is written for the attempt.
+       ``repository.Repository.start_attempt``
+7-8    The attempt is taken from the queue and sent to the algorithm.
+       ``scheduling.dispatch_ready_tasks``, ``scheduling.dispatch_attempt``,
+       ``dispatch_client.HttpDispatchClient.send``
+9      It waits in the running set, scored by its deadline; overdue attempts are
+       removed and the app is told.
+       ``queue.TaskQueue.confirm_slot`` (confirm.lua), ``sweep.sweep_overdue_attempts``
+10     The execution row records the dispatch.
+       ``repository.Repository.mark_accepted``
+11     The algorithm writes its result to S3, through a presigned URL.
+       ``storage.ResultStore.upload_url``
+12     The algorithm calls back.
+       ``callback_api.post_callback``, ``completion.complete_attempt``
+13-14  The attempt leaves the running set; the records are updated.
+       ``attempts.end_attempt``, ``repository.Repository.finish_attempt``,
+       ``queue.TaskQueue.release``
+15-16  One notification per final task, on SNS.
+       ``outbox.publish_notification``, ``notifications.Notifier.publish``
+17     The app reads the result from S3.
+       ``storage.ResultStore.download_url``
+
+Each function's handler calls one of these: ``functions/intake`` steps 1-3 (then the
+fast path, 4-10), ``functions/promote`` 4-5, ``functions/dispatch`` 4-10,
+``functions/sweep`` 9 (ending an overdue attempt: 13-16), ``functions/callback``
+12-16. Reconcile (``reconcile.reconcile_all``, ``repair.repair_algorithm_state``,
+restore.lua) is the safety net behind 5 and 9: it rebuilds Redis from the database.
 """
 
 __version__ = "0.1.0"

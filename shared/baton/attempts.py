@@ -7,9 +7,8 @@ from datetime import datetime, timedelta
 
 from baton.backoff import backoff_seconds
 from baton.faults import crash_point
-from baton.models import ExecutionStatus, TaskStatus
 from baton.outbox import publish_notification
-from baton.repository import AttemptOutcome, FinishedAttempt
+from baton.records import AttemptOutcome, ExecutionStatus, FinishedAttempt, TaskStatus
 from baton.runtime import Runtime
 
 
@@ -24,7 +23,7 @@ def retry_time(runtime: Runtime, attempt: int, now: datetime) -> datetime:
 def end_attempt(
     runtime: Runtime, algorithm: str, task_id: str, attempt: int, outcome: AttemptOutcome
 ) -> FinishedAttempt | None:
-    """Record how the attempt ended; None when another actor ended it first."""
+    """Steps 13-14: record how the attempt ended; None when another actor ended it first."""
     finished = runtime.repository.finish_attempt(task_id, attempt, runtime.clock(), outcome)
     if finished is None:
         return None

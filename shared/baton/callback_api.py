@@ -21,9 +21,9 @@ from baton.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from baton.intake import describe_validation_error, duplicate_key, field_name
+from baton.input_hygiene import describe_validation_error, duplicate_key, field_name
 from baton.observability import logger
-from baton.runtime import get_runtime
+from baton.runtime import Runtime
 from baton.tokens import authenticate_token, bearer_token
 
 MAX_BODY_BYTES = 64 * 1024
@@ -79,14 +79,18 @@ def _authorization(event: Any) -> str | None:
     return header
 
 
-def _authenticated_body(task_id: str, model: type[M]) -> tuple[str, M]:
+def _runtime() -> Runtime:
+    runtime: Runtime = app.context["runtime"]
+    return runtime
+
+
+def _authenticated_body(runtime: Runtime, task_id: str, model: type[M]) -> tuple[str, M]:
     """Size first, then the token's authenticity, then the body: a caller without a
     valid token learns nothing about what the body should be."""
     event = app.current_event
     raw, encoding_problem = _body_bytes(event.body, bool(event.is_base64_encoded))
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
-    runtime = get_runtime()
     token = bearer_token(_authorization(event))
     authenticate_token(runtime.config.token_keys, token, task_id, runtime.clock())
     if encoding_problem is not None:
@@ -107,14 +111,17 @@ def _authenticated_body(task_id: str, model: type[M]) -> tuple[str, M]:
 
 @app.post("/tasks/<task_id>/callback")
 def post_callback(task_id: str) -> Response[str]:
-    token, body = _authenticated_body(task_id, CallbackBody)
-    return _json(complete_attempt(get_runtime(), task_id, token, body))
+    """Step 12: the algorithm reports its outcome (13-16 follow in ``complete_attempt``)."""
+    runtime = _runtime()
+    token, body = _authenticated_body(runtime, task_id, CallbackBody)
+    return _json(complete_attempt(runtime, task_id, token, body))
 
 
 @app.post("/tasks/<task_id>/heartbeat")
 def post_heartbeat(task_id: str) -> Response[str]:
-    token, body = _authenticated_body(task_id, HeartbeatBody)
-    return _json(record_heartbeat(get_runtime(), task_id, token, body))
+    runtime = _runtime()
+    token, body = _authenticated_body(runtime, task_id, HeartbeatBody)
+    return _json(record_heartbeat(runtime, task_id, token, body))
 
 
 @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
@@ -143,5 +150,8 @@ def answer_not_found(_exc: Exception) -> Response[str]:
     )
 
 
-def handle_api_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handle_api_event(runtime: Runtime, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Answer one API Gateway event; the routes receive ``runtime`` as every other
+    operation does (Powertools clears the context after each event)."""
+    app.append_context(runtime=runtime)  # type: ignore[no-untyped-call]  # Powertools leaves it untyped
     return app.resolve(event, context)

@@ -78,8 +78,8 @@ def _reconcile(_args: argparse.Namespace) -> int:
     from baton.reconcile import reconcile_all
     from baton.runtime import get_runtime
 
-    for report in reconcile_all(get_runtime()):
-        print(json.dumps(report.__dict__))
+    for report in reconcile_all(get_runtime()).algorithms:
+        print(json.dumps(report.as_dict()))
     return 0
 
 

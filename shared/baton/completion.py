@@ -15,9 +15,9 @@ from baton.contracts import (
 )
 from baton.errors import OutcomeConflict, ResultMissing, StaleAttempt, TaskNotFound
 from baton.faults import crash_point
-from baton.models import ExecutionStatus, Task, TaskExecution, TaskStatus
+from baton.models import Task, TaskExecution
 from baton.observability import logger, metrics
-from baton.repository import AttemptOutcome
+from baton.records import AttemptOutcome, ExecutionStatus, TaskStatus
 from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
 from baton.tokens import verify_token
@@ -38,7 +38,7 @@ def _load(runtime: Runtime, task_id: str, attempt: int) -> tuple[Task, TaskExecu
 def complete_attempt(
     runtime: Runtime, task_id: str, token: str, body: CallbackBody
 ) -> CallbackAnswer:
-    """Apply a completion callback; repeating it is answered, never applied twice."""
+    """Step 12: apply a completion callback; repeating it is answered, never applied twice."""
     verify_token(runtime.config.token_keys, token, task_id, body.attempt, runtime.clock())
     task, execution = _load(runtime, task_id, body.attempt)
     execution_status, task_status = _OUTCOMES[body.status]

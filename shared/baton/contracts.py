@@ -20,7 +20,9 @@ from pydantic import (
     WrapValidator,
 )
 
-from baton.settings import Name
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+"""An app or algorithm name: letters, digits, ``.``, ``_`` and ``-``, 1-64 characters."""
 
 MAX_PRIORITY = 1_000_000
 IdempotencyKey = Annotated[

@@ -71,6 +71,7 @@ class HttpDispatchClient:
         )
 
     def send(self, endpoint: str, request: DispatchRequest) -> DispatchAnswer:
+        """Step 8: POST the dispatch request and classify the answer; never raises."""
         try:
             response = self._pool.request(
                 "POST",

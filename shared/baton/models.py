@@ -29,43 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
-class TaskStatus(enum.StrEnum):
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL_TASK_STATUSES
-
-
-TERMINAL_TASK_STATUSES = frozenset(
-    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
-)
-
-
-class ExecutionStatus(enum.StrEnum):
-    DISPATCHING = "dispatching"  # slot held, request being sent; the deadline already runs
-    RUNNING = "running"  # the algorithm answered 2xx
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # the algorithm reported failure
-    TIMED_OUT = "timed_out"
-    DISPATCH_FAILED = "dispatch_failed"  # 5xx, 408, 429 or no answer: retried
-    REJECTED = "rejected"  # 4xx: the algorithm refused the task for good
-    CANCELLED = "cancelled"
-    ABANDONED = "abandoned"  # never sent: its slot was lost before dispatch; not counted
-
-    @property
-    def is_active(self) -> bool:
-        return self in ACTIVE_EXECUTION_STATUSES
-
-
-ACTIVE_EXECUTION_STATUSES = frozenset({ExecutionStatus.DISPATCHING, ExecutionStatus.RUNNING})
+from baton.records import ExecutionStatus, TaskStatus
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -16,7 +16,7 @@ class Notifier:
         self._topic_arn = topic_arn
 
     def publish(self, notification: Notification) -> str:
-        """Publish one notification; returns the SNS message id."""
+        """Step 16: publish one notification; returns the SNS message id."""
         response = self._client.publish(
             TopicArn=self._topic_arn,
             Message=notification.model_dump_json(),

@@ -13,8 +13,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from baton.contracts import Notification, NotificationError, ResultLocation
 from baton.faults import crash_point
-from baton.models import Task, TaskStatus
+from baton.models import Task
 from baton.observability import logger, metrics
+from baton.records import TaskStatus
 from baton.runtime import Runtime
 
 PUBLISH_CLAIM_SECONDS = 60
@@ -55,7 +56,7 @@ def build_notification(runtime: Runtime, task: Task) -> Notification:
 
 
 def publish_notification(runtime: Runtime, task_id: str) -> bool:
-    """Publish the notification of a terminal task unless it is out or being published.
+    """Steps 15-16: publish the notification of a terminal task unless it is out or being published.
 
     A publisher that dies between SNS and the outbox delete leaves a duplicate for
     the next one, under the same ``notification_id`` for consumers to drop.

@@ -20,7 +20,7 @@ from typing import Any, cast
 import redis
 
 from baton.errors import RedisStateLost
-from baton.repository import ActiveAttempt, QueuedTask
+from baton.records import ActiveAttempt, QueuedTask
 
 
 def _load_script(name: str) -> str:
@@ -100,6 +100,7 @@ class TaskQueue:
         )
 
     def enqueue(self, algorithm: str, tasks: Iterable[QueuedTask]) -> int:
+        """Step 5: add promoted tasks to the algorithm's ready queue (enqueue.lua)."""
         args: list[Any] = [part for task in tasks for part in ready_entry(task)]
         if not args:
             return 0
@@ -114,7 +115,7 @@ class TaskQueue:
         limit: int,
         now: datetime | None = None,
     ) -> list[tuple[str, int]]:
-        """Take up to ``limit`` ready attempts into free slots; [] when full or empty."""
+        """Step 5: take up to ``limit`` ready attempts into free slots; [] when full or empty."""
         keys = self.keys(algorithm)
         admitted = self._admit(
             keys=[keys.ready, keys.running, keys.epoch, keys.cooldown],
@@ -132,6 +133,8 @@ class TaskQueue:
         deadline: datetime,
         max_concurrency: int,
     ) -> SlotConfirmation:
+        """Step 9: once the attempt row is committed, score its slot by the
+        attempt's deadline, or say the slot was lost (Redis rebuilt) or taken (confirm.lua)."""
         keys = self.keys(algorithm)
         answer = self._confirm(
             keys=[keys.running, keys.epoch],
@@ -163,8 +166,8 @@ class TaskQueue:
         )
 
     def release(self, algorithm: str, task_id: str, attempt: int) -> bool:
-        """Free the slot of one attempt. Members are per attempt, so a late release of
-        attempt N can never free the slot of attempt N+1."""
+        """Step 13: free the slot of one attempt. Members are per attempt, so a late
+        release of attempt N can never free the slot of attempt N+1."""
         removed = self._client.zrem(self.keys(algorithm).running, running_member(task_id, attempt))
         return bool(removed)
 

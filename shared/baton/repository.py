@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,75 +17,18 @@ from sqlalchemy import CursorResult, Select, delete, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from baton.models import (
+from baton.models import NotificationOutbox, Task, TaskExecution
+from baton.records import (
     ACTIVE_EXECUTION_STATUSES,
+    ActiveAttempt,
+    AttemptOutcome,
     ExecutionStatus,
-    NotificationOutbox,
-    Task,
-    TaskExecution,
+    FinishedAttempt,
+    NewTask,
+    QueuedTask,
+    StartedAttempt,
     TaskStatus,
 )
-
-
-@dataclass(frozen=True)
-class NewTask:
-    id: str
-    app: str
-    algorithm: str
-    idempotency_key: str
-    priority: int
-    input: dict[str, Any]
-    metadata: dict[str, Any]
-    timeout_seconds: int
-    max_attempts: int
-    not_before: datetime
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class QueuedTask:
-    """A task in the ready queue, waiting for a slot to start ``attempt``."""
-
-    task_id: str
-    attempt: int
-    priority: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ActiveAttempt:
-    task_id: str
-    attempt: int
-    algorithm: str
-    deadline: datetime
-
-
-@dataclass(frozen=True)
-class StartedAttempt:
-    task: Task
-    deadline: datetime
-    upload_expires_at: datetime
-
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    """How an attempt ended. ``retry_at`` set: back to PENDING if attempts remain."""
-
-    execution_status: ExecutionStatus
-    task_status: TaskStatus
-    error_code: str | None = None
-    error_message: str | None = None
-    http_status: int | None = None
-    retry_at: datetime | None = None
-    overdue_at: datetime | None = None
-    """A timeout: applies only if the attempt's deadline is still before this moment
-    (a heartbeat may have moved it since the sweep found the attempt overdue)."""
-
-
-@dataclass(frozen=True)
-class FinishedAttempt:
-    task: Task
-    terminal: bool
 
 
 def promotion_candidates(
@@ -171,7 +113,7 @@ class Repository:
     # -- intake -------------------------------------------------------------------------
 
     def add_task(self, new: NewTask) -> tuple[Task, bool]:
-        """Insert the task, or return the one already stored under its idempotency key.
+        """Step 3: insert the task, or return the one already stored under its idempotency key.
 
         The unique ``(app, idempotency_key)`` constraint decides races between deliveries.
         """
@@ -232,7 +174,8 @@ class Repository:
     # -- promotion ----------------------------------------------------------------------
 
     def queue_pending_tasks(self, algorithm: str, now: datetime, limit: int) -> list[QueuedTask]:
-        """Claim up to ``limit`` eligible PENDING tasks of ``algorithm`` and mark them QUEUED.
+        """Step 4: claim up to ``limit`` eligible PENDING tasks of ``algorithm``, mark them
+        QUEUED.
 
         ``SKIP LOCKED`` lets concurrent promoters take disjoint rows instead of waiting.
         """
@@ -266,7 +209,7 @@ class Repository:
         result_key: str,
         upload_ttl_seconds: int,
     ) -> StartedAttempt | None:
-        """QUEUED -> RUNNING and a new execution row, or None if another worker won.
+        """Step 6: qUEUED -> RUNNING and a new execution row, or None if another worker won.
 
         The attempt's deadline starts now: if the worker dies after sending the request,
         the algorithm still has until the deadline to call back before a retry.
@@ -333,6 +276,7 @@ class Repository:
         return True
 
     def mark_accepted(self, task_id: str, attempt: int, now: datetime, http_status: int) -> bool:
+        """Step 10: the algorithm accepted the dispatch (2xx): DISPATCHING -> RUNNING."""
         with self._transaction() as session:
             return self._move_execution(
                 session,
@@ -349,8 +293,9 @@ class Repository:
     def finish_attempt(
         self, task_id: str, attempt: int, now: datetime, outcome: AttemptOutcome
     ) -> FinishedAttempt | None:
-        """End an active attempt; the task retries (``outcome.retry_at``, attempts left) or
-        reaches ``outcome.task_status`` with its notification queued in the outbox.
+        """Steps 13-14: end an active attempt; the task retries (``outcome.retry_at``,
+        attempts left) or reaches ``outcome.task_status`` with its notification queued in
+        the outbox.
 
         Returns None when the attempt was not active: someone else already ended it.
         """

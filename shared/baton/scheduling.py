@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import redis
 from sqlalchemy.exc import OperationalError
@@ -22,11 +23,10 @@ from baton.contracts import CallbackTarget, DispatchRequest, ResultTarget
 from baton.dispatch_client import DispatchVerdict
 from baton.errors import RedisStateLost
 from baton.faults import crash_point
-from baton.models import ExecutionStatus, TaskStatus
 from baton.observability import logger, metrics
 from baton.queue import SlotConfirmation
-from baton.reconcile import reconcile_algorithm
-from baton.repository import AttemptOutcome
+from baton.records import AttemptOutcome, ExecutionStatus, TaskStatus
+from baton.repair import repair_algorithm_state
 from baton.runtime import Runtime
 from baton.storage import result_key
 from baton.tokens import issue_token
@@ -54,6 +54,17 @@ class DispatchReport:
         self.skipped += other.skipped
         self.algorithms_freed |= other.algorithms_freed
 
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "algorithms_freed": sorted(self.algorithms_freed)}
+
+
+@dataclass(frozen=True)
+class PromotionReport:
+    promoted: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def _algorithms(runtime: Runtime, algorithms: Iterable[str] | None) -> list[str]:
     registry = runtime.config.registry
@@ -62,7 +73,9 @@ def _algorithms(runtime: Runtime, algorithms: Iterable[str] | None) -> list[str]
     return sorted({name for name in algorithms if name in registry})
 
 
-def promote_pending_tasks(runtime: Runtime, algorithms: Iterable[str] | None = None) -> int:
+def promote_pending_tasks(
+    runtime: Runtime, algorithms: Iterable[str] | None = None
+) -> PromotionReport:
     """Steps 4-5: move eligible PENDING tasks into the ready queue, up to its depth."""
     settings = runtime.settings
     promoted = 0
@@ -79,13 +92,13 @@ def promote_pending_tasks(runtime: Runtime, algorithms: Iterable[str] | None = N
         promoted += len(tasks)
     if promoted:
         metrics.add_metric(name="TasksPromoted", unit="Count", value=promoted)
-    return promoted
+    return PromotionReport(promoted)
 
 
 def dispatch_ready_tasks(
     runtime: Runtime, algorithms: Iterable[str] | None = None
 ) -> DispatchReport:
-    """Steps 7-10: admit ready tasks into free slots and send their dispatch requests."""
+    """Steps 7-8: admit ready tasks into free slots and send their dispatch requests."""
     report = DispatchReport()
     for algorithm in _algorithms(runtime, algorithms):
         report.add(_dispatch_algorithm(runtime, algorithm))
@@ -103,7 +116,7 @@ def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
             algorithm, config.max_concurrency, lease, limit, runtime.clock()
         )
     except RedisStateLost:
-        reconcile_algorithm(runtime, algorithm)
+        repair_algorithm_state(runtime, algorithm)
         admitted = runtime.queue.admit(
             algorithm, config.max_concurrency, lease, limit, runtime.clock()
         )
@@ -130,7 +143,7 @@ def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
 def dispatch_attempt(
     runtime: Runtime, algorithm: str, task_id: str, attempt: int
 ) -> DispatchVerdict | None:
-    """Start, confirm and send one admitted attempt. None: nothing was sent."""
+    """Steps 7-8: start, confirm and send one admitted attempt. None: nothing was sent."""
     repository, queue = runtime.repository, runtime.queue
     config = runtime.config.registry[algorithm]
     settings = runtime.settings
@@ -146,7 +159,7 @@ def dispatch_attempt(
         algorithm, task_id, attempt, started.deadline, config.max_concurrency
     )
     if confirmation is SlotConfirmation.LOST:
-        reconcile_algorithm(runtime, algorithm)
+        repair_algorithm_state(runtime, algorithm)
         confirmation = queue.confirm_slot(
             algorithm, task_id, attempt, started.deadline, config.max_concurrency
         )

@@ -6,6 +6,8 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, pool
 
 
 def alembic_config(database_url: str) -> AlembicConfig:
@@ -22,9 +24,6 @@ def upgrade_database(database_url: str, revision: str = "head") -> None:
 
 
 def current_revision(database_url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine, pool
-
     engine = create_engine(database_url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -7,20 +7,15 @@ A missing or invalid setting raises ``SettingsError`` naming the variable.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
 from pydantic import (
     AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
-    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,64 +24,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL
 
 from baton.errors import SettingsError
-
-NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-"""An app or algorithm name: letters, digits, ``.``, ``_`` and ``-``, 1-64 characters."""
-
-KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""A token key id: it stands between the dots of a token, so it has none itself."""
+from baton.registry import AlgorithmRegistry, parse_algorithm_registry
+from baton.tokens import TokenKeyring
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
-
-
-class AlgorithmConfig(BaseModel):
-    """One entry of the algorithm registry."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    endpoint: AnyHttpUrl
-    max_concurrency: int = Field(ge=1, le=100_000)
-    timeout_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
-    max_timeout_seconds: int | None = Field(
-        default=None,
-        ge=1,
-        le=7 * 24 * 3600,
-        description="Longest per-attempt timeout a task message may ask for "
-        "(default: timeout_seconds, so a message can only shorten it).",
-    )
-    max_attempts: int = Field(default=3, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _limit_covers_default(self) -> Self:
-        if self.max_timeout_seconds is not None and self.max_timeout_seconds < self.timeout_seconds:
-            raise ValueError("max_timeout_seconds must be at least timeout_seconds")
-        return self
-
-    @property
-    def timeout_limit_seconds(self) -> int:
-        return self.max_timeout_seconds or self.timeout_seconds
-
-
-class AlgorithmRegistry(BaseModel):
-    """The registry: algorithm name -> its endpoint, cap and defaults."""
-
-    model_config = ConfigDict(frozen=True)
-
-    algorithms: dict[Name, AlgorithmConfig] = Field(min_length=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> AlgorithmRegistry:
-        return cls.model_validate({"algorithms": json.loads(text)})
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.algorithms
-
-    def __getitem__(self, name: str) -> AlgorithmConfig:
-        return self.algorithms[name]
-
-    def names(self) -> list[str]:
-        return sorted(self.algorithms)
 
 
 class Settings(BaseSettings):
@@ -189,40 +130,6 @@ def describe_settings_error(exc: ValidationError) -> str:
 
 
 @dataclass(frozen=True)
-class TokenKeyring:
-    """Keys that sign callback tokens: ``current`` signs, every key verifies (rotation)."""
-
-    current: str
-    keys: Mapping[str, bytes]
-
-    @classmethod
-    def from_secret(cls, secret: str) -> TokenKeyring:
-        """A plain string is one key; ``{"current": id, "keys": {id: key}}`` is a keyring."""
-        text = secret.strip()
-        if text.startswith("{"):
-            try:
-                document = json.loads(text)
-                keys = {str(kid): str(key).encode() for kid, key in document["keys"].items()}
-                current = str(document["current"])
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise SettingsError(
-                    'token secret: a keyring must be {"current": "<id>", "keys": {"<id>": "<key>"}}'
-                ) from None
-            if current not in keys:
-                raise SettingsError("token secret: the current key id is not in keys")
-            if not all(KEY_ID.fullmatch(kid) for kid in keys):
-                raise SettingsError(
-                    "token secret: key ids are letters, digits, '_' and '-' (1-64 characters)"
-                )
-        else:
-            keys = {hashlib.sha256(text.encode()).hexdigest()[:8]: text.encode()}
-            current = next(iter(keys))
-        if any(len(key) < 32 for key in keys.values()):
-            raise SettingsError("token secret: every key must be at least 32 characters")
-        return cls(current=current, keys=keys)
-
-
-@dataclass(frozen=True)
 class Config:
     """Settings with secrets and the registry resolved: what the lifecycle runs on."""
 
@@ -253,21 +160,8 @@ def resolve_config(
         if settings.algorithms is not None
         else fetch_parameter(str(settings.algorithms_parameter))
     )
-    try:
-        registry = AlgorithmRegistry.from_json(registry_json)
-    except ValueError as exc:
-        source = (
-            "BATON_ALGORITHMS" if settings.algorithms is not None else "BATON_ALGORITHMS_PARAMETER"
-        )
-        detail = (
-            "; ".join(
-                ".".join(str(part) for part in error["loc"][1:]) + ": " + error["msg"]
-                for error in exc.errors(include_input=False, include_url=False)
-            )
-            if isinstance(exc, ValidationError)
-            else "not valid JSON"
-        )
-        raise SettingsError(f"{source}: invalid algorithm registry: {detail}") from None
+    source = "BATON_ALGORITHMS" if settings.algorithms is not None else "BATON_ALGORITHMS_PARAMETER"
+    registry = parse_algorithm_registry(registry_json, source)
     return Config(
         settings=settings,
         database_url=database_url,

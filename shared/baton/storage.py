@@ -23,6 +23,7 @@ class ResultStore:
         self.bucket = bucket
 
     def upload_url(self, key: str, now: datetime, ttl_seconds: int) -> tuple[str, datetime]:
+        """Step 11: the presigned PUT URL the algorithm uploads its result to."""
         url = self._client.generate_presigned_url(
             "put_object",
             Params={"Bucket": self.bucket, "Key": key},
@@ -31,6 +32,7 @@ class ResultStore:
         return url, now + timedelta(seconds=ttl_seconds)
 
     def download_url(self, key: str, now: datetime, ttl_seconds: int) -> tuple[str, datetime]:
+        """Step 17: the presigned GET URL the notification hands the business app."""
         url = self._client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": key},

@@ -3,13 +3,13 @@ leases are taken back, and notifications left in the outbox are published."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from baton.attempts import end_attempt, retryable_outcome
-from baton.models import ExecutionStatus, TaskStatus
 from baton.observability import logger, metrics
 from baton.outbox import publish_pending_notifications
-from baton.repository import QueuedTask
+from baton.records import ExecutionStatus, QueuedTask, TaskStatus
 from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
 
@@ -24,8 +24,13 @@ class SweepReport:
     notifications_published: int = 0
     algorithms_freed: set[str] = field(default_factory=set)
 
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "algorithms_freed": sorted(self.algorithms_freed)}
+
 
 def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
+    """Step 9: attempts past their deadline time out (retry with backoff or
+    TIMED_OUT, notified), expired admission leases come back, the outbox is emptied."""
     report = SweepReport()
     now = runtime.clock()
     for overdue in runtime.repository.overdue_attempts(now, SWEEP_BATCH):

@@ -11,11 +11,51 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from baton.errors import Unauthorized
-from baton.settings import TokenKeyring
+from baton.errors import SettingsError, Unauthorized
+
+KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A token key id: it stands between the dots of a token, so it has none itself."""
+
+
+@dataclass(frozen=True)
+class TokenKeyring:
+    """Keys that sign callback tokens: ``current`` signs, every key verifies (rotation)."""
+
+    current: str
+    keys: Mapping[str, bytes]
+
+    @classmethod
+    def from_secret(cls, secret: str) -> TokenKeyring:
+        """A plain string is one key; ``{"current": id, "keys": {id: key}}`` is a keyring."""
+        text = secret.strip()
+        if text.startswith("{"):
+            try:
+                document = json.loads(text)
+                keys = {str(kid): str(key).encode() for kid, key in document["keys"].items()}
+                current = str(document["current"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise SettingsError(
+                    'token secret: a keyring must be {"current": "<id>", "keys": {"<id>": "<key>"}}'
+                ) from None
+            if current not in keys:
+                raise SettingsError("token secret: the current key id is not in keys")
+            if not all(KEY_ID.fullmatch(kid) for kid in keys):
+                raise SettingsError(
+                    "token secret: key ids are letters, digits, '_' and '-' (1-64 characters)"
+                )
+        else:
+            keys = {hashlib.sha256(text.encode()).hexdigest()[:8]: text.encode()}
+            current = next(iter(keys))
+        if any(len(key) < 32 for key in keys.values()):
+            raise SettingsError("token secret: every key must be at least 32 characters")
+        return cls(current=current, keys=keys)
+
 
 _VERSION = "bt1"
 

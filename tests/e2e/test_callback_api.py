@@ -10,10 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from baton.models import TaskStatus
+from baton.records import TaskStatus
 from baton.runtime import Runtime
-from baton.settings import TokenKeyring
-from baton.tokens import issue_token
+from baton.tokens import TokenKeyring, issue_token
 
 from tests.conftest import TOKEN_SECRET, AwsResources, RuntimeFactory, ShiftableClock
 from tests.support.algorithm_service import AlgorithmService

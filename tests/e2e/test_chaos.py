@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 from baton.intake import accept_task_message
-from baton.reconcile import reconcile_algorithm
+from baton.repair import repair_algorithm_state
 from baton.runtime import Runtime
 from baton.scheduling import dispatch_attempt, promote_and_dispatch, promote_pending_tasks
 from baton.sweep import sweep_overdue_attempts
@@ -94,7 +94,7 @@ def test_the_sweep_leaves_the_slot_of_an_attempt_that_starts_while_it_looks(
     # admission lease (a big dispatch batch against a slow endpoint, a frozen instance)
     runtime = _one_slot(make_runtime, algorithm_service)
     first = _queued(runtime, "stalled-worker")
-    reconcile_algorithm(runtime, "ocr")
+    repair_algorithm_state(runtime, "ocr")
     assert runtime.queue.admit("ocr", 1, clock() - timedelta(seconds=1), 1) == [(first, 1)]
 
     # When the sweep finds the expired lease, and the worker wakes up while the sweep
@@ -129,7 +129,7 @@ def test_a_reconcile_that_read_the_database_before_a_flush_does_not_rebuild_from
     # Given one slot, a queued task, and Redis state in place
     runtime = _one_slot(make_runtime, algorithm_service)
     first = _queued(runtime, "sent-during-reconcile")
-    reconcile_algorithm(runtime, "ocr")
+    repair_algorithm_state(runtime, "ocr")
 
     # When a reconcile reads the active attempts (none), then a dispatcher sends the
     # task, then Redis loses its data, all before the reconcile writes its restore
@@ -147,7 +147,7 @@ def test_a_reconcile_that_read_the_database_before_a_flush_does_not_rebuild_from
         return active
 
     monkeypatch.setattr(runtime.repository, "active_attempts", snapshot_then_the_world_moves)
-    reconcile_algorithm(runtime, "ocr")
+    repair_algorithm_state(runtime, "ocr")
 
     # Then the running attempt is not forgotten: the next task waits for the slot
     _queued(runtime, "next-in-line")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from baton.faults import CRASH_POINTS, InjectedCrash, crash_once_at, inject_faults
-from baton.models import TaskStatus
+from baton.records import TaskStatus
 
 from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock
 from tests.support.algorithm_service import AlgorithmService

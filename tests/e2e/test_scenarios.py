@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from baton.models import ExecutionStatus, TaskStatus
+from baton.records import ExecutionStatus, TaskStatus
 from baton.runtime import Runtime
 
 from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock, flush_prefix, registry_for

@@ -16,7 +16,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 import urllib3
-from baton.models import TaskStatus
+from baton.records import TaskStatus
 from baton.runtime import Runtime
 
 from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
-from baton.models import TaskStatus
+from baton.records import TaskStatus
 from baton.runtime import Runtime
-from baton.settings import TokenKeyring
-from baton.tokens import issue_token
+from baton.tokens import TokenKeyring, issue_token
 
 from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock
 from tests.fuzz.conftest import database_rows, load_corpus, names_field, redis_state

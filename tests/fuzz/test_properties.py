@@ -20,15 +20,11 @@ from typing import Any
 import pytest
 from baton.contracts import CallbackBody, HeartbeatBody, TaskMessage
 from baton.errors import InvalidTaskMessage, Unauthorized
-from baton.intake import (
-    accept_task_message,
-    derive_idempotency_key,
-    describe_validation_error,
-    duplicate_key,
-    parse_task_message,
-)
-from baton.settings import AlgorithmRegistry, TokenKeyring, load_settings
-from baton.tokens import authenticate_token, bearer_token, issue_token, verify_token
+from baton.input_hygiene import describe_validation_error, duplicate_key
+from baton.intake import accept_task_message, derive_idempotency_key, parse_task_message
+from baton.registry import AlgorithmRegistry
+from baton.settings import load_settings
+from baton.tokens import TokenKeyring, authenticate_token, bearer_token, issue_token, verify_token
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError

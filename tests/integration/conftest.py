@@ -15,7 +15,8 @@ import redis
 import sqlalchemy as sa
 from baton.database import create_database_engine, create_session_factory
 from baton.queue import TaskQueue
-from baton.repository import NewTask, Repository
+from baton.records import NewTask
+from baton.repository import Repository
 
 ALGORITHM = "ocr"
 

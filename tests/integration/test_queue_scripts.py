@@ -11,7 +11,7 @@ import pytest
 import redis
 from baton.errors import RedisStateLost
 from baton.queue import SlotConfirmation, TaskQueue, ready_entry
-from baton.repository import ActiveAttempt, QueuedTask
+from baton.records import ActiveAttempt, QueuedTask
 from redis.crc import key_slot
 
 from tests.conftest import flush_prefix

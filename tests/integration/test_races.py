@@ -29,9 +29,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 from baton.errors import RedisStateLost
-from baton.models import ExecutionStatus, TaskStatus
 from baton.queue import SlotConfirmation, TaskQueue
-from baton.repository import AttemptOutcome, NewTask, Repository
+from baton.records import AttemptOutcome, ExecutionStatus, NewTask, TaskStatus
+from baton.repository import Repository
 
 from tests.integration.conftest import (
     ALGORITHM,
@@ -437,9 +437,11 @@ class Sampler:
 def _reconcile(repository: Repository, queue: TaskQueue) -> None:
     """The package's reconcile of one algorithm (restore from the database's active
     attempts and QUEUED tasks, then release slots whose attempt has ended)."""
-    from baton.reconcile import reconcile_algorithm
+    from baton.repair import repair_algorithm_state
 
-    reconcile_algorithm(cast(Any, SimpleNamespace(repository=repository, queue=queue)), ALGORITHM)
+    repair_algorithm_state(
+        cast(Any, SimpleNamespace(repository=repository, queue=queue)), ALGORITHM
+    )
 
 
 def _run_capped_dispatch(

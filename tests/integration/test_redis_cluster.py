@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 from baton.queue import SlotConfirmation, TaskQueue
-from baton.repository import ActiveAttempt, QueuedTask
+from baton.records import ActiveAttempt, QueuedTask
 from baton.runtime import connect_redis
 
 ALGORITHMS = ["ocr", "nlp", "cv", "llm-review", "classify", "keywords"]

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from baton.models import ExecutionStatus, Task, TaskStatus
-from baton.repository import AttemptOutcome, QueuedTask, Repository
+from baton.models import Task
+from baton.records import AttemptOutcome, ExecutionStatus, QueuedTask, TaskStatus
+from baton.repository import Repository
 
 from tests.integration.conftest import ALGORITHM, NewTaskFactory, count_rows, utcnow
 

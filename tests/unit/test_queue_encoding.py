@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from baton.contracts import MAX_PRIORITY
 from baton.queue import parse_running_member, ready_entry, running_member
-from baton.repository import QueuedTask
+from baton.records import QueuedTask
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

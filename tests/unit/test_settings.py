@@ -9,14 +9,9 @@ from typing import Any
 
 import pytest
 from baton.errors import SettingsError
-from baton.settings import (
-    AlgorithmRegistry,
-    Config,
-    Settings,
-    TokenKeyring,
-    load_settings,
-    resolve_config,
-)
+from baton.registry import AlgorithmRegistry
+from baton.settings import Config, Settings, load_settings, resolve_config
+from baton.tokens import TokenKeyring
 from sqlalchemy.engine import make_url
 
 TOKEN_SECRET = "unit-test-token-secret-0123456789abcdef"

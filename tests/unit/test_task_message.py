@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from baton.contracts import MAX_PRIORITY, TaskMessage
 from baton.errors import InvalidTaskMessage
-from baton.intake import derive_idempotency_key, json_depth, parse_task_message
-from baton.settings import AlgorithmRegistry, load_settings
+from baton.input_hygiene import json_depth
+from baton.intake import derive_idempotency_key, parse_task_message
+from baton.registry import AlgorithmRegistry
+from baton.settings import load_settings
 
 REGISTRY = {
     "ocr": {

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from baton.errors import Unauthorized
-from baton.settings import TokenKeyring
 from baton.tokens import (
     TokenClaims,
+    TokenKeyring,
     authenticate_token,
     bearer_token,
     issue_token,

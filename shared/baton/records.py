@@ -1,0 +1,116 @@
+"""Records that several layers share: the states of a task and of an attempt, what
+intake hands the repository, what the repository hands the Redis queue and the
+lifecycle operations, and how an attempt ended.
+
+A leaf module: plain enums and dataclasses, no database and no Redis, so the queue
+and the repository both speak in these terms without importing each other.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from baton.models import Task
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_TASK_STATUSES
+
+
+TERMINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
+)
+
+
+class ExecutionStatus(enum.StrEnum):
+    DISPATCHING = "dispatching"  # slot held, request being sent; the deadline already runs
+    RUNNING = "running"  # the algorithm answered 2xx
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the algorithm reported failure
+    TIMED_OUT = "timed_out"
+    DISPATCH_FAILED = "dispatch_failed"  # 5xx, 408, 429 or no answer: retried
+    REJECTED = "rejected"  # 4xx: the algorithm refused the task for good
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"  # never sent: its slot was lost before dispatch; not counted
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_EXECUTION_STATUSES
+
+
+ACTIVE_EXECUTION_STATUSES = frozenset({ExecutionStatus.DISPATCHING, ExecutionStatus.RUNNING})
+
+
+@dataclass(frozen=True)
+class NewTask:
+    id: str
+    app: str
+    algorithm: str
+    idempotency_key: str
+    priority: int
+    input: dict[str, Any]
+    metadata: dict[str, Any]
+    timeout_seconds: int
+    max_attempts: int
+    not_before: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """A task in the ready queue, waiting for a slot to start ``attempt``."""
+
+    task_id: str
+    attempt: int
+    priority: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ActiveAttempt:
+    task_id: str
+    attempt: int
+    algorithm: str
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class StartedAttempt:
+    task: Task
+    deadline: datetime
+    upload_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How an attempt ended. ``retry_at`` set: back to PENDING if attempts remain."""
+
+    execution_status: ExecutionStatus
+    task_status: TaskStatus
+    error_code: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    retry_at: datetime | None = None
+    overdue_at: datetime | None = None
+    """A timeout: applies only if the attempt's deadline is still before this moment
+    (a heartbeat may have moved it since the sweep found the attempt overdue)."""
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    task: Task
+    terminal: bool

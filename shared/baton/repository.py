@@ -209,7 +209,7 @@ class Repository:
         result_key: str,
         upload_ttl_seconds: int,
     ) -> StartedAttempt | None:
-        """Step 6: qUEUED -> RUNNING and a new execution row, or None if another worker won.
+        """Step 6: QUEUED -> RUNNING and a new execution row, or None if another worker won.
 
         The attempt's deadline starts now: if the worker dies after sending the request,
         the algorithm still has until the deadline to call back before a retry.

@@ -75,6 +75,13 @@ class TaskMessage(_Inbound):
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     not_before: StartTime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    cost: int = Field(
+        default=1,
+        ge=1,
+        le=100_000,
+        description="Units of the algorithm's capacity the task takes (pages, GPUs); "
+        "at most what its largest endpoint can run",
+    )
 
 
 class ErrorDetail(_Inbound):
@@ -120,6 +127,7 @@ class DispatchRequest(_Outbound):
     attempt: int
     algorithm: str
     input: dict[str, Any]
+    cost: int = 1
     deadline: datetime
     result: ResultTarget
     callback: CallbackTarget

@@ -65,18 +65,27 @@ def parse_task_message(runtime: Runtime, body: str | bytes) -> TaskMessage:
     registry = runtime.config.registry
     if message.algorithm not in registry:
         raise InvalidTaskMessage(f"algorithm: {message.algorithm!r} is not registered")
-    limit = registry[message.algorithm].timeout_limit_seconds
+    algorithm = registry[message.algorithm]
+    limit = algorithm.timeout_limit_seconds
     if message.timeout_seconds is not None and message.timeout_seconds > limit:
         raise InvalidTaskMessage(
             f"timeout_seconds: above the limit of {limit} for algorithm {message.algorithm!r}"
+        )
+    if message.cost > algorithm.largest_cost:
+        raise InvalidTaskMessage(
+            f"cost: above {algorithm.largest_cost}, the most algorithm "
+            f"{message.algorithm!r} can run at once on one endpoint"
         )
     return message
 
 
 def derive_idempotency_key(message: TaskMessage) -> str:
     """The same message content is the same task, however often it is delivered."""
+    # A field added to the message since keys were first derived is left out while it
+    # has its default, so the same message keeps the key it always had.
+    added_later = {"cost"} if message.cost == 1 else set()
     canonical = json.dumps(
-        message.model_dump(mode="json", exclude={"idempotency_key"}),
+        message.model_dump(mode="json", exclude={"idempotency_key", *added_later}),
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -100,6 +109,7 @@ def accept_task_message(runtime: Runtime, body: str | bytes) -> AcceptedTask:
         max_attempts=message.max_attempts or algorithm.max_attempts,
         not_before=max(message.not_before or now, now),
         created_at=now,
+        cost=message.cost,
     )
     task, created = runtime.repository.add_task(new)
     crash_point("intake.after_task_commit")

@@ -104,6 +104,7 @@ class Task(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", _LONG_JSON)
     timeout_seconds: Mapped[int] = mapped_column(Integer)
     max_attempts: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[TaskStatus] = mapped_column(_status_type(TaskStatus))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     not_before: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -131,6 +132,9 @@ class TaskExecution(Base):
     task_id: Mapped[str] = mapped_column(_ID, ForeignKey("task.id", ondelete="CASCADE"))
     attempt: Mapped[int] = mapped_column(Integer)
     algorithm: Mapped[str] = mapped_column(_NAME)
+    app: Mapped[str] = mapped_column(_NAME)
+    cost: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    endpoint: Mapped[str | None] = mapped_column(String(1024))
     status: Mapped[ExecutionStatus] = mapped_column(_status_type(ExecutionStatus))
     result_key: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -144,6 +148,17 @@ class TaskExecution(Base):
     progress: Mapped[int | None] = mapped_column(Integer)
     progress_message: Mapped[str | None] = mapped_column(Text)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AlgorithmHold(Base):
+    """An operator paused the algorithm (``baton algorithm pause``): admission stops
+    until it is resumed. Kept here so a pause survives Redis losing its data."""
+
+    __tablename__ = "algorithm_hold"
+
+    algorithm: Mapped[str] = mapped_column(_NAME, primary_key=True)
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(String(1024))
 
 
 class NotificationOutbox(Base):

@@ -68,16 +68,30 @@ class NewTask:
     max_attempts: int
     not_before: datetime
     created_at: datetime
+    cost: int = 1
 
 
 @dataclass(frozen=True)
 class QueuedTask:
-    """A task in the ready queue, waiting for a slot to start ``attempt``."""
+    """A task in its app's ready queue, waiting for room to start ``attempt``."""
 
     task_id: str
     attempt: int
     priority: int
     created_at: datetime
+    app: str
+    cost: int = 1
+
+
+@dataclass(frozen=True)
+class Slot:
+    """An attempt's claim on capacity: whose it is, what it costs, which endpoint."""
+
+    task_id: str
+    attempt: int
+    app: str
+    cost: int
+    endpoint: str
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,15 @@ class ActiveAttempt:
     attempt: int
     algorithm: str
     deadline: datetime
+    app: str
+    cost: int = 1
+    endpoint: str = ""
+    """Empty for an attempt recorded before endpoints were: it counts against the
+    algorithm only."""
+
+    @property
+    def slot(self) -> Slot:
+        return Slot(self.task_id, self.attempt, self.app, self.cost, self.endpoint)
 
 
 @dataclass(frozen=True)

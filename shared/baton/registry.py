@@ -11,14 +11,51 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, 
 from baton.contracts import Name
 from baton.errors import SettingsError
 
+MAX_CAPACITY = 100_000
 
-class AlgorithmConfig(BaseModel):
-    """One entry of the algorithm registry."""
+
+class EndpointConfig(BaseModel):
+    """One server (or fleet behind one URL) of an algorithm, with its own cap."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    endpoint: AnyHttpUrl
-    max_concurrency: int = Field(ge=1, le=100_000)
+    url: AnyHttpUrl
+    max_concurrency: int = Field(ge=1, le=MAX_CAPACITY)
+
+
+class RateLimit(BaseModel):
+    """At most ``burst`` dispatch requests at once, then ``requests`` per ``per_seconds``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: int = Field(ge=1, le=1_000_000)
+    per_seconds: float = Field(gt=0, le=86_400)
+    burst: int | None = Field(default=None, ge=1, le=1_000_000, description="default: requests")
+
+    @property
+    def burst_size(self) -> int:
+        return self.burst or self.requests
+
+    @property
+    def interval_seconds(self) -> float:
+        """The time one request takes from the allowance."""
+        return self.per_seconds / self.requests
+
+
+class AlgorithmConfig(BaseModel):
+    """One entry of the algorithm registry: ``endpoint`` + ``max_concurrency`` is the
+    shorthand for one endpoint; ``endpoints`` lists several, each with its own cap."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: AnyHttpUrl | None = None
+    endpoints: tuple[EndpointConfig, ...] | None = Field(default=None, min_length=1, max_length=64)
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CAPACITY,
+        description="Cost units in flight at most; with endpoints, default their sum.",
+    )
     timeout_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
     max_timeout_seconds: int | None = Field(
         default=None,
@@ -28,12 +65,49 @@ class AlgorithmConfig(BaseModel):
         "(default: timeout_seconds, so a message can only shorten it).",
     )
     max_attempts: int = Field(default=3, ge=1, le=100)
+    rate_limit: RateLimit | None = None
+    paused: bool = False
 
     @model_validator(mode="after")
-    def _limit_covers_default(self) -> Self:
+    def _consistent(self) -> Self:
         if self.max_timeout_seconds is not None and self.max_timeout_seconds < self.timeout_seconds:
             raise ValueError("max_timeout_seconds must be at least timeout_seconds")
+        if (self.endpoint is None) == (self.endpoints is None):
+            raise ValueError("give exactly one of endpoint and endpoints")
+        if self.endpoints is None:
+            if self.max_concurrency is None:
+                raise ValueError("max_concurrency is required with endpoint")
+        else:
+            urls = [str(endpoint.url) for endpoint in self.endpoints]
+            if len(set(urls)) != len(urls):
+                raise ValueError("endpoints: each url may appear once")
+            total = sum(endpoint.max_concurrency for endpoint in self.endpoints)
+            if self.max_concurrency is not None and self.max_concurrency > total:
+                raise ValueError(
+                    f"max_concurrency {self.max_concurrency} is above the sum of the "
+                    f"endpoints' caps ({total})"
+                )
         return self
+
+    @property
+    def endpoint_list(self) -> tuple[EndpointConfig, ...]:
+        if self.endpoints is not None:
+            return self.endpoints
+        assert self.endpoint is not None
+        assert self.max_concurrency is not None
+        return (EndpointConfig(url=self.endpoint, max_concurrency=self.max_concurrency),)
+
+    @property
+    def capacity(self) -> int:
+        """The algorithm's cap, in cost units."""
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        return sum(endpoint.max_concurrency for endpoint in self.endpoint_list)
+
+    @property
+    def largest_cost(self) -> int:
+        """The most a single task may cost: it must fit one endpoint and the cap."""
+        return min(self.capacity, max(e.max_concurrency for e in self.endpoint_list))
 
     @property
     def timeout_limit_seconds(self) -> int:

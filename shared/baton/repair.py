@@ -34,13 +34,21 @@ def repair_algorithm_state(runtime: Runtime, algorithm: str) -> RepairReport:
     attempts that ended: what reconcile runs on its schedule, and what dispatch runs
     on the spot when Redis turns out to have lost its data."""
     repository, queue = runtime.repository, runtime.queue
+    # The policy first: admission and confirmation need it as soon as the epoch is back.
+    runtime.policy.write(runtime.config, algorithm)
     for _ in range(RESTORE_TRIES):
         # Mark Redis before reading the database: an attempt sent after the read and
         # before a flush would be missing from a state rebuilt from this read (and its
         # slot given to another task), so the restore refuses if the mark was lost.
         snapshot = queue.mark_snapshot(algorithm)
         active = repository.active_attempts(algorithm)
-        restored = queue.restore(algorithm, active, repository.queued_tasks(algorithm), snapshot)
+        restored = queue.restore(
+            algorithm,
+            active,
+            repository.queued_tasks(algorithm),
+            snapshot,
+            held=repository.is_held(algorithm),
+        )
         if not restored.stale:
             break
     else:

@@ -17,7 +17,7 @@ from sqlalchemy import CursorResult, Select, delete, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from baton.models import NotificationOutbox, Task, TaskExecution
+from baton.models import AlgorithmHold, NotificationOutbox, Task, TaskExecution
 from baton.records import (
     ACTIVE_EXECUTION_STATUSES,
     ActiveAttempt,
@@ -33,11 +33,11 @@ from baton.records import (
 
 def promotion_candidates(
     algorithm: str, now: datetime, limit: int
-) -> Select[str, int, int, datetime]:
+) -> Select[str, int, int, datetime, str, int]:
     """The best eligible PENDING tasks of one algorithm: an ordered walk of
     ``ix_task_promotion`` that stops after ``limit`` rows, however long the backlog."""
     return (
-        select(Task.id, Task.attempts, Task.priority, Task.created_at)
+        select(Task.id, Task.attempts, Task.priority, Task.created_at, Task.app, Task.cost)
         .where(
             Task.algorithm == algorithm,
             Task.status == TaskStatus.PENDING,
@@ -49,16 +49,34 @@ def promotion_candidates(
     )
 
 
-def overdue_attempts_query(now: datetime, limit: int) -> Select[str, int, str, datetime]:
+_ACTIVE_COLUMNS = (
+    TaskExecution.task_id,
+    TaskExecution.attempt,
+    TaskExecution.algorithm,
+    TaskExecution.deadline,
+    TaskExecution.app,
+    TaskExecution.cost,
+    TaskExecution.endpoint,
+)
+
+
+def _active(row: Any) -> ActiveAttempt:
+    return ActiveAttempt(
+        row.task_id, row.attempt, row.algorithm, row.deadline, row.app, row.cost, row.endpoint or ""
+    )
+
+
+def _queued(row: Any) -> QueuedTask:
+    return QueuedTask(row.id, row.attempts + 1, row.priority, row.created_at, row.app, row.cost)
+
+
+def overdue_attempts_query(
+    now: datetime, limit: int
+) -> Select[str, int, str, datetime, str, int, str | None]:
     """Active attempts past their deadline: a range of ``ix_task_execution_status_deadline``
     that never reads the finished attempts, however many there are."""
     return (
-        select(
-            TaskExecution.task_id,
-            TaskExecution.attempt,
-            TaskExecution.algorithm,
-            TaskExecution.deadline,
-        )
+        select(*_ACTIVE_COLUMNS)
         .where(
             TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
             TaskExecution.deadline < now,
@@ -127,6 +145,7 @@ class Repository:
             meta=new.metadata,
             timeout_seconds=new.timeout_seconds,
             max_attempts=new.max_attempts,
+            cost=new.cost,
             status=TaskStatus.PENDING,
             attempts=0,
             not_before=new.not_before,
@@ -188,16 +207,16 @@ class Repository:
                 .where(Task.id.in_([row.id for row in rows]), Task.status == TaskStatus.PENDING)
                 .values(status=TaskStatus.QUEUED, queued_at=now, updated_at=now)
             )
-        return [QueuedTask(row.id, row.attempts + 1, row.priority, row.created_at) for row in rows]
+        return [_queued(row) for row in rows]
 
     def queued_tasks(self, algorithm: str) -> list[QueuedTask]:
         with self._sessions() as session:
             rows = session.execute(
-                select(Task.id, Task.attempts, Task.priority, Task.created_at).where(
-                    Task.algorithm == algorithm, Task.status == TaskStatus.QUEUED
-                )
+                select(
+                    Task.id, Task.attempts, Task.priority, Task.created_at, Task.app, Task.cost
+                ).where(Task.algorithm == algorithm, Task.status == TaskStatus.QUEUED)
             ).all()
-        return [QueuedTask(row.id, row.attempts + 1, row.priority, row.created_at) for row in rows]
+        return [_queued(row) for row in rows]
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -208,6 +227,8 @@ class Repository:
         now: datetime,
         result_key: str,
         upload_ttl_seconds: int,
+        *,
+        endpoint: str,
     ) -> StartedAttempt | None:
         """Step 6: QUEUED -> RUNNING and a new execution row, or None if another worker won.
 
@@ -238,6 +259,9 @@ class Repository:
                     task_id=task_id,
                     attempt=attempt,
                     algorithm=task.algorithm,
+                    app=task.app,
+                    cost=task.cost,
+                    endpoint=endpoint,
                     status=ExecutionStatus.DISPATCHING,
                     result_key=result_key,
                     created_at=now,
@@ -414,22 +438,40 @@ class Repository:
     def active_attempts(self, algorithm: str) -> list[ActiveAttempt]:
         with self._sessions() as session:
             rows = session.execute(
-                select(
-                    TaskExecution.task_id,
-                    TaskExecution.attempt,
-                    TaskExecution.algorithm,
-                    TaskExecution.deadline,
-                ).where(
+                select(*_ACTIVE_COLUMNS).where(
                     TaskExecution.algorithm == algorithm,
                     TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
                 )
             ).all()
-        return [ActiveAttempt(r.task_id, r.attempt, r.algorithm, r.deadline) for r in rows]
+        return [_active(row) for row in rows]
 
     def overdue_attempts(self, now: datetime, limit: int) -> list[ActiveAttempt]:
         with self._sessions() as session:
             rows = session.execute(overdue_attempts_query(now, limit)).all()
-        return [ActiveAttempt(r.task_id, r.attempt, r.algorithm, r.deadline) for r in rows]
+        return [_active(row) for row in rows]
+
+    # -- operators' pauses --------------------------------------------------------------
+
+    def hold_algorithm(self, algorithm: str, now: datetime, reason: str) -> bool:
+        """Pause admission for ``algorithm``; False if it was already paused."""
+        try:
+            with self._transaction() as session:
+                session.add(AlgorithmHold(algorithm=algorithm, held_at=now, reason=reason))
+        except IntegrityError:
+            return False
+        return True
+
+    def release_hold(self, algorithm: str) -> bool:
+        """Resume admission for ``algorithm``; False if it was not paused."""
+        with self._transaction() as session:
+            result = session.execute(
+                delete(AlgorithmHold).where(AlgorithmHold.algorithm == algorithm)
+            )
+        return _rowcount(result) == 1
+
+    def is_held(self, algorithm: str) -> bool:
+        with self._sessions() as session:
+            return session.get(AlgorithmHold, algorithm) is not None
 
     # -- notifications ------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from botocore.config import Config as BotoConfig
 from baton.database import create_database_engine, create_session_factory
 from baton.dispatch_client import DispatchClient, HttpDispatchClient
 from baton.notifications import Notifier
+from baton.policy import PolicyWriter
 from baton.queue import TaskQueue
 from baton.repository import Repository
 from baton.settings import Config, Settings, load_settings, resolve_config
@@ -36,6 +37,7 @@ class Runtime:
     results: ResultStore
     notifier: Notifier
     dispatcher: DispatchClient
+    policy: PolicyWriter
     clock: Clock = utc_now
     random: random.Random = field(default_factory=random.Random)
 
@@ -82,10 +84,12 @@ def build_runtime(
     engine = create_database_engine(config.database_url)
     session = boto_session or boto3.session.Session()
     client = redis_client or connect_redis(config.redis_url, cluster=settings.redis_cluster)
+    queue = TaskQueue(client, settings.key_prefix)
     return Runtime(
         config=config,
         repository=Repository(create_session_factory(engine)),
-        queue=TaskQueue(client, settings.key_prefix),
+        queue=queue,
+        policy=PolicyWriter(queue, settings.policy_refresh_seconds),
         # SigV4 explicitly: S3 refuses SigV2 presigned URLs on buckets made since 2020,
         # and some regions' clients would still default to it.
         results=ResultStore(

@@ -24,8 +24,8 @@ from baton.dispatch_client import DispatchVerdict
 from baton.errors import RedisStateLost
 from baton.faults import crash_point
 from baton.observability import logger, metrics
-from baton.queue import SlotConfirmation
-from baton.records import AttemptOutcome, ExecutionStatus, TaskStatus
+from baton.queue import Admissions, SlotConfirmation
+from baton.records import AttemptOutcome, ExecutionStatus, Slot, TaskStatus
 from baton.repair import repair_algorithm_state
 from baton.runtime import Runtime
 from baton.storage import result_key
@@ -105,27 +105,38 @@ def dispatch_ready_tasks(
     return report
 
 
-def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
-    config = runtime.config.registry[algorithm]
+def _admit(runtime: Runtime, algorithm: str) -> Admissions:
     lease = runtime.clock() + timedelta(
         seconds=ADMISSION_LEASE_SECONDS + runtime.settings.dispatch_timeout_seconds
     )
     limit = runtime.settings.dispatch_batch_size
-    try:
-        admitted = runtime.queue.admit(
-            algorithm, config.max_concurrency, lease, limit, runtime.clock()
+    if runtime.policy.due(algorithm):
+        runtime.policy.write(runtime.config, algorithm)
+
+    def admit() -> Admissions:
+        return runtime.queue.admit(
+            algorithm,
+            lease,
+            limit,
+            runtime.clock(),
+            write_policy=lambda: runtime.policy.write(runtime.config, algorithm),
         )
+
+    try:
+        return admit()
     except RedisStateLost:
         repair_algorithm_state(runtime, algorithm)
-        admitted = runtime.queue.admit(
-            algorithm, config.max_concurrency, lease, limit, runtime.clock()
-        )
+        return admit()
+
+
+def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
+    admitted = _admit(runtime, algorithm).slots
     report = DispatchReport(admitted=len(admitted))
     if len(admitted) == 1:
-        outcomes = [dispatch_attempt(runtime, algorithm, *admitted[0])]
+        outcomes = [dispatch_attempt(runtime, algorithm, admitted[0])]
     else:
         with ThreadPoolExecutor(max_workers=DISPATCH_THREADS) as pool:
-            outcomes = list(pool.map(lambda a: dispatch_attempt(runtime, algorithm, *a), admitted))
+            outcomes = list(pool.map(lambda a: dispatch_attempt(runtime, algorithm, a), admitted))
     for outcome in outcomes:
         if outcome is None:
             report.skipped += 1
@@ -140,29 +151,26 @@ def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
     return report
 
 
-def dispatch_attempt(
-    runtime: Runtime, algorithm: str, task_id: str, attempt: int
-) -> DispatchVerdict | None:
-    """Steps 7-8: start, confirm and send one admitted attempt. None: nothing was sent."""
+def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVerdict | None:
+    """Steps 7-8: start, confirm and send one admitted attempt to the endpoint admission
+    chose for it. None: nothing was sent."""
     repository, queue = runtime.repository, runtime.queue
-    config = runtime.config.registry[algorithm]
     settings = runtime.settings
+    task_id, attempt = slot.task_id, slot.attempt
     now = runtime.clock()
     key = result_key(settings.result_prefix, algorithm, task_id, attempt)
     crash_point("dispatch.after_admit")
-    started = repository.start_attempt(task_id, attempt, now, key, settings.upload_url_ttl_seconds)
+    started = repository.start_attempt(
+        task_id, attempt, now, key, settings.upload_url_ttl_seconds, endpoint=slot.endpoint
+    )
     if started is None:
         _drop_lost_admission(runtime, algorithm, task_id, attempt)
         return None
     crash_point("dispatch.after_start")
-    confirmation = queue.confirm_slot(
-        algorithm, task_id, attempt, started.deadline, config.max_concurrency
-    )
+    confirmation = queue.confirm_slot(algorithm, slot, started.deadline)
     if confirmation is SlotConfirmation.LOST:
         repair_algorithm_state(runtime, algorithm)
-        confirmation = queue.confirm_slot(
-            algorithm, task_id, attempt, started.deadline, config.max_concurrency
-        )
+        confirmation = queue.confirm_slot(algorithm, slot, started.deadline)
     if confirmation is not SlotConfirmation.OK:
         # Redis was rebuilt without this attempt and the slots are taken: send nothing.
         repository.abandon_attempt(task_id, attempt, runtime.clock())
@@ -184,6 +192,7 @@ def dispatch_attempt(
         attempt=attempt,
         algorithm=algorithm,
         input=started.task.input,
+        cost=slot.cost,
         deadline=started.deadline,
         result=ResultTarget(
             bucket=runtime.results.bucket, key=key, upload_url=upload_url, expires_at=upload_expires
@@ -193,11 +202,12 @@ def dispatch_attempt(
         ),
     )
     crash_point("dispatch.before_send")
-    answer = runtime.dispatcher.send(str(config.endpoint), request)
+    answer = runtime.dispatcher.send(slot.endpoint, request)
     log = {
         "task_id": task_id,
         "attempt": attempt,
         "algorithm": algorithm,
+        "endpoint": slot.endpoint,
         "http_status": answer.http_status,
     }
     if answer.verdict is DispatchVerdict.ACCEPTED:
@@ -217,11 +227,11 @@ def dispatch_attempt(
         metrics.add_metric(name="DispatchRejected", unit="Count", value=1)
         logger.warning("dispatch rejected", extra=log)
     else:
-        # A service that is busy (429) or failing is left alone for a while by every
-        # worker, instead of being handed the next task of the queue at once.
+        # An endpoint that is busy (429) or failing is left alone for a while by every
+        # worker, instead of being handed the next task of the queue at once; the
+        # algorithm's other endpoints keep taking work.
         pause = answer.retry_after_seconds or settings.backoff_base_seconds
-        now = runtime.clock()
-        queue.cool_down(algorithm, now + timedelta(seconds=pause), now)
+        queue.cool_down(algorithm, slot.endpoint, runtime.clock() + timedelta(seconds=pause))
         outcome = retryable_outcome(
             runtime,
             execution_status=ExecutionStatus.DISPATCH_FAILED,

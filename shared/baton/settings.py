@@ -8,8 +8,9 @@ A missing or invalid setting raises ``SettingsError`` naming the variable.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 from pydantic import (
@@ -75,6 +76,13 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(default=50, ge=1, le=10_000)
     notification_grace_seconds: int = Field(default=30, ge=0)
     fast_path: bool = True
+    policy_refresh_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="How stale a function's copy of the registries and of the live "
+        "scheduling policy may get before it is fetched and written again",
+    )
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
     max_input_depth: int = Field(default=32, ge=2, le=256)
 
@@ -138,6 +146,9 @@ class Config:
     redis_url: str
     token_keys: TokenKeyring
     registry: AlgorithmRegistry
+    apps: Mapping[str, Any] | None = None
+    algorithms_taken_at: float = field(default_factory=time.time)
+    apps_taken_at: float = field(default_factory=time.time)
 
 
 SecretFetcher = Callable[[str], str]

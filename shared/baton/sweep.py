@@ -102,7 +102,12 @@ def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport
                 and task.attempts == attempt - 1
             ):
                 queue.enqueue(
-                    algorithm, [QueuedTask(task_id, attempt, task.priority, task.created_at)]
+                    algorithm,
+                    [
+                        QueuedTask(
+                            task_id, attempt, task.priority, task.created_at, task.app, task.cost
+                        )
+                    ],
                 )
             recovered += 1
             report.algorithms_freed.add(algorithm)

@@ -1,38 +1,223 @@
--- Admit the best ready tasks of one algorithm while it has free slots: the concurrency
--- cap is checked and the slot taken in this one atomic step.
--- KEYS[1] ready queue   (zset: score -priority, member "<created_ms>:<task_id>:<attempt>")
--- KEYS[2] running set   (zset: score deadline or lease, member "<task_id>:<attempt>")
--- KEYS[3] epoch marker  (string, written by reconcile; absent after Redis lost its data)
--- KEYS[4] cool-down     (string: time until which the algorithm asked for a pause, e.g. a 429)
--- ARGV[1] max_concurrency of the algorithm
--- ARGV[2] lease score: the slot is released by the sweep if not confirmed by then
--- ARGV[3] most tasks to admit in this call
--- ARGV[4] now (seconds since the epoch)
--- Returns nil when the epoch marker is missing (reconcile first), else the list of
--- admitted running members (empty while the algorithm cools down).
-if redis.call('EXISTS', KEYS[3]) == 0 then
+-- Admit ready tasks of one algorithm into free capacity, by the scheduling policy, in
+-- one atomic step: the app furthest below its weighted share goes first (in-flight cost
+-- over weight, ties to the oldest head), its best task (priority, then age) goes to the
+-- least-loaded endpoint with room for its cost, and each admission takes one request
+-- from the rate limit. The caps, weights, quotas, rate and pause are read from the
+-- policy hash, so every caller enforces the same policy.
+--
+-- A head that does not fit (cost above the room left, or no endpoint with room that is
+-- not cooling down) is reserved: nothing else is admitted until it fits, so smaller
+-- tasks and other apps cannot starve it. A head that can never fit (cost above every
+-- endpoint's cap) is passed over.
+--
+-- KEYS[1]  policy      (hash: cap, endpoints, url:<i>, cap:<i>, paused, rate_interval,
+--                       rate_burst, weight:<app>, limit:<app>)
+-- KEYS[2]  epoch       (string, written by reconcile; absent after Redis lost its data)
+-- KEYS[3]  hold        (string: an operator paused the algorithm)
+-- KEYS[4]  running     (zset: score deadline or lease, member "<task_id>:<attempt>")
+-- KEYS[5]  attempts    (hash: running member -> "<app>\t<cost>[\t<endpoint url>]")
+-- KEYS[6]  counts      (hash: inflight, app:<app>, ep:<url> in cost units; ready entries)
+-- KEYS[7]  cooldown    (hash: endpoint url -> time until which it cools down)
+-- KEYS[8]  rate        (string: the rate limit's theoretical arrival time, GCRA)
+-- KEYS[9]  reserve     (string: "<app>\t<ready member>" of the head waiting for room)
+-- KEYS[10] apps        (set: apps with ready tasks)
+-- KEYS[11..] ready queue of each app in ARGV[4..] (zset: score -priority,
+--            member "<created_ms>:<task_id>:<attempt>")
+-- ARGV[1] lease score: the slot is released by the sweep if not confirmed by then
+-- ARGV[2] most tasks to admit in this call
+-- ARGV[3] now (seconds since the epoch)
+-- ARGV[4..] app names, in the order of their ready queues in KEYS
+-- Returns false when the epoch marker is missing (reconcile first); {'policy'} when the
+-- policy is missing (write it, then call again); {'apps', <app>...} when an app with
+-- ready tasks was not passed (call again with these); else {'ok', <why it stopped>,
+-- then <running member>, <endpoint url>, <app>, <cost> for each admitted attempt}.
+if redis.call('EXISTS', KEYS[2]) == 0 then
   return false
 end
-local paused_until = redis.call('GET', KEYS[4])
-if paused_until and tonumber(paused_until) > tonumber(ARGV[4]) then
-  return {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'policy'}
 end
-local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[2])
-local wanted = math.min(free, tonumber(ARGV[3]))
-local admitted = {}
+
+local ready_key = {}
+for i = 4, #ARGV do
+  ready_key[ARGV[i]] = KEYS[i + 7]
+end
+local backlogged = redis.call('SMEMBERS', KEYS[10])
+for _, app in ipairs(backlogged) do
+  if not ready_key[app] then
+    local answer = {'apps'}
+    for _, name in ipairs(backlogged) do
+      answer[#answer + 1] = name
+    end
+    return answer
+  end
+end
+
+local function as_table(flat)
+  local t = {}
+  for i = 1, #flat, 2 do
+    t[flat[i]] = flat[i + 1]
+  end
+  return t
+end
+
+local policy = as_table(redis.call('HGETALL', KEYS[1]))
+if policy['paused'] == '1' or redis.call('EXISTS', KEYS[3]) == 1 then
+  return {'ok', 'paused'}
+end
+
+local now = tonumber(ARGV[3])
+local counts = as_table(redis.call('HGETALL', KEYS[6]))
+local cooldown = as_table(redis.call('HGETALL', KEYS[7]))
+local function count(field)
+  return tonumber(counts[field] or '0')
+end
+local function add(field, by)
+  counts[field] = tostring(count(field) + by)
+  redis.call('HINCRBY', KEYS[6], field, by)
+end
+
+local cap = tonumber(policy['cap'])
+local endpoints = {}
+local largest = 0
+for i = 1, tonumber(policy['endpoints']) do
+  local url, ecap = policy['url:' .. i], tonumber(policy['cap:' .. i])
+  endpoints[#endpoints + 1] = {url = url, cap = ecap}
+  largest = math.max(largest, ecap)
+end
+largest = math.min(largest, cap)
+
+local interval = tonumber(policy['rate_interval'] or '0')
+local tolerance = (tonumber(policy['rate_burst'] or '1') - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[8]) or '0')
+local tat_changed = false
+
+local function head_of(app)
+  local first = redis.call('ZRANGE', ready_key[app], 0, 0)
+  if #first == 0 then
+    return nil
+  end
+  local entry = first[1]
+  local running = string.sub(entry, string.find(entry, ':', 1, true) + 1)
+  local info = redis.call('HGET', KEYS[5], running)
+  local cost = 1
+  if info then
+    cost = tonumber(string.match(info, '^[^\t]*\t(%d+)'))
+  end
+  return {entry = entry, running = running, cost = cost,
+          created = tonumber(string.sub(entry, 1, string.find(entry, ':', 1, true) - 1))}
+end
+
+-- The least-loaded endpoint with room for cost that is not cooling down; else nil and
+-- why: 'cooling_down' when one had room but cools down, 'capacity' when none had room.
+local function endpoint_for(cost)
+  local best, best_ratio, why = nil, nil, 'capacity'
+  for _, endpoint in ipairs(endpoints) do
+    local load = count('ep:' .. endpoint.url)
+    if endpoint.cap - load >= cost then
+      if tonumber(cooldown[endpoint.url] or '0') > now then
+        why = 'cooling_down'
+      else
+        local ratio = load / endpoint.cap
+        if best == nil or ratio < best_ratio then
+          best, best_ratio = endpoint, ratio
+        end
+      end
+    end
+  end
+  return best, why
+end
+
+-- The app furthest below its weighted share that may take its head, with that head.
+local function choose()
+  local chosen, chosen_head, chosen_share = nil, nil, nil
+  for app, _ in pairs(ready_key) do
+    local head = head_of(app)
+    if head == nil then
+      redis.call('SREM', KEYS[10], app)
+    else
+      local limit = tonumber(policy['limit:' .. app] or '0')
+      local load = count('app:' .. app)
+      local fits_quota = limit == 0 or load + head.cost <= limit
+      if fits_quota and head.cost <= largest then
+        local share = load / tonumber(policy['weight:' .. app] or '1')
+        if chosen == nil or share < chosen_share
+            or (share == chosen_share and head.created < chosen_head.created) then
+          chosen, chosen_head, chosen_share = app, head, share
+        end
+      end
+    end
+  end
+  return chosen, chosen_head
+end
+
+local admitted = {'ok', 'empty'}
+local wanted = tonumber(ARGV[2])
 while wanted > 0 do
-  local popped = redis.call('ZPOPMIN', KEYS[1])
-  if #popped == 0 then
+  local app, head = nil, nil
+  local reserved = redis.call('GET', KEYS[9])
+  if reserved then
+    local tab = string.find(reserved, '\t', 1, true)
+    app = string.sub(reserved, 1, tab - 1)
+    head = ready_key[app] and head_of(app)
+    if head == nil or head.entry ~= string.sub(reserved, tab + 1) or head.cost > largest then
+      -- The reserved task left (admitted elsewhere, or a higher priority came first).
+      redis.call('DEL', KEYS[9])
+      app, head = nil, nil
+    end
+  end
+  if head == nil then
+    app, head = choose()
+  end
+  if head == nil then
     break
   end
-  local entry = popped[1]
-  local running = string.sub(entry, string.find(entry, ':', 1, true) + 1)
+  local endpoint, why = nil, 'capacity'
+  if count('inflight') + head.cost <= cap then
+    endpoint, why = endpoint_for(head.cost)
+  end
+  if endpoint == nil then
+    redis.call('SET', KEYS[9], app .. '\t' .. head.entry)
+    admitted[2] = why
+    break
+  end
+  if interval > 0 then
+    local next_tat = math.max(tat, now)
+    if next_tat - now > tolerance + 1e-9 then
+      admitted[2] = 'rate_limit'
+      break
+    end
+    tat = next_tat + interval
+    tat_changed = true
+  end
+  redis.call('ZREM', ready_key[app], head.entry)
+  add('ready', -1)
+  if redis.call('ZCARD', ready_key[app]) == 0 then
+    redis.call('SREM', KEYS[10], app)
+  end
+  if reserved then
+    redis.call('DEL', KEYS[9])
+  end
   -- A stale duplicate of an attempt that already holds a slot is dropped, not admitted:
   -- admitting it would let its loser release the winner's slot.
-  if not redis.call('ZSCORE', KEYS[2], running) then
-    redis.call('ZADD', KEYS[2], ARGV[2], running)
-    admitted[#admitted + 1] = running
+  if not redis.call('ZSCORE', KEYS[4], head.running) then
+    redis.call('ZADD', KEYS[4], ARGV[1], head.running)
+    redis.call('HSET', KEYS[5], head.running, app .. '\t' .. head.cost .. '\t' .. endpoint.url)
+    add('inflight', head.cost)
+    add('app:' .. app, head.cost)
+    add('ep:' .. endpoint.url, head.cost)
+    admitted[#admitted + 1] = head.running
+    admitted[#admitted + 1] = endpoint.url
+    admitted[#admitted + 1] = app
+    admitted[#admitted + 1] = head.cost
     wanted = wanted - 1
   end
+end
+if wanted == 0 then
+  admitted[2] = 'limit'
+end
+if tat_changed then
+  -- Kept a little past the moment it stops mattering, so an idle key goes away.
+  redis.call('SET', KEYS[8], tostring(tat), 'PX', math.ceil((tat - now + 60) * 1000))
 end
 return admitted

@@ -1,0 +1,90 @@
+"""The live scheduling policy: what admission enforces for each algorithm (its cap,
+endpoints, rate limit and pause from the algorithm registry; each app's weight and
+quota from the app registry), written to Redis where admission reads it atomically.
+
+Every function writes the policy from its own copy of the registries when it has not
+done so for ``BATON_POLICY_REFRESH_SECONDS`` (and reconcile always does), but a copy
+older than the one in Redis is never written over a newer one: so after a registry
+change every warm function enforces the new policy within the refresh period, and no
+two functions ever enforce different caps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+from baton.queue import Policy, TaskQueue
+from baton.registry import AlgorithmConfig
+from baton.settings import Config
+
+
+class AppShare(Protocol):
+    """What the policy needs of an app registry entry."""
+
+    @property
+    def weight(self) -> float: ...
+
+    def limit_for(self, algorithm: str) -> int | None: ...
+
+
+def build_policy(
+    algorithm: str, config: AlgorithmConfig, apps: Mapping[str, AppShare] | None
+) -> Policy:
+    """The policy of one algorithm; without an app registry every app weighs 1."""
+    rate = config.rate_limit
+    weights = {name: app.weight for name, app in (apps or {}).items() if app.weight != 1}
+    limits: dict[str, int] = {}
+    for name, app in (apps or {}).items():
+        limit = app.limit_for(algorithm)
+        if limit is not None:
+            limits[name] = limit
+    return Policy(
+        capacity=config.capacity,
+        endpoints=[(str(e.url), e.max_concurrency) for e in config.endpoint_list],
+        paused=config.paused,
+        rate_interval_seconds=rate.interval_seconds if rate else 0.0,
+        rate_burst=rate.burst_size if rate else 1,
+        weights=weights,
+        limits=limits,
+    )
+
+
+def policy_digest(policy: Policy) -> str:
+    canonical = json.dumps(policy.fields(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class PolicyWriter:
+    """Writes each algorithm's policy at most once per refresh period per process
+    (and at once when Redis has none)."""
+
+    def __init__(self, queue: TaskQueue, refresh_seconds: float) -> None:
+        self._queue = queue
+        self._refresh = refresh_seconds
+        self._written_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, algorithm: str) -> bool:
+        with self._lock:
+            last = self._written_at.get(algorithm)
+        return last is None or time.monotonic() - last >= self._refresh
+
+    def write(self, config: Config, algorithm: str) -> bool:
+        """Write the algorithm's policy from ``config``'s registries (compare-and-set: a
+        copy older than Redis's is refused there) and remember when; True if Redis took it."""
+        policy = build_policy(algorithm, config.registry[algorithm], config.apps)
+        written = self._queue.write_policy(
+            algorithm,
+            policy,
+            policy_digest(policy),
+            config.algorithms_taken_at,
+            config.apps_taken_at,
+        )
+        with self._lock:
+            self._written_at[algorithm] = time.monotonic()
+        return written

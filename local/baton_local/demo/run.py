@@ -1,11 +1,11 @@
 """``baton demo``: a small document platform on the emulated stack.
 
-Three algorithm services on loopback (``demo_algorithms``) do real work on the
-sample documents; a business app, docs-portal (``demo_app``), submits tasks through
+Three algorithm services on loopback (``algorithms``) do real work on the
+sample documents; a business app, docs-portal (``app``), submits tasks through
 the intake queue and reads its notifications and results; the whole template runs
-in the local emulator (``baton.local.emulator``). A live view shows each algorithm's
-running tasks against its cap; at the end a summary, a JSON report and a PNG
-timeline (``demo_report``) say what happened.
+in the local emulator (``baton_local.emulator``) with Baton's profile. A live view
+shows each algorithm's running tasks against its cap; at the end a summary, a JSON
+report and a PNG timeline (``report``) say what happened.
 
 The exit code is 0 when every task reached a terminal state with exactly one
 notification, every succeeded result could be read, and no algorithm ever had more

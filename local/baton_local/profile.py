@@ -1,5 +1,7 @@
 """Baton's local profile: the backing services the generic emulator cannot run are
-substituted, and the functions are told where they are.
+substituted, and the functions are told where they are. It reaches the emulator as a
+plug-in (``baton_profile(...)`` passed to ``LocalCloud``), which is what keeps the
+emulator a reader of any SAM template.
 
 - ``AWS::ElastiCache::*`` -> an embedded Redis stand-in: fakeredis with Lua (lupa)
   served over TCP on loopback, so Baton's scripts run as they do on Redis; or a real
@@ -21,9 +23,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from baton.local.aws import LocalAws
-from baton.local.stack import Created, Provider, Stack
-from baton.local.template import ACCOUNT_ID
+from baton_local.emulator.aws import LocalAws
+from baton_local.emulator.profiles import ProfileContext, ProfileFactory
+from baton_local.emulator.stack import Created, Provider, Stack
+from baton_local.emulator.template import ACCOUNT_ID
 
 DATABASE_VARIABLES = (
     "BATON_DATABASE_URL",
@@ -65,6 +68,18 @@ def _url_parts(url: str) -> tuple[str, int]:
 
     parsed = make_url(url)
     return parsed.host or "127.0.0.1", int(parsed.port or 0)
+
+
+def baton_profile(redis_url: str | None = None, database_url: str | None = None) -> ProfileFactory:
+    """Baton's profile for ``LocalCloud``; ``redis_url`` / ``database_url`` replace the
+    embedded Redis stand-in and SQLite."""
+
+    def make(context: ProfileContext) -> BatonLocalProfile:
+        return BatonLocalProfile(
+            context.aws, context.state_dir, redis_url, database_url, context.fresh
+        )
+
+    return make
 
 
 class BatonLocalProfile:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from baton.local.stack import Created, Stack
-from baton.local.template import TemplateError, stringify
+from baton_local.emulator.stack import Created, Stack
+from baton_local.emulator.template import TemplateError, stringify
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -23,6 +23,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fakeredis import TcpFakeServer
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
 from baton_local.emulator.aws import LocalAws
 from baton_local.emulator.profiles import ProfileContext, ProfileFactory
 from baton_local.emulator.stack import Created, Provider, Stack
@@ -42,8 +46,6 @@ class EmbeddedRedis:
     """fakeredis (with Lua) over TCP on a loopback port."""
 
     def __init__(self) -> None:
-        from fakeredis import TcpFakeServer
-
         self._server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -64,8 +66,6 @@ class EmbeddedRedis:
 
 
 def _url_parts(url: str) -> tuple[str, int]:
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     return parsed.host or "127.0.0.1", int(parsed.port or 0)
 
@@ -260,9 +260,6 @@ class _DatabaseProvider:
 
 def _create_mysql_database(url: str) -> None:
     """A given MySQL URL may name a database that does not exist yet: create it."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     if parsed.get_backend_name() not in ("mysql", "mariadb") or not parsed.database:
         return

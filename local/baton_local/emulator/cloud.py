@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -438,8 +439,6 @@ def _read_env_file(path: Path | None) -> dict[str, Any]:
 
 def run_until_interrupted(options: LocalOptions, profiles: Sequence[ProfileFactory] = ()) -> int:
     """``baton local``: start, print the outputs and URLs, run until Ctrl-C."""
-    import signal
-
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -40,7 +40,12 @@ REDIS_URL = os.environ.get("BATON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TOKEN_SECRET = "test-token-secret-of-at-least-32-characters!"
 RUN_ID = uuid.uuid4().hex[:10]
 
-TIERS = {"unit": None, "integration": "integration", "e2e": "e2e"}
+TIERS = {
+    "unit": None,
+    "integration": "integration",
+    "e2e": "e2e",
+    "infrastructure": "infrastructure",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

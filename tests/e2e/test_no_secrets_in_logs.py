@@ -32,8 +32,8 @@ from tests.conftest import (
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import api_event, schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.template import load_template
 from tests.support.waiting import wait_for
-from tests.unit.test_template import load_template
 
 # Loggers of the test's own servers (moto's and the loopback HTTP servers): they log the
 # requests they serve, presigned URLs included. They are not part of a deployed Baton.

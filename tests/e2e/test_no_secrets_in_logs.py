@@ -22,16 +22,13 @@ import sqlalchemy as sa
 from baton.observability import logger as baton_logger
 from sqlalchemy.engine import make_url
 
-from tests.conftest import (
-    MYSQL_SERVER_URL,
-    TOKEN_SECRET,
-    AwsResources,
-    RuntimeFactory,
-    ShiftableClock,
-)
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
 from tests.support.events import api_event, schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import TOKEN_SECRET, RuntimeFactory
+from tests.support.services import MYSQL_SERVER_URL
 from tests.support.template import load_template
 from tests.support.waiting import wait_for
 

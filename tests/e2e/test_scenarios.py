@@ -12,10 +12,13 @@ import pytest
 from baton.models import ExecutionStatus, TaskStatus
 from baton.runtime import Runtime
 
-from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock, flush_prefix, registry_for
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory, registry_for
+from tests.support.services import flush_prefix
 from tests.support.waiting import wait_for
 
 

@@ -19,11 +19,13 @@ import urllib3
 from baton.models import TaskStatus
 from baton.runtime import Runtime
 
-from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock
 from tests.fuzz.conftest import database_rows, redis_state
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
 from tests.support.events import api_event, schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory
 from tests.support.waiting import wait_for
 
 K1 = "first-signing-key-of-the-rotation-test-0001"

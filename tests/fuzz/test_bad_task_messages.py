@@ -14,7 +14,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.conftest import RuntimeFactory
 from tests.fuzz.conftest import (
     CapturedLogs,
     database_rows,
@@ -25,6 +24,7 @@ from tests.fuzz.conftest import (
 )
 from tests.support.events import sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory
 
 pytestmark = pytest.mark.fuzz
 

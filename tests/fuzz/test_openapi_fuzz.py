@@ -32,10 +32,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import RuntimeFactory, ShiftableClock
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.clock import ShiftableClock
 from tests.support.events import api_event, response_headers, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fuzz

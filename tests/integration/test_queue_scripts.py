@@ -14,7 +14,7 @@ from baton.queue import SlotConfirmation, TaskQueue, ready_entry
 from baton.repository import ActiveAttempt, QueuedTask
 from redis.crc import key_slot
 
-from tests.conftest import flush_prefix
+from tests.support.services import flush_prefix
 
 ALGO = "ocr"
 CAP = 3

@@ -41,6 +41,7 @@ from tests.integration.conftest import (
     seed_tasks,
     utcnow,
 )
+from tests.support.services import REDIS_URL, flush_prefix
 
 CTX = multiprocessing.get_context("spawn")
 CAP = 3
@@ -54,8 +55,6 @@ Worker = Callable[[Repository, redis.Redis, str, Shared, str], None]
 
 @pytest.fixture
 def redis_url() -> str:
-    from tests.conftest import REDIS_URL
-
     return REDIS_URL
 
 
@@ -475,8 +474,6 @@ def _run_capped_dispatch(
     with Sampler(redis_client, queue, shared["in_flight"]) as sampler:
         shared["barrier"].wait(WAIT)
         if flush_after is not None:
-            from tests.conftest import flush_prefix
-
             give_up = time.monotonic() + WAIT
             while shared["done"].value < flush_after and not shared["stop"].is_set():
                 assert time.monotonic() < give_up, "workers made no progress"
@@ -643,8 +640,6 @@ def test_reconcile_between_start_and_confirm_grants_no_slot_over_the_cap(
     redis_client: redis.Redis,
     key_prefix: str,
 ) -> None:
-    from tests.conftest import flush_prefix
-
     cap = 1
     queue = TaskQueue(redis_client, key_prefix)
     now = utcnow()
@@ -688,8 +683,6 @@ def test_reconcile_does_not_resurrect_an_attempt_that_ended_during_it(
     key_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.conftest import flush_prefix
-
     queue = TaskQueue(redis_client, key_prefix)
     now = utcnow()
     task, _ = repository.add_task(new_task(timeout_seconds=3600))

@@ -33,12 +33,14 @@ from baton.models import ExecutionStatus, TaskStatus
 from baton.queue import SlotConfirmation, TaskQueue
 from baton.repository import AttemptOutcome, NewTask, Repository
 
-from tests.integration.conftest import (
+from tests.support.database import (
     ALGORITHM,
     NewTaskFactory,
     build_repository,
     count_rows,
     seed_tasks,
+    stored_execution,
+    stored_task,
     utcnow,
 )
 from tests.support.services import REDIS_URL, flush_prefix
@@ -296,7 +298,7 @@ class Crew:
         return repository, engine, client
 
     def results(self, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
-        collected = []
+        collected: list[dict[str, Any]] = []
         give_up = time.monotonic() + timeout
         while len(collected) < count:
             remaining = give_up - time.monotonic()
@@ -619,9 +621,9 @@ def test_two_actors_ending_the_same_attempt_one_wins(
         assert (by_callback is None) != (by_sweep is None), task.id
         winner = "callback" if by_sweep is None else "sweep"
         expected = TaskStatus.SUCCEEDED if winner == "callback" else TaskStatus.TIMED_OUT
-        stored = repository.get_task(task.id)
+        stored = stored_task(repository, task.id)
         assert stored.status == expected
-        execution = repository.get_execution(task.id, 1)
+        execution = stored_execution(repository, task.id, 1)
         assert execution.status == ExecutionStatus(expected.value)
         won = by_callback or by_sweep
         assert won.terminal
@@ -707,6 +709,6 @@ def test_reconcile_does_not_resurrect_an_attempt_that_ended_during_it(
 
     _reconcile(repository, queue)
 
-    assert repository.get_task(task.id).status == TaskStatus.SUCCEEDED
+    assert stored_task(repository, task.id).status == TaskStatus.SUCCEEDED
     # Nothing runs, so no slot may be held (this one would block a slot for an hour).
     assert queue.running(ALGORITHM) == {}

@@ -89,7 +89,7 @@ def capture() -> Iterator[Capture]:
         root.setLevel(root_level)
         baton.setLevel(level)
         for handler, stream in zip(stream_handlers, streams, strict=True):
-            handler.setStream(stream)  # type: ignore[arg-type]
+            handler.setStream(stream)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""Task rows for the integration tier: NewTask values, a repository over a URL, and
-rows counted or seeded with plain SQL (seeding a race test through the repository
-would take longer than the race)."""
+"""Task rows as the tests see them: NewTask values, a repository over a URL, rows
+counted or seeded with plain SQL (seeding a race test through the repository would
+take longer than the race), and rows that a test knows exist."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from baton.database import create_database_engine, create_session_factory
 from baton.models import Task, TaskExecution
-from baton.repository import NewTask, Repository
+from baton.records import NewTask
+from baton.repository import Repository
 
 ALGORITHM = "ocr"
 

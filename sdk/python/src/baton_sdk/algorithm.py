@@ -204,7 +204,13 @@ class Attempt:
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
 
         def put(with_checksum: bool) -> _http.Response:
-            sent = headers | ({"x-amz-checksum-sha256": checksum} if with_checksum else {})
+            # The algorithm header as botocore's own put_object sends it: some S3
+            # implementations keep the checksum only when both are there.
+            sent = headers | (
+                {"x-amz-checksum-sha256": checksum, "x-amz-sdk-checksum-algorithm": "SHA256"}
+                if with_checksum
+                else {}
+            )
 
             def once() -> _http.Response:
                 if isinstance(data, bytes):

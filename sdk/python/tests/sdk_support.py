@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from baton_sdk.contracts import DispatchRequest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from baton_sdk.contracts import DispatchRequest
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,15 @@ class Loopback:
                 self.end_headers()
                 self.wfile.write(reply.body)
 
-            do_GET = do_POST = do_PUT = _serve
+            # The names http.server calls:
+            def do_GET(self) -> None:
+                self._serve()
+
+            def do_POST(self) -> None:
+                self._serve()
+
+            def do_PUT(self) -> None:
+                self._serve()
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
-from baton_sdk import BatonClient, Notification, RejectedNotification, TaskMessage
-from baton_sdk.app import RecentIds, unwrap_sns
-from baton_sdk.contracts import CancelMessage, derive_idempotency_key
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from test_sdk_contracts import NOTIFICATION, REJECTED
+
+from baton_sdk import BatonClient, Notification, RejectedNotification, TaskMessage
+from baton_sdk.app import RecentIds, unwrap_sns
+from baton_sdk.contracts import CancelMessage, derive_idempotency_key
 
 REGION = "eu-west-1"
 
@@ -103,7 +104,7 @@ class FailingOne:
 def test_submit_many_sends_23_tasks_in_batches_and_reports_each(sqs: Any, intake: str) -> None:
     # Given 23 tasks, one of which SQS refuses and one too large for any message
     stub = FailingOne(sqs, refuse="13")
-    client = BatonClient(intake, sqs=stub)
+    client = BatonClient(intake, sqs=cast(Any, stub))
     messages = [task(n) for n in range(23)]
     messages[20] = task(20, metadata={"pad": "x" * (256 * 1024)})
 
@@ -137,7 +138,7 @@ def test_a_failed_batch_call_is_reported_per_entry(sqs: Any, intake: str) -> Non
                 )
             return self._client.send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
 
-    result = BatonClient(intake, sqs=Throttled(sqs, refuse="")).submit_many(
+    result = BatonClient(intake, sqs=cast(Any, Throttled(sqs, refuse=""))).submit_many(
         task(n) for n in range(12)
     )
     assert [entry.index for entry in result.failed] == [10, 11]
@@ -148,7 +149,7 @@ def test_a_failed_batch_call_is_reported_per_entry(sqs: Any, intake: str) -> Non
 def test_batch_is_split_by_size_as_well_as_count(sqs: Any, intake: str) -> None:
     stub = FailingOne(sqs, refuse="")
     big = [task(n, metadata={"pad": "x" * 100_000}) for n in range(5)]
-    result = BatonClient(intake, sqs=stub).submit_many(big)
+    result = BatonClient(intake, sqs=cast(Any, stub)).submit_many(big)
     assert result.ok
     assert stub.batches == [2, 2, 1]
 
@@ -203,9 +204,11 @@ def test_notifications_raw_and_enveloped_duplicates_dropped_and_deleted(
         QueueUrl=queue,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
-    assert int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    ) == 1
+    assert (
+        int(attributes["ApproximateNumberOfMessages"])
+        + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+        == 1
+    )
 
 
 def test_sns_envelope_is_unwrapped() -> None:

@@ -11,9 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sdk_support import DROP, Reply, Seen, dispatch_request, loopback
+
 from baton_sdk import (
     Attempt,
     AttemptEnded,
+    Heartbeats,
     InvalidRequest,
     ResultMissing,
     TaskNotFound,
@@ -22,7 +25,6 @@ from baton_sdk import (
 )
 from baton_sdk._http import RetryPolicy
 from baton_sdk.contracts import CallbackBody, HeartbeatBody
-from sdk_support import DROP, Reply, Seen, dispatch_request, loopback
 
 TOKEN = "bt1.k1.cGF5bG9hZA.bWFj"
 
@@ -143,15 +145,18 @@ def test_heartbeating_in_the_background_until_the_block_ends() -> None:
 
 def test_heartbeating_surfaces_attempt_ended() -> None:
     api = CallbackApi("as-usual", error(409, "stale_attempt"))
-    with loopback(api) as server:
-        attempt = attempt_at(server.url)
-        with (
-            pytest.raises(AttemptEnded),
-            attempt.heartbeating(every=0.02) as beats,
-        ):
+    seen: list[Heartbeats] = []
+
+    def work(attempt: Attempt) -> None:
+        with attempt.heartbeating(every=0.02) as beats:
+            seen.append(beats)
             assert beats.ended.wait(5)
             with pytest.raises(AttemptEnded):
                 beats.raise_if_ended()
+
+    with loopback(api) as server, pytest.raises(AttemptEnded):
+        work(attempt_at(server.url))
+    (beats,) = seen
     assert beats.beats == 1
 
 

@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ValidationError
+from sdk_support import dispatch_request
+
 from baton_sdk.contracts import (
     MAX_PRIORITY,
     CallbackAnswer,
@@ -29,8 +32,6 @@ from baton_sdk.contracts import (
     message_body,
     parse_notification,
 )
-from pydantic import BaseModel, ValidationError
-from sdk_support import dispatch_request
 
 NOW = "2026-07-01T10:00:00Z"
 MINIMAL: dict[str, Any] = {"app": "portal", "algorithm": "ocr", "input": {}}

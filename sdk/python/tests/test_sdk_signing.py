@@ -10,6 +10,9 @@ import json
 import time
 
 import pytest
+from sdk_support import dispatch_request
+from standardwebhooks import Webhook, WebhookVerificationError
+
 from baton_sdk import Dispatch, InvalidRequest, InvalidSignature, parse_cancel_request
 from baton_sdk.signing import (
     cancel_webhook_id,
@@ -18,8 +21,6 @@ from baton_sdk.signing import (
     sign_headers,
     verify,
 )
-from sdk_support import dispatch_request
-from standardwebhooks import Webhook, WebhookVerificationError
 
 MASTER = "unit-test-signing-master-key-0123456789"
 OCR = derive_secret(MASTER, "ocr")
@@ -125,8 +126,16 @@ def test_signed_id_must_name_the_attempt_in_the_body() -> None:
     [
         {},
         {"webhook-id": "t-1:1", "webhook-timestamp": "now", "webhook-signature": "v1,x"},
-        {"webhook-id": "t-1:1", "webhook-timestamp": str(int(time.time())), "webhook-signature": "garbage"},
-        {"webhook-id": "t-1:1", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,é"},
+        {
+            "webhook-id": "t-1:1",
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": "garbage",
+        },
+        {
+            "webhook-id": "t-1:1",
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": "v1,é",
+        },
     ],
 )
 def test_malformed_headers_are_refused_cleanly(headers: dict[str, str]) -> None:

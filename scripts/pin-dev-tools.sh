@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rewrite constraints.txt from what pip resolves for `-e '.[dev]' -e ./local`: in a throwaway venv
+# Rewrite constraints.txt from what pip resolves for `-e '.[dev]' -e ./local -e ./sdk/python`: in a throwaway venv
 # (pyproject's ranges resolved afresh, to move the pins forward), or in the venv given
 # as the argument (to pin what that venv already has). Review the diff, then run
 # scripts/bootstrap.sh and the tests.
@@ -13,7 +13,7 @@ if [ -z "$venv" ]; then
   trap 'rm -rf "$venv"' EXIT
   "$PYTHON" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -e '.[dev]' -e ./local
+  "$venv/bin/python" -m pip install --quiet -e '.[dev]' -e ./local -e ./sdk/python
 fi
 
 {

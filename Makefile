@@ -20,7 +20,7 @@ lint:
 
 typecheck:
 	scripts/bootstrap.sh
-	.venv/bin/mypy shared functions
+	.venv/bin/mypy shared functions local tests bench
 
 validate:  ## the template, as CI checks it
 	WITH_SAM=1 scripts/bootstrap.sh

@@ -51,7 +51,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import boto3
 import redis
@@ -79,7 +79,7 @@ from bench.chaos_worker import WorkerSpec, WorkerStats, worker_main
 
 MYSQL = os.environ.get("BATON_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 REDIS = os.environ.get("BATON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-REGION = "eu-west-1"
+REGION: Final = "eu-west-1"  # Final: a literal, as create_bucket's LocationConstraint needs
 APPS = ("contracts", "invoices", "forms")
 TOKEN_SECRET = "chaos-token-secret-of-at-least-32-characters"
 

@@ -283,22 +283,22 @@ def check_not_twice(executions: dict[str, list[ExecutionRow]], receipts: list[Re
     problems += [f"{t}: attempt {a} dispatched {n} times" for (t, a), n in twice.items() if n > 1]
     for task_id, got in by_task.items():
         got.sort(key=lambda r: r.received)
-        for before, after in itertools.pairwise(got):
-            if after.attempt <= before.attempt:
-                problems.append(f"{task_id}: attempt {after.attempt} came after {before.attempt}")
+        for earlier, later in itertools.pairwise(got):
+            if later.attempt <= earlier.attempt:
+                problems.append(f"{task_id}: attempt {later.attempt} came after {earlier.attempt}")
                 continue
-            ended = [before.deadline]
-            if before.answer >= 300:
-                ended.append(before.answered)
-            if before.reported is not None:
-                ended.append(before.reported)
-            row = rows.get((task_id, before.attempt))
+            ended = [earlier.deadline]
+            if earlier.answer >= 300:
+                ended.append(earlier.answered)
+            if earlier.reported is not None:
+                ended.append(earlier.reported)
+            row = rows.get((task_id, earlier.attempt))
             if row is not None and row.finished_at is not None and row.http_status is None:
                 ended.append(row.finished_at)  # Baton never got the answer: a dispatch timeout
-            if after.received < min(ended):
+            if later.received < min(ended):
                 problems.append(
-                    f"{task_id}: attempt {after.attempt} received "
-                    f"{min(ended) - after.received:.3f} s before attempt {before.attempt} ended"
+                    f"{task_id}: attempt {later.attempt} received "
+                    f"{min(ended) - later.received:.3f} s before attempt {earlier.attempt} ended"
                 )
     detail = (
         f"{sum(len(r) for r in executions.values())} attempts of {len(executions)} tasks in "

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Create .venv and install Baton with its development tools, once per change of
-# pyproject.toml. Safe to run again: it does nothing when nothing changed.
+# Create .venv and install Baton (shared/), baton-local (local/: the emulator and the
+# demo) and baton-sdk (sdk/python/) editable with the development tools at the versions
+# of constraints.txt, once per change of a pyproject.toml or of constraints.txt. Safe to
+# run again: it does nothing when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml local/pyproject.toml sdk/python/pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]' -e ./local -e ./sdk/python
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

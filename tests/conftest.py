@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +20,12 @@ from baton.schema import upgrade_database
 from baton.settings import load_settings
 
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
 from tests.support.gateway import CallbackGateway
 from tests.support.handlers import Handlers
+from tests.support.runtime import TOKEN_SECRET, RuntimeFactory, registry_for
+from tests.support.services import MYSQL_SERVER_URL, REDIS_URL, RUN_ID, free_port
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Baton")
@@ -35,12 +35,12 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
-MYSQL_SERVER_URL = os.environ.get("BATON_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
-REDIS_URL = os.environ.get("BATON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TOKEN_SECRET = "test-token-secret-of-at-least-32-characters!"
-RUN_ID = uuid.uuid4().hex[:10]
-
-TIERS = {"unit": None, "integration": "integration", "e2e": "e2e"}
+TIERS = {
+    "unit": None,
+    "integration": "integration",
+    "e2e": "e2e",
+    "infrastructure": "infrastructure",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -95,24 +95,12 @@ def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
         redis_client.delete(key)
 
 
-def flush_prefix(client: redis.Redis, prefix: str) -> int:
-    """What a flush or failover does to Baton, limited to this test's keys."""
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    return int(client.delete(*keys)) if keys else 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's server on loopback, so presigned URLs work over real HTTP."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -124,34 +112,6 @@ def moto_endpoint() -> Iterator[str]:
     else:
         os.environ["AWS_ENDPOINT_URL"] = previous
     server.stop()
-
-
-@dataclass
-class AwsResources:
-    bucket: str
-    topic_arn: str
-    subscriber_queue_url: str
-    session: boto3.session.Session
-    seen: list[dict[str, Any]] = field(default_factory=list)
-
-    def notifications(self, wait_seconds: int = 0) -> list[dict[str, Any]]:
-        """Everything the business app's queue received so far (drained, accumulated)."""
-        sqs = self.session.client("sqs")
-        while True:
-            batch = sqs.receive_message(
-                QueueUrl=self.subscriber_queue_url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=wait_seconds,
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
-            if not batch:
-                return self.seen
-            for message in batch:
-                self.seen.append(json.loads(message["Body"]))
-                sqs.delete_message(
-                    QueueUrl=self.subscriber_queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
-            wait_seconds = 0
 
 
 @pytest.fixture
@@ -186,22 +146,6 @@ def aws(moto_endpoint: str) -> AwsResources:
 # -- the system under test ---------------------------------------------------------------
 
 
-class ShiftableClock:
-    """Real time plus an offset that a test can move forward (deadlines, backoff)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.offset += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> ShiftableClock:
     return ShiftableClock()
@@ -224,23 +168,6 @@ def gateway(handlers: Handlers) -> Iterator[CallbackGateway]:
     gateway = CallbackGateway(handlers).start()
     yield gateway
     gateway.stop()
-
-
-def registry_for(service: AlgorithmService, **caps: int) -> dict[str, Any]:
-    caps = caps or {"ocr": 2, "nlp": 3}
-    return {
-        name: {
-            "endpoint": service.endpoint(name),
-            "max_concurrency": cap,
-            "timeout_seconds": 30,
-            "max_timeout_seconds": 7200,
-            "max_attempts": 3,
-        }
-        for name, cap in caps.items()
-    }
-
-
-RuntimeFactory = Callable[..., Runtime]
 
 
 @pytest.fixture

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from baton.errors import ApiError, SettingsError
+
+if TYPE_CHECKING:
+    _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -90,41 +95,42 @@ def _openapi(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _local(args: argparse.Namespace) -> int:
-    from pathlib import Path
+COMMANDS_GROUP = "baton.commands"
+"""Entry points of the subcommands other distributions add: each is named after its
+command and loads a function that adds the command's subparser."""
 
-    from baton.local.emulator import LocalOptions, run_until_interrupted
-
-    def pairs(items: Sequence[str], what: str) -> dict[str, str]:
-        chosen: dict[str, str] = {}
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise SystemExit(f"baton local: {what} must be KEY=VALUE, got {item!r}")
-            chosen[key] = value
-        return chosen
-
-    return run_until_interrupted(
-        LocalOptions(
-            template=Path(args.template),
-            env_file=Path(args.env_vars) if args.env_vars else None,
-            redis_url=args.redis_url,
-            database_url=args.database_url,
-            tick_seconds=args.tick,
-            state_dir=Path(args.state_dir),
-            parameter_overrides=pairs(args.parameter_overrides, "--parameter-overrides"),
-            region=args.region,
-            quiet=False,
-            stack_name=args.stack_name,
-            concurrency={k: int(v) for k, v in pairs(args.concurrency, "--concurrency").items()},
-        )
-    )
+DEVELOPMENT_COMMANDS = ("local", "demo")
+"""What baton-local adds: without it they still parse, to say how to get them."""
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from baton.local.demo import run_from_args
+def _add_plugin_commands(commands: _Commands) -> None:
+    """The development tool is a distribution of its own, so that the product ships
+    alone; its commands join this console script wherever it is installed."""
+    found: dict[str, EntryPoint] = {}
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        found.setdefault(entry_point.name, entry_point)
+    # The development commands first, where they have always been listed.
+    for name in dict.fromkeys([*DEVELOPMENT_COMMANDS, *sorted(found)]):
+        if name not in found:
+            reason = f"baton {name} needs the baton-local package: pip install ./local"
+        else:
+            try:
+                add_command = found[name].load()
+            except ImportError as exc:  # a broken install must not take the other commands down
+                reason = f"baton {name}: the baton-local package does not load: {exc}"
+            else:
+                add_command(commands)
+                continue
+        unavailable = commands.add_parser(name, help="not installed (baton-local)", add_help=False)
+        unavailable.set_defaults(run=_unavailable(reason), accepts_any_arguments=True)
 
-    return run_from_args(args)
+
+def _unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
+    def run(_args: argparse.Namespace) -> int:
+        print(reason, file=sys.stderr)
+        return 2
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,61 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="print the callback API's OpenAPI document")
     openapi.set_defaults(run=_openapi)
 
-    local = commands.add_parser(
-        "local",
-        help="run the SAM template on this machine (moto, embedded Redis, SQLite; no Docker)",
-    )
-    local.add_argument("--template", default="template.yaml")
-    local.add_argument("--env-vars", help="JSON file in the format of sam local --env-vars")
-    local.add_argument(
-        "--tick", type=float, default=60.0, help="seconds a minute lasts (schedules, retries)"
-    )
-    local.add_argument("--redis-url", help="a real Redis instead of the embedded one")
-    local.add_argument("--database-url", help="a real database instead of SQLite")
-    local.add_argument(
-        "--parameter-overrides",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="template parameters",
-    )
-    local.add_argument("--state-dir", default=".baton-local", help="SQLite file and function logs")
-    local.add_argument("--region", default="eu-west-1")
-    local.add_argument("--stack-name", default="local")
-    local.add_argument(
-        "--concurrency",
-        nargs="+",
-        default=[],
-        metavar="FUNCTION=N",
-        help="workers of a function (default 1; 2 with an SQS event)",
-    )
-    local.set_defaults(run=_local)
-
-    demo = commands.add_parser(
-        "demo",
-        help="a small document platform on the emulated stack: live view, report, timeline",
-    )
-    demo.add_argument("--tasks", type=int, help="tasks to submit (default 200)")
-    demo.add_argument("--seed", type=int, help="seed of the task plan (default 7)")
-    demo.add_argument("--tick", type=float, help="seconds a minute lasts (default 1)")
-    demo.add_argument("--reports", help="folder of the JSON report and PNG (default reports)")
-    demo.add_argument("--redis-url", help="a real Redis instead of the embedded one")
-    demo.add_argument("--database-url", help="a real database instead of SQLite")
-    demo.add_argument("--timeout", type=float, help="overall limit, seconds (default 120)")
-    demo.add_argument(
-        "--no-live",
-        dest="live",
-        action="store_false",
-        default=None,
-        help="a progress line a second instead of the live table (automatic without a terminal)",
-    )
-    demo.add_argument("--template", help="the SAM template (default: ./template.yaml)")
-    demo.set_defaults(run=_demo)
+    _add_plugin_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    # parse_args, except that a command that is not installed takes any flags, so that it
+    # can say what is missing instead of what it does not recognise.
+    if unknown and not getattr(args, "accepts_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.run(args))
     except (SettingsError, ApiError) as exc:

@@ -14,10 +14,12 @@ from baton.records import TaskStatus
 from baton.runtime import Runtime
 from baton.tokens import TokenKeyring, issue_token
 
-from tests.conftest import TOKEN_SECRET, AwsResources, RuntimeFactory, ShiftableClock
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
 from tests.support.events import api_event, response_headers, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import TOKEN_SECRET, RuntimeFactory
 from tests.support.waiting import wait_for
 
 OTHER_KEY = "another-signing-key-that-is-long-enough-1234"

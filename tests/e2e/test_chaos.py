@@ -24,9 +24,11 @@ from baton.scheduling import dispatch_attempt, promote_and_dispatch, promote_pen
 from baton.sweep import sweep_overdue_attempts
 
 from bench.chaos import ChaosOptions, run_chaos
-from tests.conftest import RuntimeFactory, ShiftableClock, flush_prefix, registry_for
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.clock import ShiftableClock
 from tests.support.events import task_body
+from tests.support.runtime import RuntimeFactory, registry_for
+from tests.support.services import flush_prefix
 
 
 def test_the_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:

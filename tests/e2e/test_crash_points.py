@@ -12,10 +12,12 @@ import pytest
 from baton.faults import CRASH_POINTS, InjectedCrash, crash_once_at, inject_faults
 from baton.records import TaskStatus
 
-from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory
 from tests.support.waiting import wait_for
 
 TASKS = 3

@@ -8,10 +8,11 @@ from collections import Counter
 
 import urllib3
 
-from tests.conftest import AwsResources, RuntimeFactory
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory
 from tests.support.waiting import wait_for
 
 

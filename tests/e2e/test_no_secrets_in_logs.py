@@ -22,18 +22,15 @@ import sqlalchemy as sa
 from baton.observability import logger as baton_logger
 from sqlalchemy.engine import make_url
 
-from tests.conftest import (
-    MYSQL_SERVER_URL,
-    TOKEN_SECRET,
-    AwsResources,
-    RuntimeFactory,
-    ShiftableClock,
-)
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
 from tests.support.events import api_event, schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import TOKEN_SECRET, RuntimeFactory
+from tests.support.services import MYSQL_SERVER_URL
+from tests.support.template import load_template
 from tests.support.waiting import wait_for
-from tests.unit.test_template import load_template
 
 # Loggers of the test's own servers (moto's and the loopback HTTP servers): they log the
 # requests they serve, presigned URLs included. They are not part of a deployed Baton.
@@ -92,7 +89,7 @@ def capture() -> Iterator[Capture]:
         root.setLevel(root_level)
         baton.setLevel(level)
         for handler, stream in zip(stream_handlers, streams, strict=True):
-            handler.setStream(stream)  # type: ignore[arg-type]
+            handler.setStream(stream)
 
 
 @pytest.fixture

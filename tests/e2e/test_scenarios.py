@@ -12,10 +12,14 @@ import pytest
 from baton.records import ExecutionStatus, TaskStatus
 from baton.runtime import Runtime
 
-from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock, flush_prefix, registry_for
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
+from tests.support.database import stored_execution, stored_task
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory, registry_for
+from tests.support.services import flush_prefix
 from tests.support.waiting import wait_for
 
 
@@ -67,12 +71,12 @@ def test_fast_path_can_be_switched_off(
     submit(handlers, task_body(idempotency_key="slow-1"))
     assert algorithm_service.requests == []
     (task_id,) = task_ids(runtime, "contracts", "slow-1")
-    assert runtime.repository.get_task(task_id).status == TaskStatus.PENDING  # type: ignore[union-attr]
+    assert stored_task(runtime.repository, task_id).status == TaskStatus.PENDING
 
     handlers.invoke("promote", schedule_event("promote"))
     handlers.invoke("dispatch", schedule_event("dispatch"))
     wait_for(lambda: algorithm_service.requests)
-    wait_for(lambda: runtime.repository.get_task(task_id).status == TaskStatus.SUCCEEDED)  # type: ignore[union-attr]
+    wait_for(lambda: stored_task(runtime.repository, task_id).status == TaskStatus.SUCCEEDED)
     handlers.invoke("sweep", schedule_event("sweep"))  # publishes what the outbox holds
     assert [n["status"] for n in notified(aws, 1)] == ["succeeded"]
 
@@ -354,7 +358,7 @@ def test_heartbeat_extends_the_deadline_and_refreshes_the_upload_url(
         ),
     )
     (request,) = wait_for(lambda: algorithm_service.requests)
-    first_deadline = runtime.repository.get_execution(request["task_id"], 1).deadline  # type: ignore[union-attr]
+    first_deadline = stored_execution(runtime.repository, request["task_id"], 1).deadline
 
     clock.advance(20)
     beat = algorithm_service.call_back(
@@ -369,7 +373,7 @@ def test_heartbeat_extends_the_deadline_and_refreshes_the_upload_url(
 
     clock.advance(25)  # past the first deadline, but the heartbeat moved it
     handlers.invoke("sweep", schedule_event("sweep"))
-    assert runtime.repository.get_task(request["task_id"]).status == TaskStatus.RUNNING  # type: ignore[union-attr]
+    assert stored_task(runtime.repository, request["task_id"]).status == TaskStatus.RUNNING
 
     clock.advance(300)
     handlers.invoke("sweep", schedule_event("sweep"))  # now it is overdue

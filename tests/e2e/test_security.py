@@ -19,11 +19,14 @@ import urllib3
 from baton.records import TaskStatus
 from baton.runtime import Runtime
 
-from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock
-from tests.fuzz.conftest import database_rows, redis_state
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
+from tests.support.database import stored_task
 from tests.support.events import api_event, schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory
+from tests.support.snapshots import database_rows, redis_state
 from tests.support.waiting import wait_for
 
 K1 = "first-signing-key-of-the-rotation-test-0001"
@@ -188,7 +191,7 @@ def test_a_result_uploaded_anywhere_else_does_not_make_the_attempt_succeed(
         handlers, task_id, request["callback"]["token"], {"attempt": 1, "status": "succeeded"}
     )
     assert (status, answer["error"]["code"]) == (409, "result_missing")
-    assert runtime.repository.get_task(task_id).status == TaskStatus.RUNNING  # type: ignore[union-attr]
+    assert stored_task(runtime.repository, task_id).status == TaskStatus.RUNNING
 
 
 # -- a token speaks for one task and one attempt ----------------------------------------------
@@ -327,7 +330,7 @@ def test_signing_keys_rotate_without_breaking_running_attempts(
     runtime = make_runtime(token_secret=keyring("k2", k2=K2))
     refused = algorithm_service.call_back(second, {"attempt": 1, "status": "failed"})
     assert (refused.http_status, refused.answer["error"]["code"]) == (401, "unauthorized")
-    assert runtime.repository.get_task(second["task_id"]).status == TaskStatus.RUNNING  # type: ignore[union-attr]
+    assert stored_task(runtime.repository, second["task_id"]).status == TaskStatus.RUNNING
     upload(third)
     accepted = algorithm_service.call_back(third, {"attempt": 1, "status": "succeeded"})
     assert accepted.http_status == 200

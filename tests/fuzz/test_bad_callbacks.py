@@ -21,11 +21,14 @@ from baton.records import TaskStatus
 from baton.runtime import Runtime
 from baton.tokens import TokenKeyring, issue_token
 
-from tests.conftest import AwsResources, RuntimeFactory, ShiftableClock
-from tests.fuzz.conftest import database_rows, load_corpus, names_field, redis_state
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.aws import AwsResources
+from tests.support.clock import ShiftableClock
+from tests.support.corpus import load_corpus, names_field
 from tests.support.events import api_event, response_headers, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory
+from tests.support.snapshots import database_rows, redis_state
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fuzz

@@ -14,17 +14,12 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.conftest import RuntimeFactory
-from tests.fuzz.conftest import (
-    CapturedLogs,
-    database_rows,
-    load_corpus,
-    names_field,
-    raw_body,
-    redis_state,
-)
+from tests.support.corpus import load_corpus, names_field, raw_body
 from tests.support.events import sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.logs import CapturedLogs
+from tests.support.runtime import RuntimeFactory
+from tests.support.snapshots import database_rows, redis_state
 
 pytestmark = pytest.mark.fuzz
 

@@ -32,10 +32,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import RuntimeFactory, ShiftableClock
 from tests.support.algorithm_service import AlgorithmService
+from tests.support.clock import ShiftableClock
+from tests.support.database import stored_task
 from tests.support.events import api_event, response_headers, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.runtime import RuntimeFactory
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fuzz
@@ -121,7 +123,7 @@ def identities(
     wait_for(lambda: len(algorithm_service.requests) == 2)
     algorithm_service.wait_idle()
     by_key = {
-        runtime.repository.get_task(request["task_id"]).idempotency_key: request  # type: ignore[union-attr]
+        stored_task(runtime.repository, request["task_id"]).idempotency_key: request
         for request in algorithm_service.requests
     }
     later = clock() + timedelta(hours=1)
@@ -177,7 +179,7 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
         suppress_health_check=list(HealthCheck),
     )
     @given(case=strategy, pin_attempt=st.booleans())
-    def fuzz(case: schemathesis.Case, pin_attempt: bool) -> None:
+    def fuzz(case: schemathesis.Case[Any], pin_attempt: bool) -> None:
         if mode is GenerationMode.POSITIVE and pin_attempt and isinstance(case.body, dict):
             case.body["attempt"] = 1  # the running attempt: past the token, into the logic
         response = case.call()

@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.conftest import RuntimeFactory
+from tests.support.runtime import RuntimeFactory
 
 pytestmark = pytest.mark.fuzz
 

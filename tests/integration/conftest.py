@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,19 +18,7 @@ from baton.queue import TaskQueue
 from baton.records import NewTask
 from baton.repository import Repository
 
-ALGORITHM = "ocr"
-
-NewTaskFactory = Callable[..., NewTask]
-
-
-def utcnow() -> datetime:
-    """Now, at the microsecond precision the DATETIME(6) columns keep."""
-    return datetime.now(UTC)
-
-
-def build_repository(url: str, pool_size: int = 5) -> tuple[Repository, sa.Engine]:
-    engine = create_database_engine(url, pool_size=pool_size)
-    return Repository(create_session_factory(engine)), engine
+from tests.support.database import ALGORITHM, NewTaskFactory, utcnow
 
 
 @pytest.fixture
@@ -78,41 +66,3 @@ def new_task() -> NewTaskFactory:
         return NewTask(**fields)
 
     return factory
-
-
-def count_rows(engine: sa.Engine, table: str, where: str = "", **params: Any) -> int:
-    sql = f"SELECT COUNT(*) FROM {table}" + (f" WHERE {where}" if where else "")
-    with engine.connect() as connection:
-        return int(connection.execute(sa.text(sql), params).scalar_one())
-
-
-def seed_tasks(
-    engine: sa.Engine, count: int, *, algorithm: str = ALGORITHM, status: str = "pending"
-) -> list[str]:
-    """Insert ``count`` tasks in one statement (fast seeding for the race tests),
-    created 1 ms apart, oldest first; returns their ids in creation order."""
-    base = utcnow().replace(tzinfo=None) - timedelta(minutes=5)
-    rows = []
-    for index in range(count):
-        created = base + timedelta(milliseconds=index)
-        rows.append(
-            {
-                "id": str(uuid.uuid4()),
-                "app": "contracts",
-                "algorithm": algorithm,
-                "key": f"seed-{uuid.uuid4().hex}",
-                "created": created,
-                "status": status,
-            }
-        )
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(
-                "INSERT INTO task (id, app, algorithm, idempotency_key, priority, input,"
-                " metadata, timeout_seconds, max_attempts, status, attempts, not_before,"
-                " created_at, updated_at) VALUES (:id, :app, :algorithm, :key, 0, '{}', '{}',"
-                " 60, 3, :status, 0, :created, :created, :created)"
-            ),
-            rows,
-        )
-    return [row["id"] for row in rows]

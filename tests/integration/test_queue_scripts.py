@@ -14,7 +14,7 @@ from baton.queue import SlotConfirmation, TaskQueue, ready_entry
 from baton.records import ActiveAttempt, QueuedTask
 from redis.crc import key_slot
 
-from tests.conftest import flush_prefix
+from tests.support.services import flush_prefix
 
 ALGO = "ocr"
 CAP = 3
@@ -428,7 +428,9 @@ def test_every_key_is_hash_tagged_by_algorithm(
         task_queue.restore(algorithm, [], tasks)
         task_queue.extend_slot(algorithm, *admitted, DEADLINE)
 
-    keys = sorted(k.decode() for k in redis_client.keys(f"{key_prefix}:*"))
+    keys = sorted(
+        k.decode() if isinstance(k, bytes) else k for k in redis_client.keys(f"{key_prefix}:*")
+    )
 
     pattern = re.compile(
         rf"^{re.escape(key_prefix)}:\{{(ocr|nlp\.v2|cv_fast-1)\}}:(ready|running|epoch)$"

@@ -33,14 +33,17 @@ from baton.queue import SlotConfirmation, TaskQueue
 from baton.records import AttemptOutcome, ExecutionStatus, NewTask, TaskStatus
 from baton.repository import Repository
 
-from tests.integration.conftest import (
+from tests.support.database import (
     ALGORITHM,
     NewTaskFactory,
     build_repository,
     count_rows,
     seed_tasks,
+    stored_execution,
+    stored_task,
     utcnow,
 )
+from tests.support.services import REDIS_URL, flush_prefix
 
 CTX = multiprocessing.get_context("spawn")
 CAP = 3
@@ -54,8 +57,6 @@ Worker = Callable[[Repository, redis.Redis, str, Shared, str], None]
 
 @pytest.fixture
 def redis_url() -> str:
-    from tests.conftest import REDIS_URL
-
     return REDIS_URL
 
 
@@ -297,7 +298,7 @@ class Crew:
         return repository, engine, client
 
     def results(self, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
-        collected = []
+        collected: list[dict[str, Any]] = []
         give_up = time.monotonic() + timeout
         while len(collected) < count:
             remaining = give_up - time.monotonic()
@@ -477,8 +478,6 @@ def _run_capped_dispatch(
     with Sampler(redis_client, queue, shared["in_flight"]) as sampler:
         shared["barrier"].wait(WAIT)
         if flush_after is not None:
-            from tests.conftest import flush_prefix
-
             give_up = time.monotonic() + WAIT
             while shared["done"].value < flush_after and not shared["stop"].is_set():
                 assert time.monotonic() < give_up, "workers made no progress"
@@ -624,9 +623,9 @@ def test_two_actors_ending_the_same_attempt_one_wins(
         assert (by_callback is None) != (by_sweep is None), task.id
         winner = "callback" if by_sweep is None else "sweep"
         expected = TaskStatus.SUCCEEDED if winner == "callback" else TaskStatus.TIMED_OUT
-        stored = repository.get_task(task.id)
+        stored = stored_task(repository, task.id)
         assert stored.status == expected
-        execution = repository.get_execution(task.id, 1)
+        execution = stored_execution(repository, task.id, 1)
         assert execution.status == ExecutionStatus(expected.value)
         won = by_callback or by_sweep
         assert won.terminal
@@ -645,8 +644,6 @@ def test_reconcile_between_start_and_confirm_grants_no_slot_over_the_cap(
     redis_client: redis.Redis,
     key_prefix: str,
 ) -> None:
-    from tests.conftest import flush_prefix
-
     cap = 1
     queue = TaskQueue(redis_client, key_prefix)
     now = utcnow()
@@ -690,8 +687,6 @@ def test_reconcile_does_not_resurrect_an_attempt_that_ended_during_it(
     key_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.conftest import flush_prefix
-
     queue = TaskQueue(redis_client, key_prefix)
     now = utcnow()
     task, _ = repository.add_task(new_task(timeout_seconds=3600))
@@ -716,6 +711,6 @@ def test_reconcile_does_not_resurrect_an_attempt_that_ended_during_it(
 
     _reconcile(repository, queue)
 
-    assert repository.get_task(task.id).status == TaskStatus.SUCCEEDED
+    assert stored_task(repository, task.id).status == TaskStatus.SUCCEEDED
     # Nothing runs, so no slot may be held (this one would block a slot for an hour).
     assert queue.running(ALGORITHM) == {}

@@ -11,7 +11,15 @@ from baton.models import Task
 from baton.records import AttemptOutcome, ExecutionStatus, QueuedTask, TaskStatus
 from baton.repository import Repository
 
-from tests.integration.conftest import ALGORITHM, NewTaskFactory, count_rows, utcnow
+from tests.support.database import (
+    ALGORITHM,
+    NewTaskFactory,
+    count_rows,
+    found_task,
+    stored_execution,
+    stored_task,
+    utcnow,
+)
 
 UPLOAD_TTL = 3600
 
@@ -114,7 +122,7 @@ def test_add_task_is_idempotent_on_app_and_key(
     assert again.id == first.id
     assert again.priority == 1
     assert count_rows(engine, "task") == 1
-    assert repository.find_task("contracts", "k-1").id == first.id
+    assert found_task(repository, "contracts", "k-1").id == first.id
 
 
 def test_same_key_in_another_app_is_another_task(
@@ -164,11 +172,11 @@ def test_queue_pending_tasks_respects_not_before_order_limit_and_algorithm(
     assert first[0] == QueuedTask(high_old.id, 1, 5, high_old.created_at)
     assert repository.queue_pending_tasks(ALGORITHM, now, 100) == []
     for task in (low_old, high_new, low_new, high_old, due_now):
-        stored = repository.get_task(task.id)
+        stored = stored_task(repository, task.id)
         assert stored.status == TaskStatus.QUEUED
         assert stored.queued_at == now
-    assert repository.get_task(delayed.id).status == TaskStatus.PENDING
-    assert repository.get_task(other_algorithm.id).status == TaskStatus.PENDING
+    assert stored_task(repository, delayed.id).status == TaskStatus.PENDING
+    assert stored_task(repository, other_algorithm.id).status == TaskStatus.PENDING
     # Once its time has come, the delayed task is eligible.
     later = repository.queue_pending_tasks(ALGORITHM, now + timedelta(minutes=5), 100)
     assert [q.task_id for q in later] == [delayed.id]
@@ -275,14 +283,14 @@ def test_finish_with_retry_returns_to_pending_while_attempts_remain(
 
     assert finished is not None
     assert not finished.terminal
-    stored = repository.get_task(task.id)
+    stored = stored_task(repository, task.id)
     assert stored.status == TaskStatus.PENDING
     assert stored.not_before == retry_at
     assert stored.attempts == 1
     assert stored.finished_at is None
     assert stored.notification_id is None
     assert stored.error_code == "dispatch_failed"
-    execution = repository.get_execution(task.id, 1)
+    execution = stored_execution(repository, task.id, 1)
     assert execution.status == ExecutionStatus.DISPATCH_FAILED
     assert execution.finished_at == now
     assert execution.http_status == 503
@@ -298,7 +306,7 @@ def test_finish_with_retry_on_the_last_attempt_is_terminal(
 
     assert finished is not None
     assert finished.terminal
-    stored = repository.get_task(task.id)
+    stored = stored_task(repository, task.id)
     assert stored.status == TaskStatus.FAILED
     assert stored.finished_at == now
     assert stored.notification_id
@@ -317,13 +325,13 @@ def test_finish_terminal_sets_status_and_writes_one_outbox_row(
 
     assert finished is not None
     assert finished.terminal
-    stored = repository.get_task(task.id)
+    stored = stored_task(repository, task.id)
     assert stored.status == TaskStatus.SUCCEEDED
     assert stored.finished_at == now
     assert stored.result_key == f"key/{task.id}/1"
     assert stored.notification_id == finished.task.notification_id
     assert stored.error_code is None
-    execution = repository.get_execution(task.id, 1)
+    execution = stored_execution(repository, task.id, 1)
     assert execution.status == ExecutionStatus.SUCCEEDED
     assert execution.accepted_at == started_at
     assert execution.http_status is None  # the outcome's, not the dispatch's
@@ -350,7 +358,7 @@ def test_a_second_finish_of_the_same_attempt_changes_nothing(
     assert repository.finish_attempt(task.id, 2, later, SUCCEEDED) is None
 
     assert row_snapshot(engine, task.id) == before
-    assert repository.get_task(task.id).status == TaskStatus.TIMED_OUT
+    assert stored_task(repository, task.id).status == TaskStatus.TIMED_OUT
 
 
 def test_a_second_finish_after_a_retry_changes_nothing(
@@ -386,7 +394,7 @@ def test_finish_of_a_queued_task_is_refused(
     queue_one(repository, task, now)
 
     assert repository.finish_attempt(task.id, 1, now, SUCCEEDED) is None
-    assert repository.get_task(task.id).status == TaskStatus.QUEUED
+    assert stored_task(repository, task.id).status == TaskStatus.QUEUED
 
 
 # -- cancel -----------------------------------------------------------------------------
@@ -403,7 +411,7 @@ def test_cancel_a_running_task_then_finish_is_refused(
     cancelled_task, running_attempt = cancelled
     assert running_attempt == 1
     assert cancelled_task.status == TaskStatus.CANCELLED
-    execution = repository.get_execution(task.id, 1)
+    execution = stored_execution(repository, task.id, 1)
     assert execution.status == ExecutionStatus.CANCELLED
     assert execution.error_message == "operator request"
     assert count_rows(engine, "notification_outbox") == 1
@@ -427,7 +435,7 @@ def test_cancel_a_task_that_never_ran(
 
     assert cancelled is not None
     assert cancelled[1] == 0
-    stored = repository.get_task(task.id)
+    stored = stored_task(repository, task.id)
     assert stored.status == TaskStatus.CANCELLED
     assert stored.finished_at == now
     assert count_rows(engine, "notification_outbox") == 1
@@ -473,7 +481,7 @@ def test_record_heartbeat_only_on_active_attempts(
         message="page 4",
         upload_expires_at=upload,
     )
-    execution = repository.get_execution(task.id, 1)
+    execution = stored_execution(repository, task.id, 1)
     assert (execution.heartbeat_at, execution.deadline) == (beat, new_deadline)
     assert (execution.progress, execution.progress_message) == (40, "page 4")
     assert execution.upload_expires_at == upload
@@ -481,7 +489,7 @@ def test_record_heartbeat_only_on_active_attempts(
     assert repository.record_heartbeat(
         task.id, 1, beat, deadline=new_deadline, progress=None, message=None, upload_expires_at=None
     )
-    assert repository.get_execution(task.id, 1).progress == 40
+    assert stored_execution(repository, task.id, 1).progress == 40
 
     assert not repository.record_heartbeat(
         task.id, 2, beat, deadline=new_deadline, progress=1, message=None, upload_expires_at=None
@@ -496,7 +504,7 @@ def test_record_heartbeat_only_on_active_attempts(
         message=None,
         upload_expires_at=None,
     )
-    execution = repository.get_execution(task.id, 1)
+    execution = stored_execution(repository, task.id, 1)
     assert execution.deadline == new_deadline
     assert execution.progress == 40
 
@@ -508,11 +516,11 @@ def test_abandon_attempt_takes_a_dispatching_attempt_back_without_charging_it(
     repository: Repository, new_task: NewTaskFactory, engine: sa.Engine
 ) -> None:
     task, now = start(repository, new_task)
-    budget = repository.get_task(task.id).max_attempts
+    budget = stored_task(repository, task.id).max_attempts
 
     assert repository.abandon_attempt(task.id, 1, now)
 
-    stored = repository.get_task(task.id)
+    stored = stored_task(repository, task.id)
     assert stored.status == TaskStatus.PENDING
     assert stored.attempts == 1
     assert stored.max_attempts == budget + 1  # the abandoned attempt never ran
@@ -561,17 +569,19 @@ def test_mark_notified_deletes_the_outbox_row(
 ) -> None:
     task, now = start(repository, new_task)
     finished = repository.finish_attempt(task.id, 1, now, SUCCEEDED)
+    assert finished is not None
     notification_id = finished.task.notification_id
+    assert notification_id is not None
     later = now + timedelta(seconds=1)
 
     repository.mark_notified(task.id, "not-the-notification-id", later)
     assert count_rows(engine, "notification_outbox") == 1
-    assert repository.get_task(task.id).notified_at is None
+    assert stored_task(repository, task.id).notified_at is None
 
     repository.mark_notified(task.id, notification_id, later)
 
     assert count_rows(engine, "notification_outbox") == 0
-    assert repository.get_task(task.id).notified_at == later
+    assert stored_task(repository, task.id).notified_at == later
     assert repository.unpublished_notifications(later, later, 10) == []
     repository.mark_notified(task.id, notification_id, later)  # idempotent
 

@@ -1,5 +1,6 @@
 """Fixtures for the emulator tests: a LocalCloud per test on a small template of
-tests/local/templates (functions in tests/local/functions), stopped afterwards."""
+tests/local/templates (functions in tests/local/functions), stopped afterwards; with
+Baton's profile plugged in, as ``baton local`` does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from baton.local.emulator import LocalCloud, LocalOptions
+from baton_local.emulator.cloud import LocalCloud, LocalOptions
+from baton_local.profile import baton_profile
 
 TEMPLATES = Path(__file__).parent / "templates"
 FUNCTIONS = Path(__file__).parent / "functions"
@@ -20,14 +22,23 @@ StartCloud = Callable[..., LocalCloud]
 @pytest.fixture
 def start_cloud(tmp_path: Path) -> Iterator[StartCloud]:
     """Start a LocalCloud on a template (a name in templates/ or a path); keyword
-    arguments are LocalOptions."""
+    arguments are LocalOptions, but for ``redis_url`` and ``database_url``, which go to
+    Baton's profile."""
     clouds: list[LocalCloud] = []
 
-    def start(template: str | Path, **options: Any) -> LocalCloud:
+    def start(
+        template: str | Path,
+        redis_url: str | None = None,
+        database_url: str | None = None,
+        **options: Any,
+    ) -> LocalCloud:
         path = TEMPLATES / template if isinstance(template, str) else template
         options.setdefault("state_dir", tmp_path / "state")
         options.setdefault("tick_seconds", 1.0)
-        cloud = LocalCloud(LocalOptions(template=path, quiet=True, **options))
+        cloud = LocalCloud(
+            LocalOptions(template=path, quiet=True, **options),
+            [baton_profile(redis_url, database_url)],
+        )
         clouds.append(cloud)
         return cloud.start()
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 import urllib3
-from baton.local.demo import DemoOptions, run_demo
-from baton.local.demo_algorithms import (
+from baton_local.demo.algorithms import (
     AlgorithmService,
     EmptyDocument,
     ServiceSpec,
@@ -26,8 +25,9 @@ from baton.local.demo_algorithms import (
     text_stats,
     tokenize,
 )
-from baton.local.demo_app import TROUBLE, Ledger, plan_tasks
-from baton.local.demo_report import Timeline, build_report, percentile
+from baton_local.demo.app import TROUBLE, Ledger, plan_tasks
+from baton_local.demo.report import Timeline, build_report, percentile
+from baton_local.demo.run import DemoOptions, run_demo
 from PIL import Image
 from rich.console import Console
 

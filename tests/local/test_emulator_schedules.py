@@ -7,8 +7,8 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from baton.local.events import Cron, parse_schedule
-from baton.local.template import TemplateError
+from baton_local.emulator.events import Cron, parse_schedule
+from baton_local.emulator.template import TemplateError
 
 from tests.local.conftest import StartCloud, records
 from tests.support.waiting import wait_for

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 import yaml
-from baton.local.template import Resolver, Template, TemplateError, TemplateLoader, merge_globals
+from baton_local.emulator.template import (
+    Resolver,
+    Template,
+    TemplateError,
+    TemplateLoader,
+    merge_globals,
+)
 
 from tests.local.conftest import StartCloud, records
 

@@ -24,7 +24,7 @@ def sample_event(name: str) -> dict[str, Any]:
 
 
 def sqs_record(body: str, message_id: str | None = None, receive_count: int = 1) -> dict[str, Any]:
-    record = copy.deepcopy(_sample("intake")["Records"][0])
+    record: dict[str, Any] = copy.deepcopy(_sample("intake")["Records"][0])
     record["messageId"] = message_id or str(uuid.uuid4())
     record["receiptHandle"] = f"handle-{record['messageId']}"
     record["body"] = body

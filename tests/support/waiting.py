@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
+def wait_for(
+    condition: Callable[[], T | Literal[False] | None],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+) -> T:
+    """The condition's first truthy value. Conditions read ``ready and value`` or
+    ``next(..., None)``: the False or None they give while waiting is never returned."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

@@ -98,7 +98,7 @@ def test_the_template_gives_the_steps_of_the_map() -> None:
         pass
 
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)  # noqa: S506
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
     by_code = {
         str(resource["Properties"].get("CodeUri", "")).strip("/").split("/")[-1]: resource
         for resource in template["Resources"].values()

@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from baton.local.lambdas import Invocation, PoolStopped
-from baton.local.template import ACCOUNT_ID
+from baton_local.emulator.lambdas import Invocation, PoolStopped
+from baton_local.emulator.template import ACCOUNT_ID
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 ANY = "ANY"

@@ -1,25 +1,22 @@
-"""The deployment contract: template.yaml, its build recipes, samconfig.toml and events/.
+"""The deployment contract: template.yaml and its build recipes.
 
 Each test names a property that a deploy, an operator or a security review relies on,
 so that a change which drops it fails here rather than in a stack update or an audit.
-The template is read with a YAML loader that understands CloudFormation's short tags.
+The template is read with a YAML loader that understands CloudFormation's short tags
+(tests/support/template.py); samconfig.toml, events/ and the dependency lock have
+their own modules beside this one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
+from tests.support.template import ROOT, TEMPLATE, load_template
 
 # logical id -> functions/<name>/: the six entry points of the design, plus migrate.
 FUNCTIONS = {
@@ -51,49 +48,6 @@ STAR_RESOURCE_ACTIONS = {
     # CloudWatch metrics are scoped by namespace condition, not by resource.
     "cloudwatch:PutMetricData",
 }
-
-# Runtime-provided packages that the dependency layer must not ship (they would
-# shadow the runtime's boto3/botocore pair).
-RUNTIME_PROVIDED = {
-    "boto3",
-    "botocore",
-    "s3transfer",
-    "jmespath",
-    "urllib3",
-    "python-dateutil",
-    "six",
-}
-
-
-# --------------------------------------------------------------------------- loading
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns CloudFormation short tags into their long form."""
-
-
-def _construct_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "Condition":
-        return {"Condition": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        resource, _, attribute = value.partition(".")
-        value = [resource, attribute]
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
-def load_template() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
-    return loaded
 
 
 @pytest.fixture(scope="module")
@@ -692,125 +646,3 @@ def test_existing_redis_and_database_switch_off_the_created_ones(
         assert resources[name]["Condition"] == "CreateCache", name
     for name in ("Database", "DatabaseSecurityGroup", "DatabaseSubnetGroup"):
         assert resources[name]["Condition"] == "CreateDatabase", name
-
-
-# --------------------------------------------------------------------------- companions
-def test_dependency_lock_is_pinned_and_leaves_the_runtime_alone() -> None:
-    lines = [
-        line.strip()
-        for line in (ROOT / "layers/dependencies/requirements.txt").read_text().splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    pins = {}
-    for line in lines:
-        name, sep, version = line.partition("==")
-        assert sep, f"not pinned: {line}"
-        assert re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), f"not pinned: {line}"
-        pins[re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()] = version
-    assert not RUNTIME_PROVIDED & set(pins)
-    for needed in (
-        "aws-lambda-powertools",
-        "aws-xray-sdk",
-        "redis",
-        "pymysql",
-        "sqlalchemy",
-        "alembic",
-        "pydantic",
-        "pydantic-core",
-        "pydantic-settings",
-    ):
-        assert needed in pins, needed
-    assert pins["sqlalchemy"].startswith("2.")
-    makefile = (ROOT / "layers/dependencies/Makefile").read_text()
-    for flag in (
-        "--platform manylinux2014_aarch64",
-        "--python-version 3.12",
-        "--only-binary=:all:",
-        "--no-deps",
-        '"$(ARTIFACTS_DIR)/python"',
-    ):
-        assert flag in makefile, flag
-
-
-def test_samconfig() -> None:
-    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
-    assert str(config["version"]) == "0.1"
-    default = config["default"]
-    assert default["global"]["parameters"]["stack_name"] == "baton-dev"
-    assert default["validate"]["parameters"]["lint"] is True
-    assert default["build"]["parameters"]["cached"] is True
-    deploy = default["deploy"]["parameters"]
-    assert deploy["capabilities"] == "CAPABILITY_IAM"
-    assert deploy["confirm_changeset"] is True
-    assert deploy["resolve_s3"] is True
-    prod = config["prod"]
-    assert prod["global"]["parameters"]["stack_name"] == "baton-prod"
-    assert prod["deploy"]["parameters"]["confirm_changeset"] is True
-    assert 'Stage="prod"' in prod["deploy"]["parameters"]["parameter_overrides"]
-
-
-def _event(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((ROOT / "events" / f"{name}.json").read_text())
-    return loaded
-
-
-def test_intake_sample_is_an_sqs_batch_with_one_bad_message() -> None:
-    records = _event("intake")["Records"]
-    bodies = [json.loads(record["body"]) for record in records]
-    for record in records:
-        assert record["eventSource"] == "aws:sqs"
-        assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
-        assert {"messageId", "receiptHandle", "attributes", "eventSourceARN", "awsRegion"} <= set(
-            record
-        )
-    complete = [body for body in bodies if {"app", "algorithm", "input"} <= set(body)]
-    assert sorted(body["algorithm"] for body in complete) == ["nlp", "ocr"]
-    assert len(bodies) - len(complete) == 1
-
-
-@pytest.mark.parametrize("name", ["promote", "dispatch", "sweep", "reconcile"])
-def test_timer_samples_are_scheduled_events(name: str) -> None:
-    event = _event(name)
-    assert event["detail-type"] == "Scheduled Event"
-    assert event["source"] == "aws.events"
-
-
-@pytest.mark.parametrize(("name", "action"), [("callback", "callback"), ("heartbeat", "heartbeat")])
-def test_api_samples_are_rest_proxy_events(name: str, action: str) -> None:
-    event = _event(name)
-    assert event["resource"] == f"/tasks/{{task_id}}/{action}"
-    assert event["httpMethod"] == "POST"
-    assert event["path"] == f"/tasks/{event['pathParameters']['task_id']}/{action}"
-    assert event["headers"]["Authorization"].startswith("Bearer ")
-    assert event["requestContext"]["resourcePath"] == event["resource"]
-    assert event["isBase64Encoded"] is False
-    assert json.loads(event["body"])["attempt"] == 1
-
-
-def test_migrate_sample_is_a_custom_resource_create() -> None:
-    event = _event("migrate")
-    assert event["RequestType"] == "Create"
-    assert event["LogicalResourceId"] == "DatabaseSchema"
-    assert {"ResponseURL", "StackId", "RequestId", "ResourceProperties"} <= set(event)
-
-
-def test_local_environment_sets_one_source_per_setting() -> None:
-    variables = _event("env")["Parameters"]
-    assert variables["BATON_DATABASE_URL"].startswith("mysql+pymysql://")
-    assert variables["BATON_REDIS_URL"].startswith("redis://")
-    assert len(variables["BATON_TOKEN_SECRET"]) >= 32
-    assert json.loads(variables["BATON_ALGORITHMS"])
-    # The template's remote sources are blanked (empty means unset), so the settings
-    # see exactly one source each.
-    for remote in (
-        "BATON_DATABASE_SECRET_ARN",
-        "BATON_TOKEN_SECRET_ARN",
-        "BATON_ALGORITHMS_PARAMETER",
-    ):
-        assert variables.get(remote, "") == "", remote
-    from baton.settings import load_settings
-
-    settings = load_settings(variables)
-    assert settings.database_secret_arn is None
-    assert settings.token_secret_arn is None
-    assert settings.algorithms_parameter is None

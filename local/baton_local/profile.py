@@ -1,5 +1,7 @@
 """Baton's local profile: the backing services the generic emulator cannot run are
-substituted, and the functions are told where they are.
+substituted, and the functions are told where they are. It reaches the emulator as a
+plug-in (``baton_profile(...)`` passed to ``LocalCloud``), which is what keeps the
+emulator a reader of any SAM template.
 
 - ``AWS::ElastiCache::*`` -> an embedded Redis stand-in: fakeredis with Lua (lupa)
   served over TCP on loopback, so Baton's scripts run as they do on Redis; or a real
@@ -21,9 +23,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from baton.local.aws import LocalAws
-from baton.local.stack import Created, Provider, Stack
-from baton.local.template import ACCOUNT_ID
+from fakeredis import TcpFakeServer
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from baton_local.emulator.aws import LocalAws
+from baton_local.emulator.profiles import ProfileContext, ProfileFactory
+from baton_local.emulator.stack import Created, Provider, Stack
+from baton_local.emulator.template import ACCOUNT_ID
 
 DATABASE_VARIABLES = (
     "BATON_DATABASE_URL",
@@ -39,8 +46,6 @@ class EmbeddedRedis:
     """fakeredis (with Lua) over TCP on a loopback port."""
 
     def __init__(self) -> None:
-        from fakeredis import TcpFakeServer
-
         self._server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -61,10 +66,20 @@ class EmbeddedRedis:
 
 
 def _url_parts(url: str) -> tuple[str, int]:
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     return parsed.host or "127.0.0.1", int(parsed.port or 0)
+
+
+def baton_profile(redis_url: str | None = None, database_url: str | None = None) -> ProfileFactory:
+    """Baton's profile for ``LocalCloud``; ``redis_url`` / ``database_url`` replace the
+    embedded Redis stand-in and SQLite."""
+
+    def make(context: ProfileContext) -> BatonLocalProfile:
+        return BatonLocalProfile(
+            context.aws, context.state_dir, redis_url, database_url, context.fresh
+        )
+
+    return make
 
 
 class BatonLocalProfile:
@@ -245,9 +260,6 @@ class _DatabaseProvider:
 
 def _create_mysql_database(url: str) -> None:
     """A given MySQL URL may name a database that does not exist yet: create it."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     if parsed.get_backend_name() not in ("mysql", "mariadb") or not parsed.database:
         return

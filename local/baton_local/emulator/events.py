@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from baton.local.lambdas import FunctionPool, Invocation, PoolStopped
-from baton.local.template import TemplateError
+from baton_local.emulator.lambdas import FunctionPool, Invocation, PoolStopped
+from baton_local.emulator.template import TemplateError
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from baton.local.template import ACCOUNT_ID, Resolver, Template, TemplateError
+from baton_local.emulator.template import ACCOUNT_ID, Resolver, Template, TemplateError
 
 
 @dataclass

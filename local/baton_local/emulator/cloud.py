@@ -1,10 +1,11 @@
 """``baton local``: the SAM template emulated in-process, no Docker, no servers to install.
 
 ``LocalCloud`` reads the template and wires every function to its events the way AWS
-would: AWS services from moto (in-process, on loopback), Redis and MySQL substituted
-by Baton's local profile (``baton.local.profile``), each function in its own worker
+would: AWS services from moto (in-process, on loopback), each function in its own worker
 processes, SQS pollers, schedules on a clock where a minute lasts ``tick_seconds``,
-REST APIs on loopback and custom resources run at start-up::
+REST APIs on loopback and custom resources run at start-up. What the emulator cannot
+run itself (a cache, a database) comes from the profiles the caller plugs in
+(``profiles``; Baton's is ``baton_local.profile``)::
 
     with LocalCloud(LocalOptions(template=Path("template.yaml"), tick_seconds=1)) as cloud:
         cloud.boto_session().client("sqs").send_message(
@@ -18,40 +19,46 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from baton.local.aws import LocalAws, LocalSession, MotoServer, aws_providers
-from baton.local.events import (
+from baton_local.emulator.apis import ApiProvider
+from baton_local.emulator.aws import LocalAws, LocalSession, MotoServer, aws_providers
+from baton_local.emulator.custom_resources import CustomResourceProvider, ResponseServer
+from baton_local.emulator.events import (
     Schedule,
     Scheduler,
     SqsEventSource,
     parse_schedule,
     scheduled_event,
 )
-from baton.local.gateway import RestApi
-from baton.local.lambdas import Invocation
-from baton.local.profile import BatonLocalProfile
-from baton.local.serverless import (
-    ApiProvider,
-    CustomResourceProvider,
+from baton_local.emulator.functions import (
     FunctionProvider,
     LambdaService,
     LambdaSettings,
     LayerProvider,
-    ResponseServer,
 )
-from baton.local.stack import Provider, Stack
-from baton.local.template import ACCOUNT_ID, Resolver, Template, TemplateError, load_template
+from baton_local.emulator.gateway import RestApi
+from baton_local.emulator.lambdas import Invocation
+from baton_local.emulator.profiles import LocalProfile, ProfileContext, ProfileFactory
+from baton_local.emulator.stack import Provider, Stack
+from baton_local.emulator.template import (
+    ACCOUNT_ID,
+    Resolver,
+    Template,
+    TemplateError,
+    load_template,
+)
 
 __all__ = ["LocalCloud", "LocalOptions", "TemplateError"]
 
@@ -63,15 +70,12 @@ class LocalOptions:
     ``tick_seconds`` is how long a minute lasts: schedules, SQS visibility timeouts and
     Lambda's async retry delays are scaled by it (60 = real time). ``parameter_overrides``
     are template parameters; ``env_file`` is a ``sam local --env-vars`` JSON file.
-    ``redis_url`` / ``database_url`` replace the embedded Redis stand-in and SQLite.
     ``concurrency`` (logical id -> workers) overrides the default of 1 per function (2
-    for functions with an SQS event). ``fresh`` starts with an empty SQLite file and
-    empty function logs."""
+    for functions with an SQS event). ``fresh`` starts with empty function logs, and
+    tells the profiles to start from scratch too (Baton's: an empty SQLite file)."""
 
     template: Path = Path("template.yaml")
     env_file: Path | None = None
-    redis_url: str | None = None
-    database_url: str | None = None
     tick_seconds: float = 60.0
     state_dir: Path = Path(".baton-local")
     parameter_overrides: Mapping[str, str] = field(default_factory=dict)
@@ -85,10 +89,11 @@ class LocalOptions:
 
 
 class LocalCloud:
-    """The stack of one template, running on this machine. ``start()`` / ``stop()``, or
-    use it as a context manager."""
+    """The stack of one template, running on this machine, with the backing services
+    of ``profiles`` (each factory called once). ``start()`` / ``stop()``, or use it as a
+    context manager."""
 
-    def __init__(self, options: LocalOptions) -> None:
+    def __init__(self, options: LocalOptions, profiles: Sequence[ProfileFactory] = ()) -> None:
         if options.tick_seconds <= 0:
             raise ValueError("tick_seconds must be positive")
         self.options = options
@@ -112,9 +117,8 @@ class LocalCloud:
         self.state_dir = options.state_dir.resolve()
         self.template_path = options.template.resolve()
         self.aws = LocalAws(options.tick_seconds / 60.0)
-        self.profile = BatonLocalProfile(
-            self.aws, self.state_dir, options.redis_url, options.database_url, options.fresh
-        )
+        context = ProfileContext(self.aws, self.state_dir, options.fresh)
+        self.profiles: list[LocalProfile] = [make(context) for make in profiles]
         self.lambdas = LambdaService(
             LambdaSettings(
                 state_dir=self.state_dir,
@@ -125,7 +129,7 @@ class LocalCloud:
                 env_overrides=_read_env_file(options.env_file),
             ),
             self._record,
-            [self.profile.environment],
+            [profile.environment for profile in self.profiles],
         )
         self._api_provider = ApiProvider(self.lambdas, self.apis)
 
@@ -194,7 +198,8 @@ class LocalCloud:
             self._responses.stop()
         if self.stack is not None and self._moto is not None:
             self.stack.delete_all()
-        self.profile.stop()
+        for profile in self.profiles:
+            profile.stop()
         if self._moto is not None:
             self._moto.stop()
 
@@ -223,8 +228,9 @@ class LocalCloud:
                 self.lambdas, self._response_server
             ),
             "Custom::*": CustomResourceProvider(self.lambdas, self._response_server),
-            **self.profile.providers(),
         }
+        for profile in self.profiles:
+            providers.update(profile.providers())
         self.stack = Stack(self.template, providers, self._note)
         self.lambdas.stack = self.stack
         self.stack.validate()
@@ -402,8 +408,9 @@ class LocalCloud:
     def _banner(self) -> None:
         self._out(f"baton local: {self.template_path} up in {self.startup_seconds:.1f} s")
         self._out(f"  AWS (moto)  {self.aws_endpoint_url}  region {self.options.region}")
-        for line in self.profile.describe():
-            self._out(f"  {line}")
+        for profile in self.profiles:
+            for line in profile.describe():
+                self._out(f"  {line}")
         for logical_id, url in self.urls.items():
             self._out(f"  API {logical_id}  {url}")
         for logical_id in self.lambdas.functions:
@@ -430,14 +437,12 @@ def _read_env_file(path: Path | None) -> dict[str, Any]:
     return document
 
 
-def run_until_interrupted(options: LocalOptions) -> int:
+def run_until_interrupted(options: LocalOptions, profiles: Sequence[ProfileFactory] = ()) -> int:
     """``baton local``: start, print the outputs and URLs, run until Ctrl-C."""
-    import signal
-
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        cloud = LocalCloud(options).start()
+        cloud = LocalCloud(options, profiles).start()
     except TemplateError as exc:
         print(f"baton local: {exc}", file=sys.stderr)
         return 2

@@ -13,9 +13,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from moto.server import ThreadedMotoServer
 
-from baton.local.stack import Created, Stack
-from baton.local.template import TemplateError, stringify
+from baton_local.emulator.stack import Created, Stack
+from baton_local.emulator.template import TemplateError, stringify
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -56,8 +57,6 @@ class MotoServer:
     """``moto.server.ThreadedMotoServer`` on 127.0.0.1, on a free port."""
 
     def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         # moto answers through werkzeug, which logs every request line on stderr.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

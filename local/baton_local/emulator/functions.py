@@ -1,35 +1,23 @@
-"""The SAM side of the stack: functions (the local Lambda service), layers (the installed
-packages stand in for them), REST APIs and custom resources."""
+"""The SAM functions and layers: the local Lambda service (each function's sandbox and
+pool of workers, started on first use) and the providers of ``AWS::Serverless::Function``
+and of layers (the installed packages stand in for them)."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import secrets
-import string
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from baton.local.events import parse_schedule
-from baton.local.gateway import ANY, HTTP_METHODS, RestApi, Route
-from baton.local.lambdas import FunctionPool, FunctionSpec, Invocation
-from baton.local.stack import Created, Stack
-from baton.local.template import (
-    ACCOUNT_ID,
-    IMPLICIT_API,
-    TemplateError,
-    is_intrinsic,
-    load_template_file,
-    stringify,
-)
+from baton_local.emulator.events import parse_schedule
+from baton_local.emulator.lambdas import FunctionPool, FunctionSpec, Invocation
+from baton_local.emulator.stack import Created, Stack
+from baton_local.emulator.template import ACCOUNT_ID, TemplateError, stringify
 
 SUPPORTED_EVENTS = ("SQS", "Schedule", "ScheduleV2", "Api")
 EnvironmentHook = Callable[[str, dict[str, str]], dict[str, str]]
@@ -304,231 +292,3 @@ class LayerProvider:
         stack.note(f"{logical_id} ({resource['Type']}): not built, the installed packages stand in")
         arn = f"arn:aws:lambda:{stack.template.region}:{ACCOUNT_ID}:layer:{name}:1"
         return Created(arn, {"LayerVersionArn": arn})
-
-
-def _api_id() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(10))
-
-
-class ApiProvider:
-    """``AWS::Serverless::Api``: an id and a bound loopback port now (so its public URL can
-    be rewritten to the local one wherever it is built); routes once every function exists."""
-
-    def __init__(self, service: LambdaService, apis: dict[str, RestApi]) -> None:
-        self.service = service
-        self.apis = apis
-
-    def validate(self, stack: Stack, logical_id: str, resource: dict[str, Any]) -> None:
-        properties = resource["Properties"]
-        where = f"{logical_id} (AWS::Serverless::Api)"
-        uri = properties.get("DefinitionUri")
-        if uri is not None and not isinstance(uri, str):
-            raise TemplateError(f"{where}: DefinitionUri must be a local file")
-        if isinstance(uri, str) and not (self.service.settings.template_dir / uri).is_file():
-            raise TemplateError(f"{where}: DefinitionUri {uri} is not a file")
-
-    def create(self, stack: Stack, logical_id: str, resource: dict[str, Any]) -> Created:
-        stage = stack.properties(logical_id, ["StageName"]).get("StageName")
-        if not stage:
-            raise TemplateError(f"{logical_id} (AWS::Serverless::Api): StageName is required")
-        api = RestApi(logical_id, _api_id(), str(stage), stack.template.region, self._invoke)
-        self.apis[logical_id] = api
-        host = re.escape(api.public_host)
-        stack.add_replacement(f"https://{host}", api.local_root)
-        stack.add_replacement(host, f"127.0.0.1:{api.port}")
-        for problem in ("Auth", "Cors"):
-            if problem in resource["Properties"]:
-                stack.note(f"{logical_id}: {problem} is not emulated")
-        return Created(api.api_id, {"RootResourceId": secrets.token_hex(5)})
-
-    def _invoke(self, logical_id: str, event: dict[str, Any], source: str) -> Invocation:
-        return self.service.invoke(logical_id, event, source)
-
-    def wire(self, stack: Stack, logical_id: str) -> None:
-        """Routes from the OpenAPI body and from the functions' Api events."""
-        api = self.apis[logical_id]
-        properties = stack.properties(
-            logical_id, ["Variables", "BinaryMediaTypes", "GatewayResponses"]
-        )
-        api.stage_variables = {
-            str(k): str(v) for k, v in (properties.get("Variables") or {}).items()
-        }
-        api.binary_media_types = [str(t) for t in properties.get("BinaryMediaTypes") or []]
-        api.gateway_responses = dict(properties.get("GatewayResponses") or {})
-        for route in self._definition_routes(stack, logical_id, api):
-            api.add_route(route)
-        for function in self.service.functions.values():
-            for name, event in function.events.items():
-                if event.get("Type") != "Api":
-                    continue
-                event_properties = stack.resolve(
-                    event.get("Properties") or {}, f"{function.logical_id} event {name}"
-                )
-                target = event_properties.get(
-                    "RestApiId", IMPLICIT_API if logical_id == IMPLICIT_API else None
-                )
-                if target not in (logical_id, api.api_id):
-                    continue
-                method = str(event_properties["Method"]).upper()
-                api.add_route(
-                    Route(
-                        ANY if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD") else method,
-                        str(event_properties["Path"]),
-                        function.logical_id,
-                    )
-                )
-
-    def _definition_routes(self, stack: Stack, logical_id: str, api: RestApi) -> list[Route]:
-        resource = stack.template.resources[logical_id]
-        body = resource["Properties"].get("DefinitionBody")
-        uri = resource["Properties"].get("DefinitionUri")
-        if body is None and isinstance(uri, str):
-            body = load_template_file(self.service.settings.template_dir / uri)
-        if body is None:
-            return []
-        definition = stack.resolve(body, f"{logical_id} DefinitionBody")
-        routes: list[Route] = []
-        for path, operations in (definition.get("paths") or {}).items():
-            for key, operation in (operations or {}).items():
-                method = "ANY" if key == "x-amazon-apigateway-any-method" else key.upper()
-                if method not in HTTP_METHODS and method != ANY:
-                    continue
-                routes.append(self._route(stack, api, str(path), method, operation or {}))
-        return routes
-
-    def _route(
-        self, stack: Stack, api: RestApi, path: str, method: str, operation: dict[str, Any]
-    ) -> Route:
-        integration = operation.get("x-amazon-apigateway-integration") or {}
-        kind = str(integration.get("type", "")).lower()
-        where = f"{api.logical_id} {method} {path}"
-        if kind != "aws_proxy":
-            stack.note(f"{where}: integration type {kind or 'none'} is not emulated (answers 500)")
-            return Route(method, path, None, f"integration type {kind or 'none'} is not emulated")
-        uri = re.sub(
-            r"\$\{stageVariables\.([A-Za-z0-9_]+)\}",
-            lambda m: api.stage_variables.get(m.group(1), m.group(0)),
-            str(integration.get("uri", "")),
-        )
-        found = re.search(r"/functions/(.+?)/invocations", uri)
-        target = self.service.find(found.group(1)) if found else None
-        if target is None:
-            raise TemplateError(
-                f"{where}: the integration {uri} reaches no function of this template"
-            )
-        return Route(method, path, target)
-
-
-class ResponseServer:
-    """Where custom resources answer (their ResponseURL): PUT /<request id>."""
-
-    def __init__(self) -> None:
-        self.responses: dict[str, dict[str, Any]] = {}
-        self._arrived: dict[str, threading.Event] = {}
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                request_id = self.path.strip("/").split("/")[-1]
-                try:
-                    server.responses[request_id] = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    server.responses[request_id] = {
-                        "Status": "FAILED",
-                        "Reason": "response is not JSON",
-                    }
-                server._arrived.setdefault(request_id, threading.Event()).set()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(
-            target=self.server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="cfn-responses",
-            daemon=True,
-        ).start()
-
-    def url(self, request_id: str) -> str:
-        self._arrived.setdefault(request_id, threading.Event())
-        return f"http://127.0.0.1:{self.server.server_address[1]}/cloudformation/{request_id}"
-
-    def wait(self, request_id: str, timeout: float) -> dict[str, Any] | None:
-        self._arrived.setdefault(request_id, threading.Event()).wait(timeout)
-        return self.responses.get(request_id)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _stringified(value: Any) -> Any:
-    """Custom resource properties arrive as strings, as CloudFormation sends them."""
-    if isinstance(value, dict):
-        return {k: _stringified(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_stringified(v) for v in value]
-    if isinstance(value, bool | int | float):
-        return stringify(value, "custom resource property")
-    return value
-
-
-class CustomResourceProvider:
-    """``AWS::CloudFormation::CustomResource`` / ``Custom::*`` backed by a function of the
-    template: invoked with a Create event whose ResponseURL the emulator serves; FAILED
-    (or no answer) fails start-up. No Delete is sent at stop: the local stack is thrown
-    away."""
-
-    ANSWER_GRACE_SECONDS = 5.0
-
-    def __init__(self, service: LambdaService, responses: Callable[[], ResponseServer]) -> None:
-        self.service = service
-        self.responses = responses
-
-    def validate(self, stack: Stack, logical_id: str, resource: dict[str, Any]) -> None:
-        token = resource["Properties"].get("ServiceToken")
-        where = f"{logical_id} ({resource['Type']})"
-        if token is None:
-            raise TemplateError(f"{where}: ServiceToken is required")
-        if not is_intrinsic(token) and ":function:" not in str(token):
-            raise TemplateError(
-                f"{where}: only custom resources backed by a function of this template are emulated"
-            )
-
-    def create(self, stack: Stack, logical_id: str, resource: dict[str, Any]) -> Created:
-        where = f"{logical_id} ({resource['Type']})"
-        properties = stack.properties(logical_id)
-        token = str(properties["ServiceToken"])
-        function = self.service.find(token)
-        if function is None:
-            raise TemplateError(f"{where}: ServiceToken {token} is not a function of this template")
-        server = self.responses()
-        request_id = str(uuid.uuid4())
-        event = {
-            "RequestType": "Create",
-            "ServiceToken": token,
-            "ResponseURL": server.url(request_id),
-            "StackId": stack.template.stack_id,
-            "RequestId": request_id,
-            "LogicalResourceId": logical_id,
-            "ResourceType": resource["Type"],
-            "ResourceProperties": _stringified(properties),
-        }
-        invocation = self.service.invoke(function, event, f"custom resource {logical_id}")
-        answer = server.wait(request_id, self.ANSWER_GRACE_SECONDS)
-        if answer is None:
-            detail = f": {invocation.error_text}" if not invocation.ok else ""
-            raise TemplateError(f"{where}: {function} sent no response{detail}")
-        if answer.get("Status") != "SUCCESS":
-            log = self.service.log_path(function)
-            raise TemplateError(f"{where}: FAILED: {answer.get('Reason', '')} (log: {log})")
-        data = answer.get("Data") or {}
-        physical_id = answer.get("PhysicalResourceId") or f"{logical_id}-{request_id[:8]}"
-        return Created(physical_id, {str(k): v for k, v in data.items()})

@@ -15,8 +15,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from baton.local.demo_algorithms import AlgorithmService
-from baton.local.demo_app import Ledger, TaskRecord
+from baton_local.demo.algorithms import AlgorithmService
+from baton_local.demo.app import Ledger, TaskRecord
 
 STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
 MARKERS = {"failed": ("v", "#ff7f0e"), "timed_out": ("x", "#9467bd")}

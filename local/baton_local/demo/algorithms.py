@@ -3,7 +3,7 @@ the way a real algorithm service talks to Baton (see the README, "For algorithm
 services").
 
 The work itself is a set of pure functions (``text_stats``, ``keywords``,
-``classify``) over the documents shipped in ``baton/local/documents``. Each
+``classify``) over the documents shipped in ``baton_local/demo/documents``. Each
 ``AlgorithmService`` wraps one of them in an HTTP server on loopback: it accepts a
 dispatch request with 202, works in a background thread for its own latency, PUTs
 its JSON result to the presigned upload URL and POSTs the callback with its token.

@@ -1,11 +1,11 @@
 """``baton demo``: a small document platform on the emulated stack.
 
-Three algorithm services on loopback (``demo_algorithms``) do real work on the
-sample documents; a business app, docs-portal (``demo_app``), submits tasks through
+Three algorithm services on loopback (``algorithms``) do real work on the
+sample documents; a business app, docs-portal (``app``), submits tasks through
 the intake queue and reads its notifications and results; the whole template runs
-in the local emulator (``baton.local.emulator``). A live view shows each algorithm's
-running tasks against its cap; at the end a summary, a JSON report and a PNG
-timeline (``demo_report``) say what happened.
+in the local emulator (``baton_local.emulator``) with Baton's profile. A live view
+shows each algorithm's running tasks against its cap; at the end a summary, a JSON
+report and a PNG timeline (``report``) say what happened.
 
 The exit code is 0 when every task reached a terminal state with exactly one
 notification, every succeeded result could be read, and no algorithm ever had more
@@ -32,9 +32,9 @@ import urllib3
 from rich.console import Console
 from rich.live import Live
 
-from baton.local.demo_algorithms import SERVICES, AlgorithmService, ServiceSpec, load_corpus
-from baton.local.demo_app import DocsPortal, Ledger, plan_tasks
-from baton.local.demo_report import (
+from baton_local.demo.algorithms import SERVICES, AlgorithmService, ServiceSpec, load_corpus
+from baton_local.demo.app import DocsPortal, Ledger, plan_tasks
+from baton_local.demo.report import (
     Sample,
     Timeline,
     build_report,
@@ -46,7 +46,7 @@ from baton.local.demo_report import (
 )
 
 if TYPE_CHECKING:
-    from baton.local.emulator import LocalCloud
+    from baton_local.emulator.cloud import LocalCloud
 
 SAMPLE_SECONDS = 0.1
 DRAIN_SECONDS = 1.0
@@ -127,7 +127,8 @@ class _DemoRun:
 
     def start(self, stack: ExitStack) -> None:
         """The algorithm services, the emulated stack, and docs-portal's subscription."""
-        from baton.local.emulator import LocalCloud, LocalOptions
+        from baton_local.emulator.cloud import LocalCloud, LocalOptions
+        from baton_local.profile import baton_profile
 
         for service in self.services:
             service.start()
@@ -144,14 +145,13 @@ class _DemoRun:
                 LocalOptions(
                     template=self.options.template or find_template(),
                     env_file=None,
-                    redis_url=self.options.redis_url,
-                    database_url=self.options.database_url,
                     tick_seconds=self.options.tick,
                     state_dir=state_dir,
                     parameter_overrides={"AlgorithmsJson": json.dumps(registry)},
                     region="eu-west-1",
                     quiet=True,
-                )
+                ),
+                [baton_profile(self.options.redis_url, self.options.database_url)],
             )
         )
         _warm_up(cloud)
@@ -323,7 +323,8 @@ def _progress(
 
 
 def options_from_args(args: argparse.Namespace) -> DemoOptions:
-    """``baton demo``'s options (see ``baton.cli``); what is not given keeps its default."""
+    """``baton demo``'s options (see ``baton_local.commands``); what is not given keeps
+    its default."""
     given = {
         name: getattr(args, name)
         for name in ("tasks", "seed", "tick", "redis_url", "database_url", "timeout", "live")
@@ -345,7 +346,7 @@ def options_from_args(args: argparse.Namespace) -> DemoOptions:
 def run_from_args(args: argparse.Namespace) -> int:
     """``baton demo``: 0 when every check passed, 1 when one failed, 2 when it could not
     run at all."""
-    from baton.local.emulator import TemplateError
+    from baton_local.emulator.cloud import TemplateError
 
     try:
         options = options_from_args(args)
@@ -359,9 +360,3 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    from baton.cli import main
-
-    raise SystemExit(main(["demo", *sys.argv[1:]]))

@@ -28,7 +28,7 @@ def end_attempt(
     if finished is None:
         return None
     crash_point("attempt.after_finish")
-    runtime.queue.release(algorithm, task_id, attempt)
+    runtime.queue.release(algorithm, task_id, attempt, runtime.clock())
     if finished.terminal:
         crash_point("attempt.after_release")
         publish_notification(runtime, task_id)

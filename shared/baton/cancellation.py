@@ -18,7 +18,7 @@ def cancel_task(runtime: Runtime, task_id: str, reason: str = "cancelled by oper
         raise OutcomeConflict(f"task {task_id} is already {task.status.value}")
     task, running_attempt = cancelled
     if running_attempt:
-        runtime.queue.release(task.algorithm, task.id, running_attempt)
+        runtime.queue.release(task.algorithm, task.id, running_attempt, runtime.clock())
     publish_notification(runtime, task.id)
     run_fast_path(runtime, [task.algorithm])
     return task

@@ -79,6 +79,41 @@ def _task_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_why(args: argparse.Namespace) -> int:
+    from baton.runtime import get_runtime
+    from baton.waiting import explain_waiting
+
+    runtime = get_runtime()
+    task = runtime.repository.get_task(args.task_id)
+    if task is None:
+        print(f"task {args.task_id} does not exist", file=sys.stderr)
+        return 1
+    waiting = explain_waiting(runtime, task)
+    if waiting is None:
+        print(f"task {task.id} is {task.status.value}: it is not waiting")
+        return 0
+    print(json.dumps(waiting.as_dict(), indent=2))
+    return 0
+
+
+def _algorithm_pause(args: argparse.Namespace) -> int:
+    from baton.pausing import pause_algorithm
+    from baton.runtime import get_runtime
+
+    changed = pause_algorithm(get_runtime(), args.name, args.reason)
+    print(f"algorithm {args.name} {'paused' if changed else 'was already paused'}")
+    return 0
+
+
+def _algorithm_resume(args: argparse.Namespace) -> int:
+    from baton.pausing import resume_algorithm
+    from baton.runtime import get_runtime
+
+    changed = resume_algorithm(get_runtime(), args.name)
+    print(f"algorithm {args.name} {'resumed' if changed else 'was not paused'}")
+    return 0
+
+
 def _reconcile(_args: argparse.Namespace) -> int:
     from baton.reconcile import reconcile_all
     from baton.runtime import get_runtime
@@ -148,10 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
     show = task_commands.add_parser("show", help="a task and its attempts as JSON")
     show.add_argument("task_id")
     show.set_defaults(run=_task_show)
+    why = task_commands.add_parser("why", help="why a pending or queued task waits")
+    why.add_argument("task_id")
+    why.set_defaults(run=_task_why)
     cancel = task_commands.add_parser("cancel", help="cancel a task that has not finished")
     cancel.add_argument("task_id")
     cancel.add_argument("--reason", default="cancelled by operator")
     cancel.set_defaults(run=_task_cancel)
+
+    algorithm = commands.add_parser("algorithm", help="pause or resume one algorithm")
+    algorithm_commands = algorithm.add_subparsers(dest="algorithm", required=True)
+    pause = algorithm_commands.add_parser(
+        "pause", help="admit no more of its tasks (running attempts finish)"
+    )
+    pause.add_argument("name")
+    pause.add_argument("--reason", default="paused by operator")
+    pause.set_defaults(run=_algorithm_pause)
+    resume = algorithm_commands.add_parser("resume", help="admit its tasks again")
+    resume.add_argument("name")
+    resume.set_defaults(run=_algorithm_resume)
 
     reconcile = commands.add_parser("reconcile", help="rebuild Redis state from the database")
     reconcile.set_defaults(run=_reconcile)

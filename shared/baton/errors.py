@@ -37,6 +37,13 @@ class TaskNotFound(ApiError):
     code = "task_not_found"
 
 
+class UnknownAlgorithm(ApiError):
+    """An operator named an algorithm that is not in the registry."""
+
+    status = 404
+    code = "algorithm_not_found"
+
+
 class StaleAttempt(ApiError):
     """The callback names an attempt that is not the task's current one."""
 

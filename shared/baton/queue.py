@@ -56,6 +56,7 @@ class SlotConfirmation(StrEnum):
     OK = "ok"
     FULL = "full"
     LOST = "lost"
+    RATE_LIMITED = "rate"  # the slot is kept; confirm again once a request is left
 
 
 class AdmissionStop(StrEnum):
@@ -63,6 +64,7 @@ class AdmissionStop(StrEnum):
 
     LIMIT = "limit"  # it admitted as many as asked
     EMPTY = "empty"  # no app has a ready task that may go
+    APP_LIMIT = "app_limit"  # the apps with ready tasks are at their quotas
     CAPACITY = "capacity"  # the next task waits for room (it is reserved)
     COOLING_DOWN = "cooling_down"  # room only on endpoints that cool down
     RATE_LIMIT = "rate_limit"  # the rate limit has no request left
@@ -326,21 +328,34 @@ class TaskQueue:
             return Admissions(slots, AdmissionStop(_text(answer[1])))
         raise RedisStateLost(algorithm)
 
-    def confirm_slot(self, algorithm: str, slot: Slot, deadline: datetime) -> SlotConfirmation:
-        """Step 9: once the attempt row is committed, score its slot by the attempt's
-        deadline, or say the slot was lost (Redis rebuilt) or taken (confirm.lua)."""
+    def confirm_slot(
+        self, algorithm: str, slot: Slot, deadline: datetime, now: datetime | None = None
+    ) -> SlotConfirmation:
+        """Step 9: once the attempt row is committed, take one request from the rate
+        limit and score the slot by the attempt's deadline; or say the slot was lost
+        (Redis rebuilt) or taken, or that the rate limit has no request left (confirm.lua)."""
         keys = self.keys(algorithm)
         answer = self._confirm(
-            keys=[keys.running, keys.epoch, keys.attempts, keys.counts, keys.policy],
+            keys=[keys.running, keys.epoch, keys.attempts, keys.counts, keys.policy, keys.rate],
             args=[
                 running_member(slot.task_id, slot.attempt),
                 _score(deadline),
                 slot.app,
                 slot.cost,
                 slot.endpoint,
+                _score(now or datetime.now(UTC)),
             ],
         )
         return SlotConfirmation(_text(answer))
+
+    def rate_wait_seconds(self, algorithm: str, now: datetime) -> float:
+        """How long until the algorithm's rate limit has a request left (0: now)."""
+        state = self.policy_state(algorithm)
+        interval = float(state.policy.get("rate_interval", "0"))
+        if interval <= 0:
+            return 0.0
+        tolerance = (int(state.policy.get("rate_burst", "1")) - 1) * interval
+        return max(0.0, state.rate_tat - _score(now) - tolerance)
 
     def cool_down(self, algorithm: str, endpoint: str, until: datetime) -> None:
         """Admit nothing more to this endpoint until ``until`` (it said it is busy or
@@ -363,23 +378,33 @@ class TaskQueue:
             xx=True,
         )
 
-    def release(self, algorithm: str, task_id: str, attempt: int) -> bool:
-        """Step 13: free the slot of one attempt and give its cost back. Members are
-        per attempt, so a late release of attempt N can never free the slot of N+1."""
+    def release(
+        self, algorithm: str, task_id: str, attempt: int, now: datetime | None = None
+    ) -> bool:
+        """Step 13: free the slot of one attempt, give its cost back, and settle its
+        app's pass by how long it ran (``now``). Members are per attempt, so a late
+        release of attempt N can never free the slot of attempt N+1."""
         keys = self.keys(algorithm)
         released = self._release(
-            keys=[keys.running, keys.attempts, keys.counts],
-            args=[running_member(task_id, attempt)],
+            keys=[keys.running, keys.attempts, keys.counts, keys.policy],
+            args=[running_member(task_id, attempt), _score(now or datetime.now(UTC))],
         )
         return bool(released)
 
-    def release_lease(self, algorithm: str, task_id: str, attempt: int, score: float) -> bool:
+    def release_lease(
+        self,
+        algorithm: str,
+        task_id: str,
+        attempt: int,
+        score: float,
+        now: datetime | None = None,
+    ) -> bool:
         """Free an admission's slot only if its score is still ``score`` (the expired
         lease seen): a worker that started the attempt has confirmed it since, and keeps it."""
         keys = self.keys(algorithm)
         released = self._release(
-            keys=[keys.running, keys.attempts, keys.counts],
-            args=[running_member(task_id, attempt), score],
+            keys=[keys.running, keys.attempts, keys.counts, keys.policy],
+            args=[running_member(task_id, attempt), _score(now or datetime.now(UTC)), score],
         )
         return bool(released)
 

@@ -61,7 +61,7 @@ def repair_algorithm_state(runtime: Runtime, algorithm: str) -> RepairReport:
     # if its worker died.
     stale = 0
     for task_id, attempt in repository.ended_attempts(queue.running(algorithm)):
-        stale += queue.release(algorithm, task_id, attempt)
+        stale += queue.release(algorithm, task_id, attempt, runtime.clock())
     report = RepairReport(
         algorithm, restored.rebuilt, restored.running_added, restored.ready_added, stale
     )

@@ -9,10 +9,11 @@ that a task with a free slot goes out at once rather than at the next minute tic
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -35,6 +36,10 @@ ADMISSION_LEASE_SECONDS = 60
 """How long an admitted slot waits for its attempt row before the sweep takes it back."""
 
 DISPATCH_THREADS = 8
+
+MAX_RATE_WAIT_SECONDS = 5.0
+"""How long an admitted attempt waits for the rate limit before it is given back (its
+task is promoted again, its attempt not counted)."""
 
 
 @dataclass
@@ -167,17 +172,6 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         _drop_lost_admission(runtime, algorithm, task_id, attempt)
         return None
     crash_point("dispatch.after_start")
-    confirmation = queue.confirm_slot(algorithm, slot, started.deadline)
-    if confirmation is SlotConfirmation.LOST:
-        repair_algorithm_state(runtime, algorithm)
-        confirmation = queue.confirm_slot(algorithm, slot, started.deadline)
-    if confirmation is not SlotConfirmation.OK:
-        # Redis was rebuilt without this attempt and the slots are taken: send nothing.
-        repository.abandon_attempt(task_id, attempt, runtime.clock())
-        queue.release(algorithm, task_id, attempt)
-        logger.warning("slot lost before dispatch; attempt taken back", task_id=task_id)
-        return None
-
     upload_url, upload_expires = runtime.results.upload_url(
         key, now, max(1, int((started.upload_expires_at - now).total_seconds()))
     )
@@ -201,6 +195,20 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
             url=f"{settings.callback_base}/tasks/{task_id}/callback", token=token
         ),
     )
+    # Everything the request needs is ready before the slot is confirmed: confirmation
+    # takes a request from the rate limit, so the send follows it at once.
+    confirmation = _confirm(runtime, algorithm, slot, started.deadline)
+    if confirmation is not SlotConfirmation.OK:
+        # Redis was rebuilt without this attempt and the room is taken, or the rate
+        # limit had nothing left for too long: send nothing, and give the attempt back.
+        repository.abandon_attempt(task_id, attempt, runtime.clock())
+        queue.release(algorithm, task_id, attempt, runtime.clock())
+        logger.warning(
+            "attempt taken back before dispatch",
+            task_id=task_id,
+            reason="rate_limit" if confirmation is SlotConfirmation.RATE_LIMITED else "slot_lost",
+        )
+        return None
     crash_point("dispatch.before_send")
     answer = runtime.dispatcher.send(slot.endpoint, request)
     log = {
@@ -250,6 +258,28 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
     return answer.verdict
 
 
+def _confirm(runtime: Runtime, algorithm: str, slot: Slot, deadline: datetime) -> SlotConfirmation:
+    """Confirm the slot just before sending, repairing Redis once if it lost its state,
+    and waiting (a little) for the rate limit: admission admitted no more than it could
+    send, but other functions may have sent meanwhile."""
+    queue = runtime.queue
+    waited = 0.0
+    repaired = False
+    while True:
+        confirmation = queue.confirm_slot(algorithm, slot, deadline, runtime.clock())
+        if confirmation is SlotConfirmation.LOST and not repaired:
+            repair_algorithm_state(runtime, algorithm)
+            repaired = True
+            continue
+        if confirmation is not SlotConfirmation.RATE_LIMITED:
+            return confirmation
+        wait = queue.rate_wait_seconds(algorithm, runtime.clock())
+        if waited + wait > MAX_RATE_WAIT_SECONDS:
+            return confirmation
+        time.sleep(max(wait, 0.001))
+        waited += wait
+
+
 def _drop_lost_admission(runtime: Runtime, algorithm: str, task_id: str, attempt: int) -> None:
     """Another worker owns (or ended) this attempt, or the task was cancelled.
 
@@ -258,7 +288,7 @@ def _drop_lost_admission(runtime: Runtime, algorithm: str, task_id: str, attempt
     """
     execution = runtime.repository.get_execution(task_id, attempt)
     if execution is None or not execution.status.is_active:
-        runtime.queue.release(algorithm, task_id, attempt)
+        runtime.queue.release(algorithm, task_id, attempt, runtime.clock())
 
 
 def promote_and_dispatch(

@@ -93,7 +93,7 @@ def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport
             # taken back only if it still holds the expired lease: a worker that started
             # the attempt has confirmed the slot since (a new score) and keeps it; one
             # that starts it later finds the slot gone and takes a free one or gives up.
-            if not queue.release_lease(algorithm, task_id, attempt, score):
+            if not queue.release_lease(algorithm, task_id, attempt, score, runtime.clock()):
                 continue
             task = repository.get_task(task_id)
             if (
@@ -112,6 +112,6 @@ def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport
             recovered += 1
             report.algorithms_freed.add(algorithm)
             continue
-        recovered += queue.release(algorithm, task_id, attempt)
+        recovered += queue.release(algorithm, task_id, attempt, runtime.clock())
         report.algorithms_freed.add(algorithm)
     return recovered

@@ -8,8 +8,10 @@ calls back with its token. Each task's ``input.test`` steers it:
 - ``run_seconds``: how long the work takes (default 0.02)
 - ``retry_after``: the Retry-After header sent with a refusal
 
-It records every request, every callback answer, and the most tasks it ever had in
-flight per algorithm: from receiving a request to sending its callback.
+It records every request (with the moment it arrived), every callback answer, and the
+most tasks it ever had in flight per path (an algorithm's endpoint): from receiving a
+request to sending its callback; and per algorithm the most cost in flight. A path can
+be made to refuse every request for a while (``refuse``), as a failing server does.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class AlgorithmService:
     dispatch_count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     running_tasks: set[str] = field(default_factory=set)
     overlaps: list[str] = field(default_factory=list)
+    arrivals: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, path)
+    cost_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    max_cost_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    refusals: dict[str, tuple[float, int, int | None]] = field(default_factory=dict)
     default_run_seconds: float = 0.02
     callback_tries: int = 3
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -57,9 +63,9 @@ class AlgorithmService:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 request = json.loads(self.rfile.read(length))
-                status = service._accept(self.path.strip("/"), request)
+                path = self.path.strip("/")
+                status, retry_after = service._accept(path, request)
                 self.send_response(status)
-                retry_after = request.get("input", {}).get("test", {}).get("retry_after")
                 if status >= 300 and retry_after is not None:
                     self.send_header("Retry-After", str(retry_after))
                 self.send_header("Content-Type", "application/json")
@@ -79,6 +85,17 @@ class AlgorithmService:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+    def refuse(
+        self, path: str, seconds: float, status: int = 503, retry_after: int | None = None
+    ) -> None:
+        """Answer every request to ``path`` with ``status`` for ``seconds`` from now."""
+        with self._lock:
+            self.refusals[path] = (time.monotonic() + seconds, status, retry_after)
+
+    def arrivals_at(self, path: str) -> list[float]:
+        with self._lock:
+            return [moment for moment, at in self.arrivals if at == path]
 
     def endpoint(self, algorithm: str) -> str:
         assert self.server is not None
@@ -100,41 +117,51 @@ class AlgorithmService:
 
     # -- behaviour ------------------------------------------------------------------------
 
-    def _accept(self, algorithm: str, request: dict[str, Any]) -> int:
+    def _accept(self, path: str, request: dict[str, Any]) -> tuple[int, int | None]:
+        """The answer to one dispatch (status, Retry-After); an accepted task is worked on."""
         directives = request.get("input", {}).get("test", {})
         task_id = request["task_id"]
         with self._lock:
+            now = time.monotonic()
+            self.arrivals.append((now, path))
             self.requests.append(request)
+            refused_until, refusal, refusal_retry = self.refusals.get(path, (0.0, 0, None))
+            if now < refused_until:
+                return refusal, refusal_retry
             nth = self.dispatch_count[task_id]
             self.dispatch_count[task_id] += 1
             answers = directives.get("dispatch_status", [202])
             status = int(answers[min(nth, len(answers) - 1)])
             if status >= 300:
-                return status
+                return status, directives.get("retry_after")
             if task_id in self.running_tasks:
                 self.overlaps.append(task_id)
             self.running_tasks.add(task_id)
-            self.in_flight[algorithm] += 1
-            self.max_in_flight[algorithm] = max(
-                self.max_in_flight[algorithm], self.in_flight[algorithm]
+            self.in_flight[path] += 1
+            self.max_in_flight[path] = max(self.max_in_flight[path], self.in_flight[path])
+            algorithm, cost = str(request["algorithm"]), int(request.get("cost", 1))
+            self.cost_in_flight[algorithm] += cost
+            self.max_cost_in_flight[algorithm] = max(
+                self.max_cost_in_flight[algorithm], self.cost_in_flight[algorithm]
             )
             worker = threading.Thread(
-                target=self._work, args=(algorithm, request, directives), daemon=True
+                target=self._work, args=(path, request, directives), daemon=True
             )
             self._workers.append(worker)
         worker.start()
-        return status
+        return status, None
 
-    def _finish(self, algorithm: str, task_id: str) -> None:
+    def _finish(self, path: str, request: dict[str, Any]) -> None:
         with self._lock:
-            self.in_flight[algorithm] -= 1
-            self.running_tasks.discard(task_id)
+            self.in_flight[path] -= 1
+            self.cost_in_flight[str(request["algorithm"])] -= int(request.get("cost", 1))
+            self.running_tasks.discard(request["task_id"])
 
     def _work(self, algorithm: str, request: dict[str, Any], directives: dict[str, Any]) -> None:
         time.sleep(float(directives.get("run_seconds", self.default_run_seconds)))
         outcome = directives.get("outcome", "succeeded")
         if outcome == "silent":
-            self._finish(algorithm, request["task_id"])
+            self._finish(algorithm, request)
             return
         if outcome == "succeeded":
             upload = self._http.request(
@@ -143,7 +170,7 @@ class AlgorithmService:
                 body=json.dumps({"task_id": request["task_id"], "words": 42}).encode(),
             )
             assert upload.status == 200, upload.data
-        self._finish(algorithm, request["task_id"])
+        self._finish(algorithm, request)
         body: dict[str, Any] = {
             "attempt": request["attempt"],
             "status": "failed" if outcome == "failed" else "succeeded",

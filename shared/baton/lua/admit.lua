@@ -1,24 +1,32 @@
 -- Admit ready tasks of one algorithm into free capacity, by the scheduling policy, in
--- one atomic step: the app furthest below its weighted share goes first (in-flight cost
--- over weight, ties to the oldest head), its best task (priority, then age) goes to the
--- least-loaded endpoint with room for its cost, and each admission takes one request
--- from the rate limit. The caps, weights, quotas, rate and pause are read from the
--- policy hash, so every caller enforces the same policy.
+-- one atomic step: the app furthest below its weighted share goes first, its best task
+-- (priority, then age) goes to the least-loaded endpoint with room for its cost, and
+-- admits no more than the rate limit lets it send now. The caps, weights, quotas,
+-- rate and pause are read from the policy hash, so every caller enforces the same
+-- policy.
 --
--- A head that does not fit (cost above the room left, or no endpoint with room that is
--- not cooling down) is reserved: nothing else is admitted until it fits, so smaller
--- tasks and other apps cannot starve it. A head that can never fit (cost above every
--- endpoint's cap) is passed over.
+-- An app's share is measured by its pass: the capacity it was given, over its weight.
+-- Admitting a task adds cost / weight; when the attempt ends, release.lua corrects that
+-- by how long it ran against the algorithm's usual run time, so the pass counts
+-- capacity-time. The app with the lowest pass goes first (ties: the oldest head). An app
+-- that becomes backlogged starts at the lowest pass of those already waiting
+-- (enqueue.lua), so time spent idle is not saved up to be spent at others' expense.
+--
+-- A head that does not fit although there is room (its cost is above the room left on
+-- the algorithm or on every endpoint that is not cooling down) is reserved: nothing
+-- else is admitted until it fits, so smaller tasks and other apps cannot starve it. A
+-- head that can never fit (cost above every endpoint's cap) is passed over.
 --
 -- KEYS[1]  policy      (hash: cap, endpoints, url:<i>, cap:<i>, paused, rate_interval,
 --                       rate_burst, weight:<app>, limit:<app>)
 -- KEYS[2]  epoch       (string, written by reconcile; absent after Redis lost its data)
 -- KEYS[3]  hold        (string: an operator paused the algorithm)
 -- KEYS[4]  running     (zset: score deadline or lease, member "<task_id>:<attempt>")
--- KEYS[5]  attempts    (hash: running member -> "<app>\t<cost>[\t<endpoint url>]")
--- KEYS[6]  counts      (hash: inflight, app:<app>, ep:<url> in cost units; ready entries)
+-- KEYS[5]  attempts    (hash: running member -> "<app>\t<cost>[\t<endpoint url>\t<admitted at>]")
+-- KEYS[6]  counts      (hash: inflight, app:<app>, ep:<url> in cost units; ready entries;
+--                       pass:<app>; dref, the usual run time)
 -- KEYS[7]  cooldown    (hash: endpoint url -> time until which it cools down)
--- KEYS[8]  rate        (string: the rate limit's theoretical arrival time, GCRA)
+-- KEYS[8]  rate        (string: the rate limit's theoretical arrival time, GCRA; read)
 -- KEYS[9]  reserve     (string: "<app>\t<ready member>" of the head waiting for room)
 -- KEYS[10] apps        (set: apps with ready tasks)
 -- KEYS[11..] ready queue of each app in ARGV[4..] (zset: score -priority,
@@ -87,10 +95,18 @@ for i = 1, tonumber(policy['endpoints']) do
 end
 largest = math.min(largest, cap)
 
+-- The rate limit (GCRA): the request is taken by confirm.lua, just before it is sent,
+-- so that what the algorithm receives keeps the limit; admission only admits as many as
+-- it could send now.
 local interval = tonumber(policy['rate_interval'] or '0')
-local tolerance = (tonumber(policy['rate_burst'] or '1') - 1) * interval
-local tat = tonumber(redis.call('GET', KEYS[8]) or '0')
-local tat_changed = false
+local tokens = 0
+if interval > 0 then
+  local tolerance = (tonumber(policy['rate_burst'] or '1') - 1) * interval
+  local wait = math.max(0, tonumber(redis.call('GET', KEYS[8]) or '0') - now)
+  if wait <= tolerance + 1e-9 then
+    tokens = math.floor((tolerance - wait) / interval + 1e-9) + 1
+  end
+end
 
 local function head_of(app)
   local first = redis.call('ZRANGE', ready_key[app], 0, 0)
@@ -129,26 +145,29 @@ local function endpoint_for(cost)
 end
 
 -- The app furthest below its weighted share that may take its head, with that head.
+-- Else nil and why: 'app_limit' when an app's head waits for its quota, else 'empty'.
 local function choose()
-  local chosen, chosen_head, chosen_share = nil, nil, nil
+  local chosen, chosen_head, chosen_pass = nil, nil, nil
+  local why = 'empty'
   for app, _ in pairs(ready_key) do
     local head = head_of(app)
     if head == nil then
       redis.call('SREM', KEYS[10], app)
     else
       local limit = tonumber(policy['limit:' .. app] or '0')
-      local load = count('app:' .. app)
-      local fits_quota = limit == 0 or load + head.cost <= limit
-      if fits_quota and head.cost <= largest then
-        local share = load / tonumber(policy['weight:' .. app] or '1')
-        if chosen == nil or share < chosen_share
-            or (share == chosen_share and head.created < chosen_head.created) then
-          chosen, chosen_head, chosen_share = app, head, share
+      local fits_quota = limit == 0 or count('app:' .. app) + head.cost <= limit
+      if not fits_quota then
+        why = 'app_limit'
+      elseif head.cost <= largest then
+        local pass = tonumber(counts['pass:' .. app] or '0')
+        if chosen == nil or pass < chosen_pass
+            or (pass == chosen_pass and head.created < chosen_head.created) then
+          chosen, chosen_head, chosen_pass = app, head, pass
         end
       end
     end
   end
-  return chosen, chosen_head
+  return chosen, chosen_head, why
 end
 
 local admitted = {'ok', 'empty'}
@@ -167,28 +186,33 @@ while wanted > 0 do
     end
   end
   if head == nil then
-    app, head = choose()
-  end
-  if head == nil then
-    break
+    local why
+    app, head, why = choose()
+    if head == nil then
+      admitted[2] = why
+      break
+    end
   end
   local endpoint, why = nil, 'capacity'
-  if count('inflight') + head.cost <= cap then
+  local free = cap - count('inflight')
+  if head.cost <= free then
     endpoint, why = endpoint_for(head.cost)
   end
   if endpoint == nil then
-    redis.call('SET', KEYS[9], app .. '\t' .. head.entry)
+    -- Room that is there but too small for this head is kept for it (smaller tasks
+    -- would otherwise take every unit as it frees); a full algorithm keeps nothing.
+    if free > 0 and endpoint_for(1) then
+      redis.call('SET', KEYS[9], app .. '\t' .. head.entry)
+    end
     admitted[2] = why
     break
   end
   if interval > 0 then
-    local next_tat = math.max(tat, now)
-    if next_tat - now > tolerance + 1e-9 then
+    if tokens < 1 then
       admitted[2] = 'rate_limit'
       break
     end
-    tat = next_tat + interval
-    tat_changed = true
+    tokens = tokens - 1
   end
   redis.call('ZREM', ready_key[app], head.entry)
   add('ready', -1)
@@ -202,7 +226,12 @@ while wanted > 0 do
   -- admitting it would let its loser release the winner's slot.
   if not redis.call('ZSCORE', KEYS[4], head.running) then
     redis.call('ZADD', KEYS[4], ARGV[1], head.running)
-    redis.call('HSET', KEYS[5], head.running, app .. '\t' .. head.cost .. '\t' .. endpoint.url)
+    redis.call('HSET', KEYS[5], head.running,
+               app .. '\t' .. head.cost .. '\t' .. endpoint.url .. '\t' .. ARGV[3])
+    local weight = tonumber(policy['weight:' .. app] or '1')
+    local pass = tonumber(counts['pass:' .. app] or '0') + head.cost / weight
+    counts['pass:' .. app] = tostring(pass)
+    redis.call('HSET', KEYS[6], 'pass:' .. app, tostring(pass))
     add('inflight', head.cost)
     add('app:' .. app, head.cost)
     add('ep:' .. endpoint.url, head.cost)
@@ -215,9 +244,5 @@ while wanted > 0 do
 end
 if wanted == 0 then
   admitted[2] = 'limit'
-end
-if tat_changed then
-  -- Kept a little past the moment it stops mattering, so an idle key goes away.
-  redis.call('SET', KEYS[8], tostring(tat), 'PX', math.ceil((tat - now + 60) * 1000))
 end
 return admitted

@@ -6,7 +6,7 @@
 -- pause are back, so admission resumes.
 -- KEYS[1] epoch     (string)
 -- KEYS[2] running   (zset: score deadline, member "<task_id>:<attempt>")
--- KEYS[3] attempts  (hash: running member -> "<app>\t<cost>[\t<endpoint url>]")
+-- KEYS[3] attempts  (hash: running member -> "<app>\t<cost>[\t<endpoint url>[\t<admitted at>]]")
 -- KEYS[4] counts    (hash: inflight, app:<app>, ep:<url>, ready)
 -- KEYS[5] apps      (set: apps with ready tasks)
 -- KEYS[6] hold      (string: an operator paused the algorithm)
@@ -62,13 +62,25 @@ for i = position + 1 + 5 * running_count, #ARGV, 5 do
     end
   end
 end
--- Recount from the running set and the ready queues: what they hold is the truth.
+-- Recount from the running set and the ready queues: what they hold is the truth (the
+-- apps' passes and the usual run time are kept; they are history, not counts).
+local kept = {}
+local fields = redis.call('HGETALL', KEYS[4])
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 5) == 'pass:' or fields[i] == 'dref' then
+    kept[#kept + 1] = fields[i]
+    kept[#kept + 1] = fields[i + 1]
+  end
+end
 redis.call('DEL', KEYS[4])
+if #kept > 0 then
+  redis.call('HSET', KEYS[4], unpack(kept))
+end
 local members = redis.call('ZRANGE', KEYS[2], 0, -1)
 for _, member in ipairs(members) do
   local info = redis.call('HGET', KEYS[3], member)
   if info then
-    local app, cost, url = string.match(info, '^([^\t]*)\t(%d+)\t?(.*)$')
+    local app, cost, url = string.match(info, '^([^\t]*)\t(%d+)\t?([^\t]*)')
     redis.call('HINCRBY', KEYS[4], 'inflight', cost)
     redis.call('HINCRBY', KEYS[4], 'app:' .. app, cost)
     if url ~= '' then

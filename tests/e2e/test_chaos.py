@@ -24,6 +24,7 @@ from baton.scheduling import dispatch_attempt, promote_and_dispatch, promote_pen
 from baton.sweep import sweep_overdue_attempts
 
 from bench.chaos import ChaosOptions, run_chaos
+from tests.support.admission import members
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.clock import ShiftableClock
 from tests.support.events import task_body
@@ -96,12 +97,13 @@ def test_the_sweep_leaves_the_slot_of_an_attempt_that_starts_while_it_looks(
     # admission lease (a big dispatch batch against a slow endpoint, a frozen instance)
     runtime = _one_slot(make_runtime, algorithm_service)
     first = _queued(runtime, "stalled-worker")
-    repair_algorithm_state(runtime, "ocr")
-    assert runtime.queue.admit("ocr", 1, clock() - timedelta(seconds=1), 1) == [(first, 1)]
+    repair_algorithm_state(runtime, "ocr")  # the policy (one slot), then the state
+    (slot,) = runtime.queue.admit("ocr", clock() - timedelta(seconds=1), 1, clock()).slots
+    assert members([slot]) == [(first, 1)]
 
     # When the sweep finds the expired lease, and the worker wakes up while the sweep
     # reads the database: it starts the attempt, confirms its slot and sends it
-    worker_wakes = _once(lambda: dispatch_attempt(runtime, "ocr", first, 1) and None)
+    worker_wakes = _once(lambda: dispatch_attempt(runtime, "ocr", slot) and None)
     original = getattr(runtime.repository, read)
 
     def read_then_worker_wakes(*args: Any) -> Any:
@@ -156,6 +158,7 @@ def test_a_reconcile_that_read_the_database_before_a_flush_does_not_rebuild_from
     promote_and_dispatch(runtime, ["ocr"])
     assert [r["task_id"] for r in algorithm_service.requests] == [first]
     assert runtime.queue.running_count("ocr") <= 1
+    assert runtime.queue.inflight_cost("ocr") <= 1
 
 
 def test_a_heartbeat_that_moves_the_deadline_wins_over_a_sweep_that_found_it_overdue(

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 import threading
@@ -29,10 +30,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 from baton.errors import RedisStateLost
+from baton.policy import PolicyWriter
 from baton.queue import SlotConfirmation, TaskQueue
-from baton.records import AttemptOutcome, ExecutionStatus, NewTask, TaskStatus
+from baton.records import AttemptOutcome, ExecutionStatus, NewTask, Slot, TaskStatus
+from baton.registry import AlgorithmRegistry
 from baton.repository import Repository
 
+from tests.support.admission import ENDPOINT, arm, members
 from tests.support.database import (
     ALGORITHM,
     NewTaskFactory,
@@ -131,14 +135,14 @@ def _admission_worker(
         "error": None,
     }
 
-    def confirm(task_id: str, attempt: int, deadline: Any) -> SlotConfirmation:
-        answer = queue.confirm_slot(ALGORITHM, task_id, attempt, deadline, CAP)
+    def confirm(slot: Slot, deadline: Any) -> SlotConfirmation:
+        answer = queue.confirm_slot(ALGORITHM, slot, deadline)
         give_up = time.monotonic() + WAIT
         while answer is SlotConfirmation.LOST and time.monotonic() < give_up:
             summary["lost"] += 1
             _count(shared["lost_seen"])
             time.sleep(0.002)
-            answer = queue.confirm_slot(ALGORITHM, task_id, attempt, deadline, CAP)
+            answer = queue.confirm_slot(ALGORITHM, slot, deadline)
         return answer
 
     try:
@@ -146,7 +150,9 @@ def _admission_worker(
         while not stop.is_set() and done.value < shared["total"]:
             now = utcnow()
             try:
-                admitted = queue.admit(ALGORITHM, CAP, now + timedelta(seconds=60), 1)
+                # The cap is the policy's: written by the test's reconcile (and lost with
+                # the rest of Redis's data, so admission waits for that reconcile).
+                admitted = queue.admit(ALGORITHM, now + timedelta(seconds=60), 1).slots
             except RedisStateLost:
                 summary["lost"] += 1
                 _count(shared["lost_seen"])
@@ -157,10 +163,11 @@ def _admission_worker(
                     queue.enqueue(ALGORITHM, repository.queue_pending_tasks(ALGORITHM, now, 5))
                 time.sleep(0.001)
                 continue
-            ((task_id, attempt),) = admitted
+            (slot,) = admitted
+            task_id, attempt = slot.task_id, slot.attempt
             time.sleep(shared["admit_delay"])  # a slow worker: the lease is held meanwhile
             started = repository.start_attempt(
-                task_id, attempt, now, f"results/{task_id}/{attempt}", 3600
+                task_id, attempt, now, f"results/{task_id}/{attempt}", 3600, endpoint=slot.endpoint
             )
             if started is None:
                 # Another worker owns (or ended) this attempt: free the slot only when
@@ -171,7 +178,7 @@ def _admission_worker(
                 summary["dropped"] += 1
                 continue
             summary["starts"].append((task_id, attempt))
-            if confirm(task_id, attempt, started.deadline) is not SlotConfirmation.OK:
+            if confirm(slot, started.deadline) is not SlotConfirmation.OK:
                 assert repository.abandon_attempt(task_id, attempt, utcnow())
                 queue.release(ALGORITHM, task_id, attempt)
                 summary["undone"] += 1
@@ -406,6 +413,7 @@ class Sampler:
     in_flight: Any
     samples: int = 0
     max_running: int = 0
+    max_inflight_cost: int = 0
     max_in_flight: int = 0
     running_without_epoch: list[int] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -417,9 +425,11 @@ class Sampler:
             pipe = self.client.pipeline(transaction=True)
             pipe.exists(keys.epoch)
             pipe.zcard(keys.running)
-            has_epoch, running = pipe.execute()
+            pipe.hget(keys.counts, "inflight")
+            has_epoch, running, inflight_cost = pipe.execute()
             self.samples += 1
             self.max_running = max(self.max_running, running)
+            self.max_inflight_cost = max(self.max_inflight_cost, int(inflight_cost or 0))
             self.max_in_flight = max(self.max_in_flight, self.in_flight.value)
             if not has_epoch and running:
                 self.running_without_epoch.append(running)
@@ -435,14 +445,26 @@ class Sampler:
             self._thread.join(timeout=WAIT)
 
 
-def _reconcile(repository: Repository, queue: TaskQueue) -> None:
-    """The package's reconcile of one algorithm (restore from the database's active
-    attempts and QUEUED tasks, then release slots whose attempt has ended)."""
+def _reconcile(repository: Repository, queue: TaskQueue, cap: int = CAP) -> None:
+    """The package's reconcile of one algorithm (write the policy from the registry,
+    restore from the database's active attempts and QUEUED tasks, then release slots
+    whose attempt has ended), with a registry of one endpoint capped at ``cap``."""
     from baton.repair import repair_algorithm_state
 
-    repair_algorithm_state(
-        cast(Any, SimpleNamespace(repository=repository, queue=queue)), ALGORITHM
+    registry = AlgorithmRegistry.from_json(
+        json.dumps({ALGORITHM: {"endpoint": ENDPOINT, "max_concurrency": cap}})
     )
+    config = SimpleNamespace(
+        registry=registry, apps=None, algorithms_taken_at=0.0, apps_taken_at=0.0
+    )
+    runtime = SimpleNamespace(
+        repository=repository,
+        queue=queue,
+        config=config,
+        policy=PolicyWriter(queue, 0.0),
+        clock=utcnow,
+    )
+    repair_algorithm_state(cast(Any, runtime), ALGORITHM)
 
 
 def _run_capped_dispatch(
@@ -458,7 +480,7 @@ def _run_capped_dispatch(
     total = 200
     ids = seed_tasks(engine, total)
     queue = TaskQueue(redis_client, key_prefix)
-    assert queue.restore(ALGORITHM, [], []).rebuilt  # a fresh Redis, reconciled
+    arm(queue, ALGORITHM, CAP)  # a fresh Redis, reconciled
     threads, processes = 8, 4
     team = crew(
         "admit",
@@ -497,6 +519,7 @@ def _run_capped_dispatch(
     _assert_every_task_ran_once(engine, ids, results)
     assert sampler.samples > 100, sampler.samples
     assert sampler.max_running <= CAP, f"running set reached {sampler.max_running}"
+    assert sampler.max_inflight_cost <= CAP, f"in-flight cost reached {sampler.max_inflight_cost}"
     assert sampler.max_in_flight <= CAP
     assert shared["peak"].value <= CAP, f"{shared['peak'].value} attempts in flight at once"
     assert sampler.running_without_epoch == []
@@ -551,6 +574,7 @@ def test_concurrent_dispatch_never_exceeds_the_cap(
     # The cap was actually reached (the sampler saw a full running set).
     assert sampler.max_running == CAP
     assert TaskQueue(redis_client, key_prefix).running_count(ALGORITHM) == 0
+    assert TaskQueue(redis_client, key_prefix).inflight_cost(ALGORITHM) == 0
 
 
 def test_redis_flush_mid_run_keeps_the_cap_and_loses_nothing(
@@ -576,6 +600,7 @@ def test_redis_flush_mid_run_keeps_the_cap_and_loses_nothing(
     # No slot leaks once a reconcile has looked again.
     _reconcile(repository, queue)
     assert queue.running(ALGORITHM) == {}
+    assert queue.inflight_cost(ALGORITHM) == 0
 
 
 # -- 4. two actors ending the same attempt ----------------------------------------------
@@ -593,7 +618,9 @@ def test_two_actors_ending_the_same_attempt_one_wins(
         tasks.append(task)
     repository.queue_pending_tasks(ALGORITHM, now, rounds)
     for task in tasks:
-        assert repository.start_attempt(task.id, 1, now, f"results/{task.id}/1", 3600)
+        assert repository.start_attempt(
+            task.id, 1, now, f"results/{task.id}/1", 3600, endpoint=ENDPOINT
+        )
 
     outcomes: dict[tuple[str, str], Any] = {}
     errors: list[str] = []
@@ -649,35 +676,39 @@ def test_reconcile_between_start_and_confirm_grants_no_slot_over_the_cap(
     now = utcnow()
     lease = now + timedelta(seconds=60)
     slow, _ = repository.add_task(new_task(priority=0))
-    queue.restore(ALGORITHM, [], [])
+    arm(queue, ALGORITHM, cap)
     queue.enqueue(ALGORITHM, repository.queue_pending_tasks(ALGORITHM, now, 10))
     # Worker W1 admits `slow` (a lease on the only slot)...
-    assert queue.admit(ALGORITHM, cap, lease, 1) == [(slow.id, 1)]
+    (slow_slot,) = queue.admit(ALGORITHM, lease, 1).slots
+    assert members([slow_slot]) == [(slow.id, 1)]
     other, _ = repository.add_task(new_task(priority=5))
     assert len(repository.queue_pending_tasks(ALGORITHM, now, 10)) == 1
     # Redis loses its data while W1 is between admission and start_attempt.
     flush_prefix(redis_client, key_prefix)
     # Another dispatcher reconciles (both tasks are QUEUED), admits and sends `other`.
-    _reconcile(repository, queue)
-    assert queue.admit(ALGORITHM, cap, lease, 1) == [(other.id, 1)]
-    started_other = repository.start_attempt(other.id, 1, now, "k-other", 3600)
-    assert started_other is not None
-    assert (
-        queue.confirm_slot(ALGORITHM, other.id, 1, started_other.deadline, cap)
-        is SlotConfirmation.OK
+    _reconcile(repository, queue, cap)
+    (other_slot,) = queue.admit(ALGORITHM, lease, 1).slots
+    assert members([other_slot]) == [(other.id, 1)]
+    started_other = repository.start_attempt(
+        other.id, 1, now, "k-other", 3600, endpoint=other_slot.endpoint
     )
+    assert started_other is not None
+    assert queue.confirm_slot(ALGORITHM, other_slot, started_other.deadline) is SlotConfirmation.OK
     # W1 resumes: its start_attempt wins (the task is still QUEUED)...
-    started_slow = repository.start_attempt(slow.id, 1, now, "k-slow", 3600)
+    started_slow = repository.start_attempt(
+        slow.id, 1, now, "k-slow", 3600, endpoint=slow_slot.endpoint
+    )
     assert started_slow is not None
     # ... and a reconcile (the scheduled one, or a dispatcher that saw the state lost)
     # runs before W1 confirms its slot.
-    _reconcile(repository, queue)
+    _reconcile(repository, queue, cap)
 
-    confirmation = queue.confirm_slot(ALGORITHM, slow.id, 1, started_slow.deadline, cap)
+    confirmation = queue.confirm_slot(ALGORITHM, slow_slot, started_slow.deadline)
 
     # `other` is in flight and holds the only slot: W1 must not send.
     assert confirmation is SlotConfirmation.FULL
     assert queue.running_count(ALGORITHM) <= cap
+    assert queue.inflight_cost(ALGORITHM) <= cap
 
 
 def test_reconcile_does_not_resurrect_an_attempt_that_ended_during_it(
@@ -690,12 +721,13 @@ def test_reconcile_does_not_resurrect_an_attempt_that_ended_during_it(
     queue = TaskQueue(redis_client, key_prefix)
     now = utcnow()
     task, _ = repository.add_task(new_task(timeout_seconds=3600))
-    queue.restore(ALGORITHM, [], [])
+    arm(queue, ALGORITHM, CAP)
     queue.enqueue(ALGORITHM, repository.queue_pending_tasks(ALGORITHM, now, 10))
-    assert queue.admit(ALGORITHM, CAP, now + timedelta(seconds=60), 1) == [(task.id, 1)]
-    started = repository.start_attempt(task.id, 1, now, "k", 3600)
+    (slot,) = queue.admit(ALGORITHM, now + timedelta(seconds=60), 1).slots
+    assert members([slot]) == [(task.id, 1)]
+    started = repository.start_attempt(task.id, 1, now, "k", 3600, endpoint=slot.endpoint)
     assert started is not None
-    assert queue.confirm_slot(ALGORITHM, task.id, 1, started.deadline, CAP) is SlotConfirmation.OK
+    assert queue.confirm_slot(ALGORITHM, slot, started.deadline) is SlotConfirmation.OK
     flush_prefix(redis_client, key_prefix)  # Redis loses its data while the attempt runs
     snapshot = repository.active_attempts
 
@@ -714,3 +746,4 @@ def test_reconcile_does_not_resurrect_an_attempt_that_ended_during_it(
     assert stored_task(repository, task.id).status == TaskStatus.SUCCEEDED
     # Nothing runs, so no slot may be held (this one would block a slot for an hour).
     assert queue.running(ALGORITHM) == {}
+    assert queue.inflight_cost(ALGORITHM) == 0

@@ -8,9 +8,17 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from baton.models import Task
-from baton.records import AttemptOutcome, ExecutionStatus, QueuedTask, TaskStatus
+from baton.records import (
+    ActiveAttempt,
+    AttemptOutcome,
+    ExecutionStatus,
+    QueuedTask,
+    Slot,
+    TaskStatus,
+)
 from baton.repository import Repository
 
+from tests.support.admission import ENDPOINT
 from tests.support.database import (
     ALGORITHM,
     NewTaskFactory,
@@ -63,7 +71,9 @@ def start(
     now = now or utcnow()
     task = add(repository, new_task, **overrides)
     queued = queue_one(repository, task, now)
-    started = repository.start_attempt(task.id, queued.attempt, now, f"key/{task.id}/1", UPLOAD_TTL)
+    started = repository.start_attempt(
+        task.id, queued.attempt, now, f"key/{task.id}/1", UPLOAD_TTL, endpoint=ENDPOINT
+    )
     assert started is not None
     return started.task, now
 
@@ -169,7 +179,7 @@ def test_queue_pending_tasks_respects_not_before_order_limit_and_algorithm(
     assert [q.task_id for q in first] == [high_old.id, high_new.id, low_old.id]
     assert [q.task_id for q in rest] == [low_new.id, due_now.id]
     assert all(q.attempt == 1 for q in first + rest)
-    assert first[0] == QueuedTask(high_old.id, 1, 5, high_old.created_at)
+    assert first[0] == QueuedTask(high_old.id, 1, 5, high_old.created_at, high_old.app)
     assert repository.queue_pending_tasks(ALGORITHM, now, 100) == []
     for task in (low_old, high_new, low_new, high_old, due_now):
         stored = stored_task(repository, task.id)
@@ -205,13 +215,17 @@ def test_start_attempt_is_a_compare_and_set(
 ) -> None:
     now = utcnow()
     task = add(repository, new_task, timeout_seconds=120)
-    assert repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL) is None  # not QUEUED
+    # Not QUEUED yet.
+    assert repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL, endpoint=ENDPOINT) is None
     queue_one(repository, task, now)
 
-    assert repository.start_attempt(task.id, 2, now, "k", UPLOAD_TTL) is None  # wrong attempt
-    assert repository.start_attempt(task.id, 0, now, "k", UPLOAD_TTL) is None
-    started = repository.start_attempt(task.id, 1, now, f"results/{task.id}/1", UPLOAD_TTL)
-    second = repository.start_attempt(task.id, 1, now, "other", UPLOAD_TTL)
+    # The wrong attempt.
+    assert repository.start_attempt(task.id, 2, now, "k", UPLOAD_TTL, endpoint=ENDPOINT) is None
+    assert repository.start_attempt(task.id, 0, now, "k", UPLOAD_TTL, endpoint=ENDPOINT) is None
+    started = repository.start_attempt(
+        task.id, 1, now, f"results/{task.id}/1", UPLOAD_TTL, endpoint=ENDPOINT
+    )
+    second = repository.start_attempt(task.id, 1, now, "other", UPLOAD_TTL, endpoint=ENDPOINT)
 
     assert started is not None
     assert second is None
@@ -228,7 +242,31 @@ def test_start_attempt_is_a_compare_and_set(
     assert execution.result_key == f"results/{task.id}/1"
     assert execution.created_at == now
     assert execution.deadline == now + timedelta(seconds=120)
+    # The attempt records whose it is, what it costs and where it is sent.
+    assert (execution.app, execution.cost, execution.endpoint) == (task.app, 1, ENDPOINT)
     assert count_rows(engine, "task_execution") == 1
+
+
+def test_the_cost_goes_from_the_task_to_its_queued_and_active_attempts(
+    repository: Repository, new_task: NewTaskFactory
+) -> None:
+    now = utcnow()
+    task = add(repository, new_task, app="invoices", cost=3)
+    assert stored_task(repository, task.id).cost == 3
+
+    queued = queue_one(repository, task, now)
+    assert (queued.app, queued.cost) == ("invoices", 3)
+    assert repository.queued_tasks(ALGORITHM) == [queued]
+    started = repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL, endpoint=ENDPOINT)
+    assert started is not None
+
+    execution = stored_execution(repository, task.id, 1)
+    assert (execution.app, execution.cost, execution.endpoint) == ("invoices", 3, ENDPOINT)
+    (attempt,) = repository.active_attempts(ALGORITHM)
+    assert attempt == ActiveAttempt(
+        task.id, 1, ALGORITHM, started.deadline, "invoices", 3, ENDPOINT
+    )
+    assert attempt.slot == Slot(task.id, 1, "invoices", 3, ENDPOINT)
 
 
 def test_upload_expiry_is_capped_by_the_ttl(
@@ -238,7 +276,7 @@ def test_upload_expiry_is_capped_by_the_ttl(
     task = add(repository, new_task, timeout_seconds=7200)
     queue_one(repository, task, now)
 
-    started = repository.start_attempt(task.id, 1, now, "k", 600)
+    started = repository.start_attempt(task.id, 1, now, "k", 600, endpoint=ENDPOINT)
 
     assert started is not None
     assert started.deadline == now + timedelta(seconds=7200)
@@ -258,7 +296,7 @@ def test_each_attempt_has_its_own_execution_row(
     (again,) = repository.queue_pending_tasks(ALGORITHM, retry_at, 10)
     assert again.attempt == 2
     later = retry_at + timedelta(seconds=1)
-    started = repository.start_attempt(task.id, 2, later, "k2", UPLOAD_TTL)
+    started = repository.start_attempt(task.id, 2, later, "k2", UPLOAD_TTL, endpoint=ENDPOINT)
 
     assert started is not None
     assert started.task.first_dispatched_at == first_start  # kept from attempt 1
@@ -440,7 +478,7 @@ def test_cancel_a_task_that_never_ran(
     assert stored.finished_at == now
     assert count_rows(engine, "notification_outbox") == 1
     assert repository.queue_pending_tasks(ALGORITHM, now, 10) == []
-    assert repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL) is None
+    assert repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL, endpoint=ENDPOINT) is None
 
 
 def test_cancel_a_terminal_or_unknown_task_returns_none(
@@ -530,8 +568,8 @@ def test_abandon_attempt_takes_a_dispatching_attempt_back_without_charging_it(
     # The next start is attempt 2: attempt numbers are never reused.
     (queued,) = repository.queue_pending_tasks(ALGORITHM, now, 10)
     assert queued.attempt == 2
-    assert repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL) is None
-    assert repository.start_attempt(task.id, 2, now, "k", UPLOAD_TTL) is not None
+    assert repository.start_attempt(task.id, 1, now, "k", UPLOAD_TTL, endpoint=ENDPOINT) is None
+    assert repository.start_attempt(task.id, 2, now, "k", UPLOAD_TTL, endpoint=ENDPOINT) is not None
     assert count_rows(engine, "task_execution") == 2
 
 
@@ -639,6 +677,7 @@ def test_active_and_overdue_attempts(repository: Repository, new_task: NewTaskFa
     deadline_of = {a.task_id: a.deadline for a in active}
     assert deadline_of[fresh.id] == now + timedelta(seconds=30)
     assert all(a.algorithm == ALGORITHM for a in active)
+    assert all((a.app, a.cost, a.endpoint) == ("contracts", 1, ENDPOINT) for a in active)
     assert [a.task_id for a in repository.active_attempts("nlp")] == [other.id]
     # Earliest deadline first, across algorithms, only active, only past deadline.
     assert [a.task_id for a in overdue] == [other.id, accepted.id, short.id, longer.id]

@@ -35,7 +35,15 @@ def test_baton_local_adds_its_commands_to_the_console_script() -> None:
     assert demo.run is commands._demo
     assert (demo.tasks, demo.live, demo.reports, demo.seed) == (60, False, "out", None)
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(subcommands.choices) == ["db", "task", "reconcile", "openapi", "local", "demo"]
+    assert list(subcommands.choices) == [
+        "db",
+        "task",
+        "algorithm",
+        "reconcile",
+        "openapi",
+        "local",
+        "demo",
+    ]
 
 
 def test_the_emulator_imports_neither_baton_nor_its_profile() -> None:

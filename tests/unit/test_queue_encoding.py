@@ -16,13 +16,20 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def task(
-    priority: int, created_at: datetime, task_id: str | None = None, attempt: int = 1
+    priority: int,
+    created_at: datetime,
+    task_id: str | None = None,
+    attempt: int = 1,
+    app: str = "app",
+    cost: int = 1,
 ) -> QueuedTask:
     return QueuedTask(
         task_id=task_id or str(uuid.uuid4()),
         attempt=attempt,
         priority=priority,
         created_at=created_at,
+        app=app,
+        cost=cost,
     )
 
 
@@ -85,6 +92,17 @@ def test_running_member_is_what_follows_the_first_colon_of_the_ready_member(task
     # admit.lua takes the running member as everything after the first ':'
     _, ready, running = ready_entry(task(0, T0, task_id=task_id, attempt=3))
     assert ready[ready.index(":") + 1 :] == running
+
+
+def test_the_entry_does_not_depend_on_the_app_or_the_cost() -> None:
+    # Each app has its own ready queue, and the cost lives beside the entry (in the
+    # attempts hash): within a queue only priority and age order the entries.
+    base = task(3, T0, task_id="t-1", attempt=2)
+    for other in (
+        task(3, T0, task_id="t-1", attempt=2, app="invoices"),
+        task(3, T0, task_id="t-1", attempt=2, cost=5),
+    ):
+        assert ready_entry(other) == ready_entry(base)
 
 
 def test_attempts_of_one_task_are_distinct_entries() -> None:

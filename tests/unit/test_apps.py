@@ -116,7 +116,7 @@ def test_max_priority_is_an_integer_within_the_contract_s_range(bound: Any) -> N
 
 @pytest.mark.parametrize("missing", ["senders", "principals"])
 def test_senders_and_principals_are_required(missing: str) -> None:
-    entry = {"senders": [], "principals": []}
+    entry: dict[str, Any] = {"senders": [], "principals": []}
     del entry[missing]
     assert f"portal.{missing}: Field required" in registry_error({"portal": entry})
 

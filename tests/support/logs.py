@@ -1,0 +1,52 @@
+"""The log lines the package's Powertools logger writes, captured as the JSON records
+they become on stdout (the same formatter, so a test sees what CloudWatch would)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from baton.observability import logger as baton_logger
+
+
+@dataclass
+class LogLines:
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+    def with_message(self, message: str) -> list[dict[str, Any]]:
+        return [record for record in self.records if record.get("message") == message]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class _Collector(logging.Handler):
+    def __init__(self, sink: LogLines) -> None:
+        super().__init__(level=logging.DEBUG)
+        self._sink = sink
+        self.setFormatter(baton_logger.registered_formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._sink.lines.append(self.format(record))
+
+
+@contextmanager
+def captured_log_lines() -> Iterator[LogLines]:
+    """Every record at or above the logger's level while the block runs."""
+    sink = LogLines()
+    collector = _Collector(sink)
+    target = logging.getLogger(baton_logger.service)
+    target.addHandler(collector)
+    try:
+        yield sink
+    finally:
+        target.removeHandler(collector)

@@ -6,9 +6,11 @@ Without one, Baton runs open (and says so once, at cold start)."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Any
 
-from tests.conftest import RuntimeFactory
+from tests.conftest import AwsResources, RuntimeFactory
 from tests.support.events import sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
 from tests.support.logs import captured_log_lines
@@ -136,3 +138,36 @@ def test_open_mode_accepts_any_app_from_anyone_and_says_so_once(
     warnings = [line for line in logs.records if line["message"].startswith(OPEN_MODE)]
     assert len(warnings) == 1
     assert warnings[0]["level"] == "WARNING"
+
+
+def test_a_warm_intake_follows_the_app_registry_parameter_and_keeps_out_a_bad_change(
+    make_runtime: RuntimeFactory, handlers: Handlers, aws: AwsResources
+) -> None:
+    # Given the app registry in an SSM parameter (moto), re-read every second
+    ssm = aws.session.client("ssm")
+    name = f"/baton/test-{uuid.uuid4().hex[:8]}/apps"
+    only_contracts = {"contracts": APPS["contracts"]}
+    ssm.put_parameter(Name=name, Value=json.dumps(only_contracts), Type="String")
+    runtime = make_runtime(fast_path="false", apps_parameter=name, policy_refresh_seconds="1")
+
+    def billing_sends(key: str) -> bool:
+        body = task_body(app="billing", idempotency_key=key)
+        record = sqs_record(body, sender_id="AROAEXAMPLEBILLINGID:nightly")
+        return handlers.invoke("intake", sqs_event(record)) == {"batchItemFailures": []}
+
+    assert not billing_sends("before")
+
+    # When the operator registers billing, the warm function takes it within the period
+    ssm.put_parameter(Name=name, Value=json.dumps(APPS), Type="String", Overwrite=True)
+    time.sleep(1.1)
+    assert billing_sends("after")
+    assert runtime.repository.find_task("billing", "after") is not None
+
+    # When the parameter becomes invalid, the registry in force stays, and it is said
+    ssm.put_parameter(Name=name, Value='{"billing": {}}', Type="String", Overwrite=True)
+    time.sleep(1.1)
+    with captured_log_lines() as logs:
+        assert billing_sends("still")
+    (line,) = logs.with_message("registry not taken: the one in force stays")
+    assert line["source"] == "BATON_APPS_PARAMETER"
+    assert line["reason"].startswith("BATON_APPS_PARAMETER: invalid app registry: billing.")

@@ -153,7 +153,8 @@ def test_a_warm_intake_follows_the_app_registry_parameter_and_keeps_out_a_bad_ch
     def billing_sends(key: str) -> bool:
         body = task_body(app="billing", idempotency_key=key)
         record = sqs_record(body, sender_id="AROAEXAMPLEBILLINGID:nightly")
-        return handlers.invoke("intake", sqs_event(record)) == {"batchItemFailures": []}
+        answer: dict[str, Any] = handlers.invoke("intake", sqs_event(record))
+        return answer == {"batchItemFailures": []}
 
     assert not billing_sends("before")
 

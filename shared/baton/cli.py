@@ -127,6 +127,18 @@ def _demo(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _log_to_stderr() -> None:
+    """A command's output is stdout's alone, so that a script can parse it; the
+    package's log lines (such as the cold start's open-mode warning) go to stderr."""
+    import logging
+
+    from baton.observability import logger
+
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baton", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return int(args.run(args))
     except (SettingsError, ApiError) as exc:

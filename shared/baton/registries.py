@@ -34,7 +34,7 @@ WallClock = Callable[[], datetime]
 Monotonic = Callable[[], float]
 
 
-def _utc_now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -61,7 +61,7 @@ class RegistrySource(Generic[T]):
         *,
         fetch: Fetcher | None = None,
         refresh_seconds: float = 60.0,
-        clock: WallClock = _utc_now,
+        clock: WallClock = utc_now,
         monotonic: Monotonic = time.monotonic,
     ) -> None:
         self._source = source
@@ -77,7 +77,7 @@ class RegistrySource(Generic[T]):
 
     @classmethod
     def fixed(
-        cls, source: str, parse: Parser[T], text: str, clock: WallClock = _utc_now
+        cls, source: str, parse: Parser[T], text: str, clock: WallClock = utc_now
     ) -> RegistrySource[T]:
         """A registry given as a value: read once, never again."""
         return cls(source, parse, text, clock=clock)
@@ -90,7 +90,7 @@ class RegistrySource(Generic[T]):
         fetch: Fetcher,
         *,
         refresh_seconds: float,
-        clock: WallClock = _utc_now,
+        clock: WallClock = utc_now,
         monotonic: Monotonic = time.monotonic,
     ) -> RegistrySource[T]:
         """A registry behind a fetch (an SSM parameter): read now, and again when due."""

@@ -11,7 +11,6 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
 from pydantic import (
@@ -27,7 +26,7 @@ from sqlalchemy.engine import URL
 
 from baton.apps import AppRegistry, parse_app_registry
 from baton.errors import SettingsError
-from baton.registries import Monotonic, Registries, RegistrySource, WallClock
+from baton.registries import Monotonic, Registries, RegistrySource, WallClock, utc_now
 from baton.registry import AlgorithmRegistry, parse_algorithm_registry
 from baton.tokens import TokenKeyring
 
@@ -178,7 +177,7 @@ def resolve_config(
     fetch_secret: SecretFetcher,
     fetch_parameter: SecretFetcher,
     *,
-    clock: WallClock | None = None,
+    clock: WallClock = utc_now,
     monotonic: Monotonic = time.monotonic,
 ) -> Config:
     """Fetch what the settings only point at (Secrets Manager, SSM) and validate it.
@@ -193,7 +192,6 @@ def resolve_config(
         if settings.token_secret is not None
         else fetch_secret(str(settings.token_secret_arn))
     )
-    wall_clock = clock or _utc_now
     algorithms = _registry_source(
         "BATON_ALGORITHMS",
         parse_algorithm_registry,
@@ -201,7 +199,7 @@ def resolve_config(
         parameter=settings.algorithms_parameter,
         fetch_parameter=fetch_parameter,
         refresh_seconds=settings.policy_refresh_seconds,
-        clock=wall_clock,
+        clock=clock,
         monotonic=monotonic,
     )
     assert algorithms is not None  # exactly one of the two is set (Settings checks)
@@ -212,7 +210,7 @@ def resolve_config(
         parameter=settings.apps_parameter,
         fetch_parameter=fetch_parameter,
         refresh_seconds=settings.policy_refresh_seconds,
-        clock=wall_clock,
+        clock=clock,
         monotonic=monotonic,
     )
     return Config(
@@ -222,10 +220,6 @@ def resolve_config(
         token_keys=TokenKeyring.from_secret(token_secret),
         registries=Registries(algorithms, apps),
     )
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _registry_source(

@@ -92,20 +92,20 @@ def derive_idempotency_key(message: TaskMessage) -> str:
 
 
 def enforce_app_registry(
-    apps: AppRegistry | None, message: TaskMessage, sender_id: str | None
+    apps: AppRegistry | None, app: str, sender_id: str | None, priority: int | None = None
 ) -> None:
-    """Invariant 9 at intake: with an app registry, a message is accepted for an app only
-    if the app is registered, the SQS sender is one of its senders, and the priority is
-    within its bound. Without one (open mode), anything goes."""
+    """Invariant 9 at intake: with an app registry, a message is accepted for ``app`` only
+    if the app is registered, the SQS sender is one of its senders, and the priority (of
+    a task message) is within its bound. Without one (open mode), anything goes."""
     if apps is None:
         return
-    app = apps.get(message.app)
-    if app is None:
-        raise InvalidTaskMessage(f"app: {message.app!r} is not registered")
-    if not sender_matches(sender_id, app.senders):
+    config = apps.get(app)
+    if config is None:
+        raise InvalidTaskMessage(f"app: {app!r} is not registered")
+    if not sender_matches(sender_id, config.senders):
         raise InvalidTaskMessage("app: sender is not one of the app's senders")
-    if message.priority > app.max_priority:
-        raise InvalidTaskMessage(f"priority: above the app's max_priority of {app.max_priority}")
+    if priority is not None and priority > config.max_priority:
+        raise InvalidTaskMessage(f"priority: above the app's max_priority of {config.max_priority}")
 
 
 def accept_task_message(
@@ -120,7 +120,7 @@ def accept_task_message(
     # let it be checked against one and stored against the other.
     registry = runtime.config.registry
     message = _parse_task_message(runtime, body, registry)
-    enforce_app_registry(runtime.config.apps, message, sender_id)
+    enforce_app_registry(runtime.config.apps, message.app, sender_id, message.priority)
     algorithm = registry[message.algorithm]
     now = runtime.clock()
     new = NewTask(

@@ -15,7 +15,8 @@ from baton.apps import (
     sender_matches,
 )
 from baton.contracts import MAX_PRIORITY
-from baton.errors import SettingsError
+from baton.errors import InvalidTaskMessage, SettingsError
+from baton.intake import enforce_app_registry
 from pydantic import ValidationError
 
 PORTAL_ROLE = "arn:aws:iam::123456789012:role/review-portal"
@@ -285,3 +286,38 @@ def test_a_role_does_not_stand_for_a_session() -> None:
 )
 def test_anything_else_matches_no_role(caller: str | None) -> None:
     assert not principal_matches(caller, [PORTAL_ROLE, "not-an-arn"])
+
+
+# -- what intake makes of it ---------------------------------------------------------------
+
+PORTAL_SESSION = "AROAEXAMPLEPORTALID:portal-web"
+
+
+def intake_reason(app_name: str, sender_id: str | None, priority: int | None = None) -> str:
+    registry = parse_app_registry(json.dumps(REGISTRY), "BATON_APPS")
+    with pytest.raises(InvalidTaskMessage) as caught:
+        enforce_app_registry(registry, app_name, sender_id, priority)
+    return str(caught.value)
+
+
+def test_intake_takes_an_app_s_own_sender_within_its_priority_bound() -> None:
+    registry = parse_app_registry(json.dumps(REGISTRY), "BATON_APPS")
+    enforce_app_registry(registry, "review-portal", PORTAL_SESSION, 100)
+    enforce_app_registry(registry, "review-portal", "AROAEXAMPLEPORTALID", -5)
+    # a message without a priority of its own (a cancel) is bound by the sender alone
+    enforce_app_registry(registry, "review-portal", PORTAL_SESSION)
+
+
+def test_intake_names_the_rule_a_message_breaks() -> None:
+    assert intake_reason("contracts", PORTAL_SESSION) == "app: 'contracts' is not registered"
+    assert intake_reason("review-portal", "AROAEXAMPLEBULKID:job") == (
+        "app: sender is not one of the app's senders"
+    )
+    assert intake_reason("review-portal", None) == "app: sender is not one of the app's senders"
+    assert intake_reason("review-portal", PORTAL_SESSION, 101) == (
+        "priority: above the app's max_priority of 100"
+    )
+
+
+def test_open_mode_checks_nothing() -> None:
+    enforce_app_registry(None, "anything", None, MAX_PRIORITY)

@@ -25,5 +25,6 @@ fi
 # scripts/bootstrap.sh installs with `-c constraints.txt`; its stamp includes this file.
 # Regenerate with scripts/pin-dev-tools.sh (python 3.11): never edit the pins by hand.
 HEADER
-  "$venv/bin/python" -m pip freeze --exclude-editable
+  # --all keeps setuptools, which the packaging tests run; pip pins itself elsewhere
+  "$venv/bin/python" -m pip freeze --all --exclude-editable | grep -v '^pip=='
 } > constraints.txt

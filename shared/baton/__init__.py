@@ -10,10 +10,12 @@ which wire the rest together):
 - ``contracts``: every shape that crosses the boundary (messages, requests, answers).
 - ``input_hygiene``: what any input from outside is checked for (depth, duplicate
   keys), and error descriptions that never echo a value.
-- ``registry``: the algorithm registry.
+- ``registry``, ``apps``: the algorithm registry; the app registry (who may send as an
+  app, its share and limits) and how senders and callers are matched.
+- ``registries``: the registries in force, re-read from SSM when due.
 - ``tokens``: callback tokens and the keyring that signs them.
 - ``backoff``: retry delays, exponential with equal jitter.
-- ``settings``: the environment, validated once; secrets and the registry resolved.
+- ``settings``: the environment, validated once; secrets and the registries resolved.
 - ``models``, ``database``, ``schema``: the tables, the engine, the Alembic migrations
   (``migrations/``).
 - ``repository``: every read and write of the database, one unit of work per method.

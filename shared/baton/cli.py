@@ -168,6 +168,18 @@ def _unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _log_to_stderr() -> None:
+    """A command's output is stdout's alone, so that a script can parse it; the
+    package's log lines (such as the cold start's open-mode warning) go to stderr."""
+    import logging
+
+    from baton.observability import logger
+
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baton", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # can say what is missing instead of what it does not recognise.
     if unknown and not getattr(args, "accepts_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    _log_to_stderr()
     try:
         return int(args.run(args))
     except (SettingsError, ApiError) as exc:

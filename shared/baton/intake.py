@@ -1,4 +1,5 @@
-"""Intake: validate a task message and store it once (steps 1-3)."""
+"""Intake: validate a task message, check that its app may send it, and store it once
+(steps 1-3)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
+from baton.apps import AppRegistry, sender_matches
 from baton.contracts import TaskMessage
 from baton.errors import InvalidTaskMessage
 from baton.faults import crash_point
 from baton.input_hygiene import describe_validation_error, duplicate_key, inspect_json
 from baton.observability import logger
 from baton.records import NewTask
+from baton.registry import AlgorithmRegistry
 from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
 
@@ -35,6 +38,12 @@ class AcceptedTask:
 
 def parse_task_message(runtime: Runtime, body: str | bytes) -> TaskMessage:
     """The validated message, or ``InvalidTaskMessage`` saying what is wrong and where."""
+    return _parse_task_message(runtime, body, runtime.config.registry)
+
+
+def _parse_task_message(
+    runtime: Runtime, body: str | bytes, registry: AlgorithmRegistry
+) -> TaskMessage:
     settings = runtime.settings
     try:
         size = len(body.encode() if isinstance(body, str) else body)
@@ -62,7 +71,6 @@ def parse_task_message(runtime: Runtime, body: str | bytes) -> TaskMessage:
     duplicate = duplicate_key(body)
     if duplicate is not None:
         raise InvalidTaskMessage(f"{duplicate}: duplicate key in one JSON object")
-    registry = runtime.config.registry
     if message.algorithm not in registry:
         raise InvalidTaskMessage(f"algorithm: {message.algorithm!r} is not registered")
     algorithm = registry[message.algorithm]
@@ -92,10 +100,37 @@ def derive_idempotency_key(message: TaskMessage) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def accept_task_message(runtime: Runtime, body: str | bytes) -> AcceptedTask:
-    """Step 3: validate and store one task message; a redelivered duplicate is a success."""
-    message = parse_task_message(runtime, body)
-    algorithm = runtime.config.registry[message.algorithm]
+def enforce_app_registry(
+    apps: AppRegistry | None, app: str, sender_id: str | None, priority: int | None = None
+) -> None:
+    """Invariant 9 at intake: with an app registry, a message is accepted for ``app`` only
+    if the app is registered, the SQS sender is one of its senders, and the priority (of
+    a task message) is within its bound. Without one (open mode), anything goes."""
+    if apps is None:
+        return
+    config = apps.get(app)
+    if config is None:
+        raise InvalidTaskMessage(f"app: {app!r} is not registered")
+    if not sender_matches(sender_id, config.senders):
+        raise InvalidTaskMessage("app: sender is not one of the app's senders")
+    if priority is not None and priority > config.max_priority:
+        raise InvalidTaskMessage(f"priority: above the app's max_priority of {config.max_priority}")
+
+
+def accept_task_message(
+    runtime: Runtime, body: str | bytes, sender_id: str | None = None
+) -> AcceptedTask:
+    """Step 3: validate and store one task message; a redelivered duplicate is a success.
+
+    ``sender_id`` is the SQS record's ``SenderId``: with an app registry, a message
+    without one is refused.
+    """
+    # One copy of each registry for the whole message: a refresh in between must not
+    # let it be checked against one and stored against the other.
+    registry = runtime.config.registry
+    message = _parse_task_message(runtime, body, registry)
+    enforce_app_registry(runtime.config.apps, message.app, sender_id, message.priority)
+    algorithm = registry[message.algorithm]
     now = runtime.clock()
     new = NewTask(
         id=str(uuid.uuid4()),
@@ -132,10 +167,18 @@ def ingest_task_batch(runtime: Runtime, event: dict[str, Any], context: Any) -> 
     touched: set[str] = set()
 
     def accept_record(record: SQSRecord) -> str:
+        sender_id: str | None = record.attributes.get("SenderId")
         try:
-            accepted = accept_task_message(runtime, record.body)
+            accepted = accept_task_message(runtime, record.body, sender_id)
         except InvalidTaskMessage as exc:
-            logger.warning("task message rejected", message_id=record.message_id, reason=str(exc))
+            logger.warning(
+                "task message rejected",
+                message_id=record.message_id,
+                # An IAM unique id (and a role session name), not a secret: it tells the
+                # operator who sent what ended in the DLQ.
+                sender_id=sender_id,
+                reason=str(exc),
+            )
             raise
         if accepted.created:
             touched.add(accepted.algorithm)

@@ -77,13 +77,17 @@ class PolicyWriter:
     def write(self, config: Config, algorithm: str) -> bool:
         """Write the algorithm's policy from ``config``'s registries (compare-and-set: a
         copy older than Redis's is refused there) and remember when; True if Redis took it."""
-        policy = build_policy(algorithm, config.registry[algorithm], config.apps)
+        registries = config.registries
+        algorithms, apps = registries.algorithms_taken(), registries.apps_taken()
+        policy = build_policy(
+            algorithm, algorithms.value[algorithm], apps.value.apps if apps is not None else None
+        )
         written = self._queue.write_policy(
             algorithm,
             policy,
             policy_digest(policy),
-            config.algorithms_taken_at,
-            config.apps_taken_at,
+            algorithms.taken_at.timestamp(),
+            apps.taken_at.timestamp() if apps is not None else 0.0,
         )
         with self._lock:
             self._written_at[algorithm] = time.monotonic()

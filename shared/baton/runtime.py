@@ -15,7 +15,9 @@ from botocore.config import Config as BotoConfig
 
 from baton.database import create_database_engine, create_session_factory
 from baton.dispatch_client import DispatchClient, HttpDispatchClient
+from baton.errors import SettingsError
 from baton.notifications import Notifier
+from baton.observability import logger
 from baton.policy import PolicyWriter
 from baton.queue import TaskQueue
 from baton.repository import Repository
@@ -53,10 +55,16 @@ def fetch_secret(arn: str) -> str:
     return value if isinstance(value, str) else bytes(value).decode()
 
 
-def fetch_parameter(name: str) -> str:
+def fetch_parameter(name: str, max_age: int = 300) -> str:
+    """An SSM parameter's value, cached by Powertools for ``max_age`` seconds; a read
+    that fails (missing, denied, unreachable) is a ``SettingsError`` naming it."""
     from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
-    return str(parameters.get_parameter(name, max_age=300))
+    try:
+        return str(parameters.get_parameter(name, max_age=max_age))
+    except GetParameterError as exc:
+        raise SettingsError(f"SSM parameter {name!r} could not be read: {exc}") from None
 
 
 RedisClient = redis.Redis | redis.RedisCluster
@@ -80,7 +88,17 @@ def build_runtime(
     clock: Clock = utc_now,
     boto_session: Any = None,
 ) -> Runtime:
-    config = resolve_config(settings, fetch_secret, fetch_parameter)
+    # Powertools caches a parameter as long as the registry it holds may get old, so a
+    # re-read that is due is never answered from an older cache entry.
+    refresh = settings.policy_refresh_seconds
+    config = resolve_config(
+        settings, fetch_secret, lambda name: fetch_parameter(name, max_age=refresh), clock=clock
+    )
+    if config.apps is None:
+        logger.warning(
+            "no app registry (BATON_APPS or BATON_APPS_PARAMETER): open mode, any app name "
+            "is accepted from any sender, with weight 1 and no limits"
+        )
     engine = create_database_engine(config.database_url)
     session = boto_session or boto3.session.Session()
     client = redis_client or connect_redis(config.redis_url, cluster=settings.redis_cluster)

@@ -1,7 +1,7 @@
 """Settings: environment variables with the ``BATON_`` prefix, validated once at cold start.
 
 ``Settings`` is what the environment says; ``Config`` is what the functions run on,
-after secrets and the algorithm registry have been fetched (``resolve_config``).
+after secrets and the registries have been fetched (``resolve_config``).
 A missing or invalid setting raises ``SettingsError`` naming the variable.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Self
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
 
 from pydantic import (
     AnyHttpUrl,
@@ -24,11 +24,15 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL
 
+from baton.apps import AppRegistry, parse_app_registry
 from baton.errors import SettingsError
+from baton.registries import Monotonic, Registries, RegistrySource, WallClock, utc_now
 from baton.registry import AlgorithmRegistry, parse_algorithm_registry
 from baton.tokens import TokenKeyring
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
+
+R = TypeVar("R")
 
 
 class Settings(BaseSettings):
@@ -61,6 +65,19 @@ class Settings(BaseSettings):
         default=None, description="The registry as JSON (kept opaque so it never reaches a log)."
     )
     algorithms_parameter: str | None = None
+    apps: SecretStr | None = Field(
+        default=None,
+        description="The app registry as JSON (opaque, like the algorithm registry). "
+        "Neither this nor apps_parameter: open mode, any app name is accepted.",
+    )
+    apps_parameter: str | None = None
+    policy_refresh_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description="How old a registry read from SSM, and a function's copy of the live "
+        "scheduling policy in Redis, may get before they are read and written again.",
+    )
 
     key_prefix: str = Field(default="baton", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     result_prefix: str = Field(default="results", pattern=r"^[A-Za-z0-9._-]{1,64}$")
@@ -76,13 +93,6 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(default=50, ge=1, le=10_000)
     notification_grace_seconds: int = Field(default=30, ge=0)
     fast_path: bool = True
-    policy_refresh_seconds: float = Field(
-        default=60.0,
-        ge=0,
-        le=3600,
-        description="How stale a function's copy of the registries and of the live "
-        "scheduling policy may get before it is fetched and written again",
-    )
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
     max_input_depth: int = Field(default=32, ge=2, le=256)
 
@@ -98,6 +108,8 @@ class Settings(BaseSettings):
         _exactly_one(self, "database_url", "database_secret_arn")
         _exactly_one(self, "token_secret", "token_secret_arn")
         _exactly_one(self, "algorithms", "algorithms_parameter")
+        if self.apps is not None and self.apps_parameter is not None:
+            raise ValueError("set at most one of BATON_APPS or BATON_APPS_PARAMETER")
         return self
 
     @property
@@ -139,16 +151,23 @@ def describe_settings_error(exc: ValidationError) -> str:
 
 @dataclass(frozen=True)
 class Config:
-    """Settings with secrets and the registry resolved: what the lifecycle runs on."""
+    """Settings with secrets and the registries resolved: what the lifecycle runs on."""
 
     settings: Settings
     database_url: str
     redis_url: str
     token_keys: TokenKeyring
-    registry: AlgorithmRegistry
-    apps: Mapping[str, Any] | None = None
-    algorithms_taken_at: float = field(default_factory=time.time)
-    apps_taken_at: float = field(default_factory=time.time)
+    registries: Registries
+
+    @property
+    def registry(self) -> AlgorithmRegistry:
+        """The algorithm registry in force (re-read from SSM when due)."""
+        return self.registries.algorithms
+
+    @property
+    def apps(self) -> AppRegistry | None:
+        """The app registry in force; None: open mode."""
+        return self.registries.apps
 
 
 SecretFetcher = Callable[[str], str]
@@ -158,27 +177,75 @@ def resolve_config(
     settings: Settings,
     fetch_secret: SecretFetcher,
     fetch_parameter: SecretFetcher,
+    *,
+    clock: WallClock = utc_now,
+    monotonic: Monotonic = time.monotonic,
 ) -> Config:
-    """Fetch what the settings only point at (Secrets Manager, SSM) and validate it."""
+    """Fetch what the settings only point at (Secrets Manager, SSM) and validate it.
+
+    ``fetch_parameter`` is kept for reading the SSM registries again when they are
+    due; ``clock`` (wall time, for ``Taken.taken_at``) and ``monotonic`` (for the
+    refresh period) are there for tests to move.
+    """
     database_url = resolve_database_url(settings, fetch_secret)
     token_secret = (
         settings.token_secret.get_secret_value()
         if settings.token_secret is not None
         else fetch_secret(str(settings.token_secret_arn))
     )
-    registry_json = (
-        settings.algorithms.get_secret_value()
-        if settings.algorithms is not None
-        else fetch_parameter(str(settings.algorithms_parameter))
+    algorithms = _registry_source(
+        "BATON_ALGORITHMS",
+        parse_algorithm_registry,
+        value=settings.algorithms,
+        parameter=settings.algorithms_parameter,
+        fetch_parameter=fetch_parameter,
+        refresh_seconds=settings.policy_refresh_seconds,
+        clock=clock,
+        monotonic=monotonic,
     )
-    source = "BATON_ALGORITHMS" if settings.algorithms is not None else "BATON_ALGORITHMS_PARAMETER"
-    registry = parse_algorithm_registry(registry_json, source)
+    assert algorithms is not None  # exactly one of the two is set (Settings checks)
+    apps = _registry_source(
+        "BATON_APPS",
+        parse_app_registry,
+        value=settings.apps,
+        parameter=settings.apps_parameter,
+        fetch_parameter=fetch_parameter,
+        refresh_seconds=settings.policy_refresh_seconds,
+        clock=clock,
+        monotonic=monotonic,
+    )
     return Config(
         settings=settings,
         database_url=database_url,
         redis_url=settings.redis_url.get_secret_value(),
         token_keys=TokenKeyring.from_secret(token_secret),
-        registry=registry,
+        registries=Registries(algorithms, apps),
+    )
+
+
+def _registry_source(
+    variable: str,
+    parse: Callable[[str, str], R],
+    *,
+    value: SecretStr | None,
+    parameter: str | None,
+    fetch_parameter: SecretFetcher,
+    refresh_seconds: int,
+    clock: WallClock,
+    monotonic: Monotonic,
+) -> RegistrySource[R] | None:
+    """The registry given inline as ``variable``, or behind ``<variable>_PARAMETER``."""
+    if value is not None:
+        return RegistrySource.fixed(variable, parse, value.get_secret_value(), clock)
+    if parameter is None:
+        return None
+    return RegistrySource.fetched(
+        f"{variable}_PARAMETER",
+        parse,
+        lambda: fetch_parameter(parameter),
+        refresh_seconds=refresh_seconds,
+        clock=clock,
+        monotonic=monotonic,
     )
 
 

@@ -646,3 +646,92 @@ def test_existing_redis_and_database_switch_off_the_created_ones(
         assert resources[name]["Condition"] == "CreateCache", name
     for name in ("Database", "DatabaseSecurityGroup", "DatabaseSubnetGroup"):
         assert resources[name]["Condition"] == "CreateDatabase", name
+
+
+# --------------------------------------------------------------------------- app registry
+def _ssm_arn_of(parameter: str) -> dict[str, str]:
+    return {
+        "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
+        f"parameter${{{parameter}}}"
+    }
+
+
+def test_the_app_registry_is_optional_and_beside_the_algorithm_registry(
+    template: dict[str, Any],
+) -> None:
+    parameter = template["Parameters"]["AppsJson"]
+    # Empty (open mode) by default: "{}" would register no app and refuse everything.
+    assert parameter["Type"] == "String"
+    assert parameter["Default"] == ""
+    assert parameter["MaxLength"] <= 4096  # a Standard-tier SSM parameter
+    pattern = re.compile(parameter["AllowedPattern"])
+    for accepted in ("", "{}", '{"portal": {"senders": [], "principals": []}}'):
+        assert pattern.fullmatch(accepted), accepted
+    for refused in ("portal", "[]", "null"):
+        assert not pattern.fullmatch(refused), refused
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    (scheduling,) = [group for group in groups if "AlgorithmsJson" in group["Parameters"]]
+    assert "AppsJson" in scheduling["Parameters"]
+
+
+def test_the_app_registry_parameter_exists_only_with_apps(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    assert template["Conditions"]["HasApps"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AppsJson"}, ""]}]
+    }
+    parameter = resources["AppsParameter"]
+    assert parameter["Type"] == "AWS::SSM::Parameter"
+    assert parameter["Condition"] == "HasApps"
+    assert is_ref(parameter["Properties"]["Value"], "AppsJson")
+    assert parameter["Properties"]["Type"] == "String"
+    # A leading slash, so that the ARN in the policy is arn:...:parameter${AppsParameter}
+    assert parameter["Properties"]["Name"]["Fn::Sub"].startswith("/")
+    output = template["Outputs"]["AppsParameterName"]
+    assert output["Condition"] == "HasApps"
+
+
+def test_functions_read_the_app_registry_parameter_or_run_open(template: dict[str, Any]) -> None:
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    # "" counts as unset: without AppsJson there is no app registry (open mode).
+    assert variables["BATON_APPS_PARAMETER"] == {
+        "Fn::If": ["HasApps", {"Ref": "AppsParameter"}, ""]
+    }
+    assert variables.get("BATON_APPS", "") == ""
+
+
+def test_functions_may_read_the_app_registry_parameter_and_nothing_more(
+    resources: dict[str, Any],
+) -> None:
+    statements = {
+        statement["Sid"]: statement
+        for statement in props(resources, "TaskLifecyclePolicy")["PolicyDocument"]["Statement"]
+    }
+    apps = statements["ReadAppRegistry"]
+    assert apps["Effect"] == "Allow"
+    assert apps["Action"] == "ssm:GetParameter"
+    # With apps: their parameter alone. Without: the algorithm registry's again, which
+    # the functions may read anyway (a statement must name a resource).
+    assert apps["Resource"] == {
+        "Fn::If": ["HasApps", _ssm_arn_of("AppsParameter"), _ssm_arn_of("AlgorithmsParameter")]
+    }
+    assert statements["ReadAlgorithmRegistry"]["Resource"] == _ssm_arn_of("AlgorithmsParameter")
+    readers = [
+        name
+        for name, statement in allow_statements(resources)
+        if "ssm:GetParameter" in as_list(statement["Action"])
+    ]
+    assert readers == ["TaskLifecyclePolicy", "TaskLifecyclePolicy"]
+
+
+def test_a_registry_that_could_not_be_taken_raises_an_alarm(resources: dict[str, Any]) -> None:
+    (alarm,) = [
+        body["Properties"]
+        for body in of_type(resources, "AWS::CloudWatch::Alarm").values()
+        if body["Properties"]["MetricName"] == "RegistryRejected"
+    ]
+    assert alarm["Namespace"] == "Baton"
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "baton"}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert is_ref(alarm["AlarmActions"][0], "AlarmTopic")

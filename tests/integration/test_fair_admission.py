@@ -10,7 +10,7 @@ import heapq
 import itertools
 import math
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -151,9 +151,10 @@ def test_under_saturation_each_app_gets_its_weight_share(
     # Given apps of random weights, each with a backlog far larger than the capacity,
     # their tasks of one cost (cost units are what is shared), on random endpoints
     apps = {f"app{index}": float(weight) for index, weight in enumerate(weights)}
-    # A window must hold 10 tasks of the smallest app for 10% of its share to be less
-    # than one task: the capacity takes at least sum(weights) / min(weights) tasks.
-    need = math.ceil(sum(weights) / min(weights)) * cost
+    # Shares are counted in whole tasks: a window must hold 20 tasks of the smallest app
+    # for one task either way to stay within its 10% (a window is 10 x cap dispatches,
+    # so the capacity takes at least 2 x sum(weights) / min(weights) tasks).
+    need = 2 * math.ceil(sum(weights) / min(weights)) * cost
     if sum(endpoint_caps) < need:
         endpoint_caps = [*endpoint_caps, need - sum(endpoint_caps)]
     cap = sum(endpoint_caps)
@@ -313,7 +314,7 @@ def test_capacity_time_is_shared_when_one_apps_tasks_run_longer(
 
     # When the fleet runs saturated for a while
     fleet.admit()
-    held = Counter[str]()  # capacity-seconds each app held
+    held: defaultdict[str, float] = defaultdict(float)  # capacity-seconds each app held
     for _ in range(1500):
         before = fleet.clock
         in_flight = Counter(slot.app for slot in fleet.running_slots)

@@ -54,6 +54,7 @@ def seed(engine: sa.Engine, finished: int, pending: int) -> None:
                     "task_id": task_id,
                     "attempt": 1,
                     "algorithm": "ocr",
+                    "app": "contracts",
                     "status": "succeeded",
                     "result_key": "k",
                     "created_at": created,

@@ -23,13 +23,21 @@ def sample_event(name: str) -> dict[str, Any]:
     return copy.deepcopy(_sample(name))
 
 
-def sqs_record(body: str, message_id: str | None = None, receive_count: int = 1) -> dict[str, Any]:
+def sqs_record(
+    body: str,
+    message_id: str | None = None,
+    receive_count: int = 1,
+    sender_id: str | None = None,
+) -> dict[str, Any]:
+    """An intake record; ``sender_id`` replaces the sample's ``SenderId`` (a role session)."""
     record: dict[str, Any] = copy.deepcopy(_sample("intake")["Records"][0])
     record["messageId"] = message_id or str(uuid.uuid4())
     record["receiptHandle"] = f"handle-{record['messageId']}"
     record["body"] = body
     record["md5OfBody"] = hashlib.md5(body.encode()).hexdigest()
     record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    if sender_id is not None:
+        record["attributes"]["SenderId"] = sender_id
     return record
 
 

@@ -1,9 +1,12 @@
-"""The package's log lines as a test sees them: the JSON its Powertools logger writes."""
+"""The log lines the package's Powertools logger writes, captured as the JSON records
+they become on stdout (the same formatter, so a test sees what CloudWatch would)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,10 @@ class CapturedLogs:
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.lines]
 
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
     def with_message(self, message: str) -> list[dict[str, Any]]:
         return [record for record in self.records if record.get("message") == message]
 
@@ -29,9 +36,22 @@ class CapturedLogs:
 
 class LogCollector(logging.Handler):
     def __init__(self, sink: CapturedLogs) -> None:
-        super().__init__()
+        super().__init__(level=logging.DEBUG)
         self._sink = sink
         self.setFormatter(baton_logger.registered_formatter)
 
     def emit(self, record: logging.LogRecord) -> None:
         self._sink.lines.append(self.format(record))
+
+
+@contextmanager
+def captured_log_lines() -> Iterator[CapturedLogs]:
+    """Every record at or above the logger's level while the block runs."""
+    sink = CapturedLogs()
+    collector = LogCollector(sink)
+    target = logging.getLogger(baton_logger.service)
+    target.addHandler(collector)
+    try:
+        yield sink
+    finally:
+        target.removeHandler(collector)

@@ -177,7 +177,17 @@ def _log_to_stderr() -> None:
 
     handler = logger.registered_handler
     if isinstance(handler, logging.StreamHandler):
-        handler.setStream(sys.stderr)
+        handler.setStream(_CurrentStderr())
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written (a caller may replace it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:

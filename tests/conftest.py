@@ -73,7 +73,7 @@ def database_url() -> Iterator[str]:
 def clean_database(database_url: str) -> str:
     engine = sa.create_engine(database_url)
     with engine.begin() as connection:
-        for table in ("notification_outbox", "task_execution", "task"):
+        for table in ("notification_outbox", "task_execution", "task", "algorithm_hold"):
             connection.exec_driver_sql(f"DELETE FROM {table}")
     engine.dispose()
     return database_url
@@ -200,6 +200,8 @@ def make_runtime(
             "BATON_NOTIFICATION_GRACE_SECONDS": "0",
         }
         environ.update({f"BATON_{key.upper()}": str(value) for key, value in overrides.items()})
+        if "algorithms_parameter" in overrides:  # the registry comes from SSM instead
+            del environ["BATON_ALGORITHMS"]
         runtime = build_runtime(
             load_settings(environ), redis_client=redis_client, clock=clock, boto_session=aws.session
         )

@@ -19,13 +19,17 @@ which wire the rest together):
 - ``models``, ``database``, ``schema``: the tables, the engine, the Alembic migrations
   (``migrations/``).
 - ``repository``: every read and write of the database, one unit of work per method.
-- ``queue``: the Redis side (ready queues, running sets), with its Lua scripts (``lua/``).
+- ``queue``: the Redis side (ready queues per app, running sets, the in-flight counts, the
+  live policy, the rate limit), with its Lua scripts (``lua/``).
+- ``policy``: the scheduling policy each algorithm's admission enforces, built from the
+  registries and written to Redis.
 - ``storage``, ``notifications``, ``dispatch_client``: S3, SNS and HTTP to the algorithms.
 - ``runtime``: the collaborators each operation receives, built once per cold start.
 - ``outbox``, ``attempts``, ``repair``: publishing notifications, ending an attempt,
   repairing one algorithm's Redis state.
 - ``scheduling``, ``intake``, ``sweep``, ``completion``, ``cancellation``, ``reconcile``:
-  the lifecycle operations.
+  the lifecycle operations; ``pausing``: operators pause and resume an algorithm.
+- ``waiting``: why a task waits (the rule that holds it, the tasks ahead of it).
 - ``callback_api``, ``openapi``: the callback API and its OpenAPI document.
 - ``deployment``: the schema custom resource; ``cli``: the console script (operators).
 

@@ -90,8 +90,11 @@ class Task(Base):
     __tablename__ = "task"
     __table_args__ = (
         UniqueConstraint("app", "idempotency_key"),
-        # Promotion: the best eligible PENDING tasks of one algorithm, flat as the backlog grows.
-        Index("ix_task_promotion", "algorithm", "status", text("priority DESC"), "created_at"),
+        # Promotion: the apps with PENDING tasks of one algorithm, then the best eligible
+        # tasks of each, flat as the backlog grows.
+        Index(
+            "ix_task_promotion", "algorithm", "status", "app", text("priority DESC"), "created_at"
+        ),
         Index("ix_task_status_updated", "status", "updated_at"),
     )
 

@@ -79,6 +79,8 @@ class PolicyWriter:
         copy older than Redis's is refused there) and remember when; True if Redis took it."""
         registries = config.registries
         algorithms, apps = registries.algorithms_taken(), registries.apps_taken()
+        if algorithm not in algorithms.value:
+            return False  # it left the registry since the caller looked
         policy = build_policy(
             algorithm, algorithms.value[algorithm], apps.value.apps if apps is not None else None
         )

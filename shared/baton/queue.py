@@ -171,6 +171,7 @@ class TaskQueue:
         self._restore = client.register_script(_load_script("restore"))
         self._release = client.register_script(_load_script("release"))
         self._write_policy = client.register_script(_load_script("policy"))
+        self._cool_down = client.register_script(_load_script("cooldown"))
         # The apps seen with ready tasks, per algorithm: admit.lua must be given every
         # one of their queues, and asks again when it meets one it was not given.
         self._known_apps: dict[str, set[str]] = {}
@@ -357,18 +358,24 @@ class TaskQueue:
         tolerance = (int(state.policy.get("rate_burst", "1")) - 1) * interval
         return max(0.0, state.rate_tat - _score(now) - tolerance)
 
-    def cool_down(self, algorithm: str, endpoint: str, until: datetime) -> None:
+    def cool_down(
+        self, algorithm: str, endpoint: str, until: datetime, now: datetime | None = None
+    ) -> None:
         """Admit nothing more to this endpoint until ``until`` (it said it is busy or
         failing); slots already held, and the other endpoints, are not affected."""
-        key = self.keys(algorithm).cooldown
-        current = self._client.hget(key, endpoint)
-        if current is not None and float(current) >= _score(until):
-            return
-        self._client.hset(key, endpoint, repr(_score(until)))
+        self._cool_down(
+            keys=[self.keys(algorithm).cooldown],
+            args=[endpoint, repr(_score(until)), _score(now or datetime.now(UTC))],
+        )
 
-    def cooling_until(self, algorithm: str, endpoint: str) -> datetime | None:
+    def cooling_until(
+        self, algorithm: str, endpoint: str, now: datetime | None = None
+    ) -> datetime | None:
+        """When the endpoint's cool-down ends, or None if it is not cooling down."""
         value = self._client.hget(self.keys(algorithm).cooldown, endpoint)
-        return None if value is None else datetime.fromtimestamp(float(value), UTC)
+        if value is None or float(value) <= _score(now or datetime.now(UTC)):
+            return None
+        return datetime.fromtimestamp(float(value), UTC)
 
     def extend_slot(self, algorithm: str, task_id: str, attempt: int, deadline: datetime) -> None:
         """Move a held slot's deadline (heartbeat); never creates a slot."""
@@ -451,6 +458,15 @@ class TaskQueue:
 
     def ready_count(self, algorithm: str) -> int:
         return int(self._client.hget(self.keys(algorithm).counts, "ready") or 0)
+
+    def ready_counts(self, algorithm: str, apps: Iterable[str]) -> dict[str, int]:
+        """The ready tasks of each of ``apps`` (one round trip)."""
+        apps = list(apps)
+        keys = self.keys(algorithm)
+        pipe = self._client.pipeline(transaction=False)
+        for app in apps:
+            pipe.zcard(keys.ready(app))
+        return {app: int(count) for app, count in zip(apps, pipe.execute(), strict=True)}
 
     def apps_with_ready_tasks(self, algorithm: str) -> set[str]:
         return {_text(app) for app in self._client.smembers(self.keys(algorithm).apps)}

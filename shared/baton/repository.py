@@ -32,20 +32,32 @@ from baton.records import (
 
 
 def promotion_candidates(
-    algorithm: str, now: datetime, limit: int
+    algorithm: str, now: datetime, limit: int, app: str | None = None
 ) -> Select[str, int, int, datetime, str, int]:
-    """The best eligible PENDING tasks of one algorithm: an ordered walk of
-    ``ix_task_promotion`` that stops after ``limit`` rows, however long the backlog."""
+    """The best eligible PENDING tasks of one algorithm (of one app, when given): an
+    ordered walk of ``ix_task_promotion`` that stops after ``limit`` rows, however long
+    the backlog."""
+    conditions = [
+        Task.algorithm == algorithm,
+        Task.status == TaskStatus.PENDING,
+        Task.not_before <= now,
+    ]
+    if app is not None:
+        conditions.append(Task.app == app)
     return (
         select(Task.id, Task.attempts, Task.priority, Task.created_at, Task.app, Task.cost)
-        .where(
-            Task.algorithm == algorithm,
-            Task.status == TaskStatus.PENDING,
-            Task.not_before <= now,
-        )
+        .where(*conditions)
         .order_by(Task.priority.desc(), Task.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+    )
+
+
+def apps_with_pending_query(algorithm: str) -> Select[str]:
+    return (
+        select(Task.app)
+        .where(Task.algorithm == algorithm, Task.status == TaskStatus.PENDING)
+        .group_by(Task.app)
     )
 
 
@@ -192,14 +204,22 @@ class Repository:
 
     # -- promotion ----------------------------------------------------------------------
 
-    def queue_pending_tasks(self, algorithm: str, now: datetime, limit: int) -> list[QueuedTask]:
+    def apps_with_pending_tasks(self, algorithm: str) -> list[str]:
+        """The apps with PENDING tasks of ``algorithm``, read from the prefix of
+        ``ix_task_promotion`` alone."""
+        with self._sessions() as session:
+            return sorted(session.scalars(apps_with_pending_query(algorithm)))
+
+    def queue_pending_tasks(
+        self, algorithm: str, now: datetime, limit: int, app: str | None = None
+    ) -> list[QueuedTask]:
         """Step 4: claim up to ``limit`` eligible PENDING tasks of ``algorithm``, mark them
         QUEUED.
 
         ``SKIP LOCKED`` lets concurrent promoters take disjoint rows instead of waiting.
         """
         with self._transaction() as session:
-            rows = session.execute(promotion_candidates(algorithm, now, limit)).all()
+            rows = session.execute(promotion_candidates(algorithm, now, limit, app)).all()
             if not rows:
                 return []
             session.execute(

@@ -81,20 +81,28 @@ def _algorithms(runtime: Runtime, algorithms: Iterable[str] | None) -> list[str]
 def promote_pending_tasks(
     runtime: Runtime, algorithms: Iterable[str] | None = None
 ) -> PromotionReport:
-    """Steps 4-5: move eligible PENDING tasks into the ready queue, up to its depth."""
+    """Steps 4-5: move eligible PENDING tasks into their apps' ready queues, each up to
+    its depth: every app with a backlog has ready tasks for admission to choose from,
+    however far ahead of it in age another app's backlog is."""
     settings = runtime.settings
+    repository, queue = runtime.repository, runtime.queue
     promoted = 0
     for algorithm in _algorithms(runtime, algorithms):
-        room = settings.ready_queue_depth - runtime.queue.ready_count(algorithm)
-        if room <= 0:
+        apps = repository.apps_with_pending_tasks(algorithm)
+        if not apps:
             continue
-        tasks = runtime.repository.queue_pending_tasks(
-            algorithm, runtime.clock(), min(room, settings.promote_batch_size)
-        )
-        if tasks:
-            crash_point("promote.after_claim")
-        runtime.queue.enqueue(algorithm, tasks)
-        promoted += len(tasks)
+        ready = queue.ready_counts(algorithm, apps)
+        for app in apps:
+            room = settings.ready_queue_depth - ready[app]
+            if room <= 0:
+                continue
+            tasks = repository.queue_pending_tasks(
+                algorithm, runtime.clock(), min(room, settings.promote_batch_size), app=app
+            )
+            if tasks:
+                crash_point("promote.after_claim")
+            queue.enqueue(algorithm, tasks)
+            promoted += len(tasks)
     if promoted:
         metrics.add_metric(name="TasksPromoted", unit="Count", value=promoted)
     return PromotionReport(promoted)
@@ -239,7 +247,8 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         # worker, instead of being handed the next task of the queue at once; the
         # algorithm's other endpoints keep taking work.
         pause = answer.retry_after_seconds or settings.backoff_base_seconds
-        queue.cool_down(algorithm, slot.endpoint, runtime.clock() + timedelta(seconds=pause))
+        now = runtime.clock()
+        queue.cool_down(algorithm, slot.endpoint, now + timedelta(seconds=pause), now)
         outcome = retryable_outcome(
             runtime,
             execution_status=ExecutionStatus.DISPATCH_FAILED,

@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     token_grace_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     backoff_base_seconds: float = Field(default=5.0, ge=0, le=3600)
     backoff_max_seconds: float = Field(default=900.0, ge=0, le=86400)
-    ready_queue_depth: int = Field(default=100, ge=1, le=100_000)
+    ready_queue_depth: int = Field(
+        default=100, ge=1, le=100_000, description="Ready tasks per app and algorithm in Redis"
+    )
     promote_batch_size: int = Field(default=200, ge=1, le=10_000)
     dispatch_batch_size: int = Field(default=50, ge=1, le=10_000)
     notification_grace_seconds: int = Field(default=30, ge=0)

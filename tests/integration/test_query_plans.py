@@ -10,7 +10,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from baton.repository import overdue_attempts_query, promotion_candidates
+from baton.repository import (
+    apps_with_pending_query,
+    overdue_attempts_query,
+    promotion_candidates,
+)
 from sqlalchemy.dialects import mysql
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -90,10 +94,19 @@ def engine(clean_database: str) -> Any:
 
 def test_promotion_walks_its_index_and_reads_few_rows(engine: sa.Engine) -> None:
     seed(engine, finished=20_000, pending=30)
-    (plan,) = explain(engine, promotion_candidates("ocr", NOW, 100))
+    (plan,) = explain(engine, promotion_candidates("ocr", NOW, 100, "contracts"))
     assert plan["key"] == "ix_task_promotion"
     assert "filesort" not in (plan["Extra"] or "")  # rows come out in index order
     assert int(plan["rows"]) < 200, plan  # the PENDING ones, not the 20,000 finished
+
+
+def test_the_apps_to_promote_are_read_from_the_index_alone(engine: sa.Engine) -> None:
+    seed(engine, finished=20_000, pending=30)
+    (plan,) = explain(engine, apps_with_pending_query("ocr"))
+    assert plan["key"] == "ix_task_promotion"
+    assert "Using index" in (plan["Extra"] or ""), plan  # no row read
+    assert "filesort" not in (plan["Extra"] or "")
+    assert int(plan["rows"]) < 200, plan
 
 
 def test_sweep_reads_only_active_attempts(engine: sa.Engine) -> None:

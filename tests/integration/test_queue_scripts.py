@@ -623,6 +623,18 @@ def test_admit_takes_nothing_while_the_endpoint_cools_down(task_queue: TaskQueue
     assert members(after.slots) == [member(task)]
 
 
+def test_a_cool_down_ends_and_its_record_does_not_linger(
+    task_queue: TaskQueue, redis_client: redis.Redis
+) -> None:
+    task_queue.cool_down(ALGO, ENDPOINT, NOW + timedelta(seconds=30), NOW)
+
+    assert task_queue.cooling_until(ALGO, ENDPOINT, NOW) == NOW + timedelta(seconds=30)
+    assert task_queue.cooling_until(ALGO, ENDPOINT, NOW + timedelta(seconds=31)) is None
+    # it goes away a minute after the last moment it holds
+    ttl = redis_client.pttl(task_queue.keys(ALGO).cooldown)
+    assert 80_000 < ttl <= 90_000
+
+
 def test_cool_down_of_one_algorithm_leaves_the_others_alone(task_queue: TaskQueue) -> None:
     for name in (ALGO, "nlp"):
         arm(task_queue, name, CAP)

@@ -33,7 +33,8 @@ from baton.errors import RedisStateLost
 from baton.policy import PolicyWriter
 from baton.queue import SlotConfirmation, TaskQueue
 from baton.records import AttemptOutcome, ExecutionStatus, NewTask, Slot, TaskStatus
-from baton.registry import AlgorithmRegistry
+from baton.registries import Registries, RegistrySource
+from baton.registry import parse_algorithm_registry
 from baton.repository import Repository
 
 from tests.support.admission import ENDPOINT, arm, members
@@ -451,12 +452,11 @@ def _reconcile(repository: Repository, queue: TaskQueue, cap: int = CAP) -> None
     whose attempt has ended), with a registry of one endpoint capped at ``cap``."""
     from baton.repair import repair_algorithm_state
 
-    registry = AlgorithmRegistry.from_json(
-        json.dumps({ALGORITHM: {"endpoint": ENDPOINT, "max_concurrency": cap}})
+    registry = json.dumps({ALGORITHM: {"endpoint": ENDPOINT, "max_concurrency": cap}})
+    registries = Registries(
+        RegistrySource.fixed("BATON_ALGORITHMS", parse_algorithm_registry, registry)
     )
-    config = SimpleNamespace(
-        registry=registry, apps=None, algorithms_taken_at=0.0, apps_taken_at=0.0
-    )
+    config = SimpleNamespace(registry=registries.algorithms, apps=None, registries=registries)
     runtime = SimpleNamespace(
         repository=repository,
         queue=queue,

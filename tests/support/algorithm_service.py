@@ -50,6 +50,8 @@ class AlgorithmService:
     cost_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     max_cost_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refusals: dict[str, tuple[float, int, int | None]] = field(default_factory=dict)
+    # (monotonic, path, tasks in flight there once this one is in) for each accepted task
+    accepted_at: list[tuple[float, str, int]] = field(default_factory=list)
     default_run_seconds: float = 0.02
     callback_tries: int = 3
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -139,6 +141,7 @@ class AlgorithmService:
             self.running_tasks.add(task_id)
             self.in_flight[path] += 1
             self.max_in_flight[path] = max(self.max_in_flight[path], self.in_flight[path])
+            self.accepted_at.append((now, path, self.in_flight[path]))
             algorithm, cost = str(request["algorithm"]), int(request.get("cost", 1))
             self.cost_in_flight[algorithm] += cost
             self.max_cost_in_flight[algorithm] = max(

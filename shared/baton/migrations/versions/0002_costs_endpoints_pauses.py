@@ -1,4 +1,4 @@
-"""task cost; the app, cost and endpoint of each attempt; the operators' pauses
+"""task cost; promotion by app; the app, cost and endpoint of each attempt; pauses
 
 Revision ID: 0002
 Revises: 0001
@@ -26,6 +26,14 @@ TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf
 def upgrade() -> None:
     with op.batch_alter_table("task", schema=None) as batch_op:
         batch_op.add_column(sa.Column("cost", sa.Integer(), nullable=False, server_default="1"))
+        # Promotion goes app by app (each app's backlog is promoted fairly): the app
+        # joins the index right after the status.
+        batch_op.drop_index("ix_task_promotion")
+        batch_op.create_index(
+            "ix_task_promotion",
+            ["algorithm", "status", "app", sa.literal_column("priority DESC"), "created_at"],
+            unique=False,
+        )
     # The app and cost of an attempt are copied onto its execution row (as its algorithm
     # is) so that the sweep and reconcile read one index, with no join.
     with op.batch_alter_table("task_execution", schema=None) as batch_op:
@@ -56,4 +64,10 @@ def downgrade() -> None:
         batch_op.drop_column("cost")
         batch_op.drop_column("app")
     with op.batch_alter_table("task", schema=None) as batch_op:
+        batch_op.drop_index("ix_task_promotion")
+        batch_op.create_index(
+            "ix_task_promotion",
+            ["algorithm", "status", sa.literal_column("priority DESC"), "created_at"],
+            unique=False,
+        )
         batch_op.drop_column("cost")

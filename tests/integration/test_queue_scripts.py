@@ -618,7 +618,7 @@ def test_admit_takes_nothing_while_the_endpoint_cools_down(task_queue: TaskQueue
     assert during.slots == []
     assert during.stopped is AdmissionStop.COOLING_DOWN
     assert task_queue.ready_count(ALGO) == 1  # nothing was popped
-    assert task_queue.cooling_until(ALGO, ENDPOINT) == NOW + timedelta(seconds=30)
+    assert task_queue.cooling_until(ALGO, ENDPOINT, NOW) == NOW + timedelta(seconds=30)
     after = task_queue.admit(ALGO, LEASE, 10, NOW + timedelta(seconds=31))
     assert members(after.slots) == [member(task)]
 
@@ -660,7 +660,7 @@ def test_cool_down_of_one_endpoint_leaves_the_other_endpoints_alone(
     assert members(during.slots) == [member(t) for t in tasks[:2]]
     assert {s.endpoint for s in during.slots} == {free}
     assert during.stopped is AdmissionStop.COOLING_DOWN
-    assert task_queue.cooling_until(ALGO, busy) == NOW + timedelta(seconds=30)
+    assert task_queue.cooling_until(ALGO, busy, NOW) == NOW + timedelta(seconds=30)
     assert task_queue.cooling_until(ALGO, free) is None
     assert task_queue.ready_count(ALGO) == 1
     after = task_queue.admit(ALGO, LEASE, 10, NOW + timedelta(seconds=31))

@@ -222,7 +222,7 @@ def _run_every_script(
 
     # An endpoint cools down and an operator pauses the algorithm.
     queue.cool_down(name, first, now + timedelta(seconds=30))
-    assert queue.cooling_until(name, first) == now + timedelta(seconds=30)
+    assert queue.cooling_until(name, first, now) == now + timedelta(seconds=30)
     queue.hold(name, True)
     assert queue.admit(name, now + timedelta(minutes=1), 10).stopped is AdmissionStop.PAUSED
     state = queue.policy_state(name)

@@ -7,9 +7,10 @@ SQS records whose body is ``{"fail": true}`` are reported as batch item failures
 import json
 import os
 import time
+from typing import Any
 
 
-def handler(event, context):
+def handler(event: dict[str, Any], context: Any) -> Any:
     record = {
         "event": event,
         "env": dict(os.environ),

@@ -3,10 +3,20 @@ the way a real algorithm service talks to Baton (see the README, "For algorithm
 services").
 
 The work itself is a set of pure functions (``text_stats``, ``keywords``,
-``classify``) over the documents shipped in ``baton_local/demo/documents``. Each
-``AlgorithmService`` wraps one of them in an HTTP server on loopback: it accepts a
-dispatch request with 202, works in a background thread for its own latency, PUTs
-its JSON result to the presigned upload URL and POSTs the callback with its token.
+``classify``, ``review``) over the documents shipped in ``baton_local/demo/documents``.
+Each ``AlgorithmService`` wraps one of them in HTTP servers on loopback, one per
+endpoint: it accepts a dispatch request with 202, works in a background thread for its
+own latency, PUTs its JSON result to the presigned upload URL and POSTs the callback
+with its token.
+
+The fleet, as Baton's registry sees it:
+
+- ``text-stats`` bills by the page: a task costs its document's pages, and takes its
+  latency per page;
+- ``classify`` runs on two servers of different sizes (``gpu-large``, cap 3, and the
+  slower ``gpu-small``, cap 1): two endpoints of one algorithm;
+- ``llm-review`` stands for a paid LLM API: a request-rate limit in the registry, and
+  the service records the moment of every request it receives.
 
 How the services misbehave, on purpose:
 
@@ -20,12 +30,13 @@ How the services misbehave, on purpose:
   retries it with backoff;
 - an unknown document is refused with 422 (Baton fails the task for good).
 
-Every service counts its attempts in flight, from receiving the request until it
-sends the callback (for a silent attempt, until just before the attempt's deadline,
-after which Baton owns the timeout), and remembers the highest count: the demo
-checks it against the algorithm's ``max_concurrency``. The count never runs ahead of
-Baton's own (a slot is taken before the request and freed after the callback), so a
-count above the cap is a broken promise, not a measuring artefact.
+Every service counts the cost in flight, per endpoint and in all, from receiving the
+request until it sends the callback (for a silent attempt, until just before the
+attempt's deadline, after which Baton owns the timeout), and remembers the highest
+counts: the demo checks them against the endpoints' and the algorithm's
+``max_concurrency``. The count never runs ahead of Baton's own (a slot is taken before
+the request and freed after the callback), so a count above a cap is a broken promise,
+not a measuring artefact.
 """
 
 from __future__ import annotations

@@ -586,8 +586,8 @@ def _rate_check(algorithms: Mapping[str, Any]) -> dict[str, Any]:
         )
     return _check(
         "rate limit held (requests <= burst + rate x (T + jitter) for every T)",
-        passed and bool(parts),
-        "; ".join(parts) or "no rate-limited algorithm",
+        passed,
+        "; ".join(parts) or "not measured: no algorithm has a rate limit",
     )
 
 

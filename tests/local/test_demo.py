@@ -4,6 +4,7 @@ HTTP behaviour, and one whole small run on the real emulator with its report."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import threading
 import time
@@ -18,15 +19,27 @@ import urllib3
 from baton_local.demo.algorithms import (
     AlgorithmService,
     EmptyDocument,
+    EndpointSpec,
+    RateLimitSpec,
     ServiceSpec,
     classify,
     keywords,
     load_corpus,
+    pages,
+    review,
     text_stats,
     tokenize,
 )
-from baton_local.demo.app import TROUBLE, Ledger, plan_tasks
-from baton_local.demo.report import Timeline, build_report, percentile
+from baton_local.demo.app import BULK, PORTAL, TROUBLE, Ledger, plan_tasks
+from baton_local.demo.report import (
+    SHARE_TOLERANCE,
+    Timeline,
+    build_report,
+    fair_shares,
+    percentile,
+    rate_held,
+    window_tasks,
+)
 from baton_local.demo.run import DemoOptions, run_demo
 from PIL import Image
 from rich.console import Console
@@ -90,18 +103,82 @@ def test_keywords_rank_what_sets_a_document_apart_from_the_corpus() -> None:
         keywords(CORPUS["scan-0193-blank.txt"], CORPUS)
 
 
+def test_review_picks_telling_sentences_obligations_and_amounts() -> None:
+    found = review(CORPUS["invoice-consulting-q2.txt"], CORPUS)
+    assert len(found["summary"]) == 2
+    assert found["amounts"]
+    assert review(CORPUS["contract-mutual-nda.txt"], CORPUS)["obligations"] > 0
+    with pytest.raises(EmptyDocument):
+        review(CORPUS["scan-0193-blank.txt"], CORPUS)
+    assert pages(CORPUS["scan-0193-blank.txt"]) == 1
+    assert pages(CORPUS["contract-master-services-agreement.txt"]) == 4
+
+
 def test_a_small_plan_still_has_a_timeout_and_a_failure_and_is_reproducible() -> None:
-    algorithms = ["text-stats", "keywords", "classify"]
+    algorithms = ["text-stats", "keywords", "classify", "llm-review"]
     plan = plan_tasks(5, seed=3, documents=sorted(CORPUS), algorithms=algorithms)
     assert set(TROUBLE) <= {(task.algorithm, task.document) for task in plan}
     assert plan == plan_tasks(5, seed=3, documents=sorted(CORPUS), algorithms=algorithms)
 
-    big = plan_tasks(200, seed=3, documents=sorted(CORPUS), algorithms=algorithms)
-    per_algorithm = {a: sum(t.algorithm == a for t in big) for a in algorithms}
-    assert max(per_algorithm.values()) - min(per_algorithm.values()) <= 3
+    costs = {("text-stats", name): pages(text) for name, text in CORPUS.items()}
+    big = plan_tasks(200, seed=3, documents=sorted(CORPUS), algorithms=algorithms, costs=costs)
+    bulk = [t for t in big if t.app == BULK]
+    portal = [t for t in big if t.app == PORTAL]
+    per_algorithm = {a: sum(t.algorithm == a for t in bulk) for a in algorithms}
+    assert max(per_algorithm.values()) - min(per_algorithm.values()) <= 5
     assert len({t.ref for t in big}) == 200
     assert {t.timeout_seconds for t in big if t.algorithm == "classify"} == {4}
     assert len({t.priority for t in big}) >= 3
+    # The import sends far more, at once; the portal a steady stream, never to keywords
+    assert len(bulk) > 1.5 * len(portal)
+    assert {t.at for t in bulk} == {0.0}
+    ats = sorted(t.at for t in portal)
+    assert ats[0] == 0.0
+    assert len({round(b - a, 6) for a, b in itertools.pairwise(ats)}) == 1
+    assert "keywords" not in {t.algorithm for t in portal}
+    assert {t.cost for t in big if t.algorithm == "text-stats"} > {1}
+    assert {t.cost for t in big if t.algorithm != "text-stats"} == {1}
+    assert all(t.message("r")["cost"] == t.cost for t in big if t.cost > 1)
+
+
+def test_shares_are_measured_only_while_both_apps_wait_in_windows_of_whole_tasks() -> None:
+    weights = {PORTAL: 4.0, BULK: 1.0}
+    assert window_tasks(weights) == 20  # the import's 20 % is then 4 whole tasks
+    # Given both apps waiting from 0 to 100 s, and one dispatch a second, four of every
+    # five to the portal; then the import alone
+    waiting = {PORTAL: [(0.0, 100.0)], BULK: [(0.0, 200.0)]}
+    dispatches = [(float(n), BULK if n % 5 == 4 else PORTAL, 1) for n in range(100)]
+    dispatches += [(100.0 + n, BULK, 1) for n in range(50)]
+    shares = fair_shares(dispatches, waiting, weights)
+    # Then only the contended hundred count, in five windows, each on the weights
+    assert shares["contended_tasks"] == 100
+    assert [w["tasks"] for w in shares["windows"]] == [20] * 5
+    assert shares["contended_shares"] == {BULK: 0.2, PORTAL: 0.8}
+    assert shares["passed"] is True
+
+    # A window where the import got twice its share breaks it
+    skewed = [(float(n), BULK if n % 5 >= 3 else PORTAL, 1) for n in range(40)]
+    broken = fair_shares(skewed, waiting, weights)
+    assert broken["windows"][0]["deviation"] > SHARE_TOLERANCE
+    assert broken["passed"] is False
+
+    # Too little contention is not measured, and says so
+    few = fair_shares(dispatches[:10], waiting, weights)
+    assert (few["measured"], few["windows"], few["contended_tasks"]) == (False, [], 10)
+
+
+def test_the_rate_bound_holds_for_every_interval_with_a_stated_jitter() -> None:
+    limit = RateLimitSpec(requests=4, per_seconds=1, burst=2)
+    assert limit.bound(1.0) == 6
+    steady = [0.0, 0.0] + [0.25 * n for n in range(1, 40)]
+    held = rate_held(steady, limit)
+    assert held["passed"] is True
+    assert held["stretch_seconds"] == 0.0
+    assert held["max_per_window"] <= limit.bound(1.0)
+    # Five at once is three more than the burst: 0.75 s early
+    flood = rate_held([0.0] * 5, limit)
+    assert flood["passed"] is False
+    assert flood["stretch_seconds"] == 0.75
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -122,8 +199,8 @@ def _notification(ref: str, notification_id: str, status: str = "succeeded") -> 
 
 
 def test_the_verdict_fails_on_a_repeated_or_missing_notification_or_a_broken_cap() -> None:
-    # Given three tasks: one notified twice with the same id, one never, and a service
-    # that once had more attempts in flight than its cap
+    # Given three tasks: one notified twice with the same id, one never, a service that
+    # once had more cost in flight than its cap, and one whose small endpoint did
     plan = plan_tasks(3, seed=1, documents=sorted(CORPUS), algorithms=["text-stats"])
     ledger = Ledger(plan)
     ledger.submitted([task.ref for task in plan], at=0.0)
@@ -133,11 +210,17 @@ def test_the_verdict_fails_on_a_repeated_or_missing_notification_or_a_broken_cap
     assert ledger.notified(_notification(second, "n2", "timed_out"), at=2.0) is not None
     service = AlgorithmService(ServiceSpec("text-stats", 2, (0.0, 0.0), 5, 1), CORPUS)
     service.max_in_flight = 3
+    endpoints = (EndpointSpec("large", 3), EndpointSpec("small", 1))
+    fleet = AlgorithmService(
+        ServiceSpec("classify", 4, (0.0, 0.0), 5, 1, endpoints=endpoints), CORPUS
+    )
+    fleet.max_in_flight = 3
+    fleet.endpoint_states[1].max_in_flight = 2
 
     # When the report is built
     report = build_report(
         ledger=ledger,
-        services=[service],
+        services=[service, fleet],
         timeline=Timeline(),
         run={},
         send_failures=[],
@@ -149,8 +232,16 @@ def test_the_verdict_fails_on_a_repeated_or_missing_notification_or_a_broken_cap
     assert failed == {
         "every task reached a terminal state",
         "exactly one notification per task",
-        "no algorithm above its cap",
+        "no algorithm above its cap (cost units)",
+        "no endpoint above its cap (cost units)",
     }
+    details = {check["name"]: check["detail"] for check in report["checks"]}
+    assert "classify/small 2/1" in details["no endpoint above its cap (cost units)"]
+    # ...and what could not be measured says so instead of passing in silence
+    shares = next(name for name in details if name.startswith("weighted shares"))
+    assert details[shares].startswith("NOTHING MEASURED")
+    rate = next(name for name in details if name.startswith("rate limit held"))
+    assert details[rate] == "not measured: no algorithm has a rate limit"
     assert report["passed"] is False
     assert report["notifications"]["repeated_ids"] == 1
     assert report["notifications"]["missing"] == [plan[2].ref]
@@ -267,6 +358,37 @@ def test_a_service_works_uploads_then_calls_back_and_says_429_when_busy(
     assert service.in_flight == 0
 
 
+def test_each_endpoint_counts_its_own_cost_in_flight_within_its_cap(
+    fake_baton: FakeBaton,
+) -> None:
+    endpoints = (EndpointSpec("large", 3), EndpointSpec("small", 1))
+    spec = ServiceSpec("classify", 4, (0.3, 0.3), 5, 1, endpoints=endpoints)
+    service = AlgorithmService(spec, CORPUS).start()
+    try:
+        large, small = service.endpoints
+        costly = fake_baton.request(1, "invoice-consulting-q2.txt") | {"cost": 3}
+        assert urllib3.request("POST", large, json=costly).status == 202
+        assert (
+            urllib3.request(
+                "POST", small, json=fake_baton.request(2, "form-expense-claim.txt")
+            ).status
+            == 202
+        )
+        over = fake_baton.request(3, "letter-offer-of-employment.txt")
+        assert urllib3.request("POST", small, json=over).status == 429
+        # A refused request counts while it is answered (Baton holds its slot until then)
+        assert service.snapshot() == (4, 5)
+        fake_baton.wait_callbacks(2)
+    finally:
+        service.stop()
+    assert [(e.max_in_flight, e.accepted) for e in service.endpoint_states] == [(3, 1), (2, 1)]
+    assert [(r.endpoint, r.cost, r.status) for r in service.received] == [
+        ("large", 3, 202),
+        ("small", 1, 202),
+        ("small", 1, 429),
+    ]
+
+
 def test_a_stalled_attempt_stays_silent_and_in_flight_until_its_deadline(
     fake_baton: FakeBaton,
 ) -> None:
@@ -311,6 +433,34 @@ def test_a_small_demo_run_keeps_every_promise(tmp_path: Path) -> None:
     assert report["statuses"]["timed_out"] > 0
     for name, figures in report["algorithms"].items():
         assert 1 <= figures["max_in_flight"] <= figures["max_concurrency"], name
+        for endpoint in figures["endpoints"]:
+            assert endpoint["max_in_flight"] <= endpoint["max_concurrency"], (name, endpoint)
+
+    # And the fleet's new promises were each checked and held: two apps registered with
+    # the SenderId the local SQS records, both endpoints of classify used within their
+    # caps, pages billed as cost, the rate bound kept, and the shares reported
+    checks = {check["name"]: check for check in report["checks"]}
+    for name in (
+        "each app sends as one of its registered senders",
+        "no endpoint above its cap (cost units)",
+        "rate limit held (requests <= burst + rate x (T + jitter) for every T)",
+    ):
+        assert checks[name]["passed"], checks[name]
+    shares = next(check for name, check in checks.items() if name.startswith("weighted shares"))
+    assert shares["passed"], shares
+    assert "classify" in shares["detail"]
+    for name, app in report["apps"].items():
+        assert app["sender_seen"] in app["senders"], name
+    assert {app["weight"] for app in report["apps"].values()} == {4.0, 1.0}
+    classify_endpoints = report["algorithms"]["classify"]["endpoints"]
+    assert [e["name"] for e in classify_endpoints] == ["gpu-large", "gpu-small"]
+    assert sum(e["accepted"] for e in classify_endpoints) >= 1
+    assert max(report["algorithms"]["text-stats"]["cost_per_task"]) > 1
+    rate = report["algorithms"]["llm-review"]["rate"]
+    assert rate["requests"] >= 1
+    assert rate["max_per_window"] <= rate["window_bound"]
+    assert rate["stretch_seconds"] <= rate["jitter_seconds"]
+    assert {row["app"] for row in report["tasks"]} == {PORTAL, BULK}
     rows = report["tasks"]
     assert len({row["task_id"] for row in rows}) == 30
     timed_out = [row for row in rows if row["status"] == "timed_out"]

@@ -3,10 +3,20 @@ the way a real algorithm service talks to Baton (see the README, "For algorithm
 services").
 
 The work itself is a set of pure functions (``text_stats``, ``keywords``,
-``classify``) over the documents shipped in ``baton_local/demo/documents``. Each
-``AlgorithmService`` wraps one of them in an HTTP server on loopback: it accepts a
-dispatch request with 202, works in a background thread for its own latency, PUTs
-its JSON result to the presigned upload URL and POSTs the callback with its token.
+``classify``, ``review``) over the documents shipped in ``baton_local/demo/documents``.
+Each ``AlgorithmService`` wraps one of them in HTTP servers on loopback, one per
+endpoint: it accepts a dispatch request with 202, works in a background thread for its
+own latency, PUTs its JSON result to the presigned upload URL and POSTs the callback
+with its token.
+
+The fleet, as Baton's registry sees it:
+
+- ``text-stats`` bills by the page: a task costs its document's pages, and takes its
+  latency per page;
+- ``classify`` runs on two servers of different sizes (``gpu-large``, cap 3, and the
+  slower ``gpu-small``, cap 1): two endpoints of one algorithm;
+- ``llm-review`` stands for a paid LLM API: a request-rate limit in the registry, and
+  the service records the moment of every request it receives.
 
 How the services misbehave, on purpose:
 
@@ -20,12 +30,13 @@ How the services misbehave, on purpose:
   retries it with backoff;
 - an unknown document is refused with 422 (Baton fails the task for good).
 
-Every service counts its attempts in flight, from receiving the request until it
-sends the callback (for a silent attempt, until just before the attempt's deadline,
-after which Baton owns the timeout), and remembers the highest count: the demo
-checks it against the algorithm's ``max_concurrency``. The count never runs ahead of
-Baton's own (a slot is taken before the request and freed after the callback), so a
-count above the cap is a broken promise, not a measuring artefact.
+Every service counts the cost in flight, per endpoint and in all, from receiving the
+request until it sends the callback (for a silent attempt, until just before the
+attempt's deadline, after which Baton owns the timeout), and remembers the highest
+counts: the demo checks them against the endpoints' and the algorithm's
+``max_concurrency``. The count never runs ahead of Baton's own (a slot is taken before
+the request and freed after the callback), so a count above a cap is a broken promise,
+not a measuring artefact.
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -198,6 +209,34 @@ def classify(text: str) -> Classification:
     return Classification(best, round(scores[best] / total, 2), rounded)
 
 
+# -- review (the LLM-like one) ---------------------------------------------------------
+
+PAGE_CHARACTERS = 1000
+"""A page of the sample documents, for what a task costs (text-stats bills by the page)."""
+OBLIGATION = re.compile(r"\b(?:shall|must|agrees? to|is required to)\b", re.IGNORECASE)
+
+
+def pages(text: str) -> int:
+    """Pages of a document (at least one: a blank scan is still a page to look at)."""
+    return max(1, math.ceil(len(text.strip()) / PAGE_CHARACTERS))
+
+
+def review(text: str, corpus: Mapping[str, str], sentences: int = 2) -> dict[str, Any]:
+    """What a reviewer wants first: the document's most telling sentences (scored by its
+    distinctive terms, kept in reading order), its obligations and its amounts."""
+    terms = {k["term"]: k["score"] for k in keywords(text, corpus, top=12)}
+    parts = [part.strip() for part in SENTENCE_END.split(text) if WORD.search(part.lower())]
+    scored = [
+        (sum(terms.get(word, 0.0) for word in tokenize(part)), n) for n, part in enumerate(parts)
+    ]
+    best = sorted(n for _, n in sorted(scored, key=lambda item: (-item[0], item[1]))[:sentences])
+    return {
+        "summary": [" ".join(parts[n].split()) for n in best],
+        "obligations": sum(1 for part in parts if OBLIGATION.search(part)),
+        "amounts": MONEY.findall(text),
+    }
+
+
 # -- the services -------------------------------------------------------------------------
 
 
@@ -229,11 +268,42 @@ def _classify_work(name: str, text: str, _corpus: Mapping[str, str]) -> dict[str
     }
 
 
+def _review_work(name: str, text: str, corpus: Mapping[str, str]) -> dict[str, Any]:
+    return {"document": name, **review(text, corpus)}
+
+
 WORK: dict[str, Work] = {
     "text-stats": _text_stats_work,
     "keywords": _keywords_work,
     "classify": _classify_work,
+    "llm-review": _review_work,
 }
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One server of an algorithm, with its own cap (in cost units)."""
+
+    name: str
+    max_concurrency: int
+    slowdown: float = 1.0
+    """A smaller server takes this many times longer over the same work."""
+
+
+@dataclass(frozen=True)
+class RateLimitSpec:
+    """The algorithm's request-rate limit, as the registry takes it."""
+
+    requests: int
+    per_seconds: float
+    burst: int
+
+    def bound(self, seconds: float) -> float:
+        """The most requests invariant 8 lets arrive in an interval this long."""
+        return self.burst + self.requests * seconds / self.per_seconds
+
+    def registry_entry(self) -> dict[str, Any]:
+        return {"requests": self.requests, "per_seconds": self.per_seconds, "burst": self.burst}
 
 
 @dataclass(frozen=True)
@@ -242,33 +312,54 @@ class ServiceSpec:
 
     name: str
     max_concurrency: int
+    """The algorithm's cap in cost units (with several endpoints, at most their sum)."""
     latency: tuple[float, float]
-    """Seconds of work per task, uniformly between the two."""
+    """Seconds of work per task (per cost unit with ``per_cost``), uniformly between the two."""
     timeout_seconds: int
     max_attempts: int
     workers: int | None = None
-    """The service's own limit (default: ``max_concurrency``)."""
+    """The service's own limit (default: ``max_concurrency``); one endpoint only."""
     rebuild_every: float = 0.0
     """Seconds between index rebuilds that hold one worker (0: never)."""
     rebuild_seconds: float = 0.0
+    endpoints: tuple[EndpointSpec, ...] = ()
+    """Several servers; none: one of ``max_concurrency``."""
+    rate_limit: RateLimitSpec | None = None
+    per_cost: bool = False
+    """The work takes ``latency`` per cost unit (a page costs one, and takes its time)."""
 
-    def registry_entry(self, endpoint: str) -> dict[str, Any]:
-        return {
-            "endpoint": endpoint,
+    def endpoint_specs(self) -> tuple[EndpointSpec, ...]:
+        return self.endpoints or (EndpointSpec("main", self.max_concurrency),)
+
+    def registry_entry(self, urls: Sequence[str]) -> dict[str, Any]:
+        entry: dict[str, Any] = {
             "max_concurrency": self.max_concurrency,
             "timeout_seconds": self.timeout_seconds,
             "max_timeout_seconds": max(self.timeout_seconds, 60),
             "max_attempts": self.max_attempts,
         }
+        if self.endpoints:
+            entry["endpoints"] = [
+                {"url": url, "max_concurrency": endpoint.max_concurrency}
+                for url, endpoint in zip(urls, self.endpoints, strict=True)
+            ]
+        else:
+            entry["endpoint"] = urls[0]
+        if self.rate_limit is not None:
+            entry["rate_limit"] = self.rate_limit.registry_entry()
+        return entry
 
 
 SERVICES = (
-    ServiceSpec("text-stats", max_concurrency=4, latency=(0.05, 0.15), timeout_seconds=10,
-                max_attempts=3),
-    ServiceSpec("keywords", max_concurrency=2, latency=(0.15, 0.4), timeout_seconds=10,
-                max_attempts=4, rebuild_every=4.0, rebuild_seconds=0.4),
-    ServiceSpec("classify", max_concurrency=3, latency=(0.08, 0.25), timeout_seconds=10,
-                max_attempts=3),
+    ServiceSpec("text-stats", max_concurrency=6, latency=(0.2, 0.3), timeout_seconds=10,
+                max_attempts=3, per_cost=True),
+    ServiceSpec("keywords", max_concurrency=2, latency=(0.6, 1.0), timeout_seconds=10,
+                max_attempts=4, rebuild_every=5.0, rebuild_seconds=0.6),
+    ServiceSpec("classify", max_concurrency=4, latency=(1.2, 1.7), timeout_seconds=10,
+                max_attempts=3,
+                endpoints=(EndpointSpec("gpu-large", 3), EndpointSpec("gpu-small", 1, 1.4))),
+    ServiceSpec("llm-review", max_concurrency=6, latency=(0.9, 1.5), timeout_seconds=10,
+                max_attempts=3, rate_limit=RateLimitSpec(requests=2, per_seconds=1, burst=2)),
 )  # fmt: skip
 
 
@@ -289,16 +380,49 @@ class CallbackRecord:
     answer: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Received:
+    """One dispatch request as the service saw it arrive."""
+
+    at: float
+    """Monotonic seconds."""
+    wall: float
+    """Seconds since the epoch (to line up with Baton's timestamps)."""
+    ref: str
+    cost: int
+    endpoint: str
+    status: int
+
+
+@dataclass
+class EndpointState:
+    """What one server of the service holds, in cost units."""
+
+    spec: EndpointSpec
+    server: ThreadingHTTPServer | None = None
+    in_flight: int = 0
+    max_in_flight: int = 0
+    busy: int = 0
+    requests: int = 0
+    accepted: int = 0
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None, "the service is not started"
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/v1/tasks"
+
+
 @dataclass
 class AlgorithmService:
-    """One algorithm service on its own loopback port."""
+    """One algorithm service, on one loopback port per endpoint."""
 
     spec: ServiceSpec
     corpus: Mapping[str, str]
     listener: ServiceListener | None = None
     seed: int = 0
-    server: ThreadingHTTPServer | None = None
     in_flight: int = 0
+    """Cost units in flight on all its endpoints."""
     max_in_flight: int = 0
     requests: int = 0
     accepted: int = 0
@@ -309,7 +433,10 @@ class AlgorithmService:
     callbacks: list[CallbackRecord] = field(default_factory=list)
     first_request: dict[str, float] = field(default_factory=dict)
     """Monotonic time of the first dispatch request, by the task's ``input.ref``."""
-    _busy: int = 0
+    received: list[Received] = field(default_factory=list)
+    running: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Attempts in flight: ``<task_id>:<attempt>`` -> (ref, cost)."""
+    endpoint_states: list[EndpointState] = field(default_factory=list)
     _rebuilding: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -318,6 +445,9 @@ class AlgorithmService:
         default_factory=lambda: urllib3.PoolManager(maxsize=8, retries=False)
     )
     _random: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.endpoint_states = [EndpointState(spec) for spec in self.spec.endpoint_specs()]
 
     @property
     def name(self) -> str:
@@ -329,13 +459,28 @@ class AlgorithmService:
 
     @property
     def endpoint(self) -> str:
-        assert self.server is not None, "the service is not started"
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/v1/tasks"
+        """The first endpoint's URL."""
+        return self.endpoint_states[0].url
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [state.url for state in self.endpoint_states]
+
+    def registry_entry(self) -> dict[str, Any]:
+        return self.spec.registry_entry(self.endpoints)
 
     def start(self) -> AlgorithmService:
-        service = self
         self._random.seed(f"{self.seed}:{self.spec.name}")
+        for index, state in enumerate(self.endpoint_states):
+            state.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(index))
+            state.server.daemon_threads = True
+            self._spawn(state.server.serve_forever)
+        if self.spec.rebuild_every > 0:
+            self._spawn(self._rebuild_index)
+        return self
+
+    def _handler(self, index: int) -> type[BaseHTTPRequestHandler]:
+        service = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -346,7 +491,7 @@ class AlgorithmService:
                     request = json.loads(self.rfile.read(length))
                 except ValueError:
                     request = None
-                status, body = service._accept(request)
+                status, body = service._accept(request, index)
                 payload = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -359,65 +504,83 @@ class AlgorithmService:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._spawn(self.server.serve_forever)
-        if self.spec.rebuild_every > 0:
-            self._spawn(self._rebuild_index)
-        return self
+        return Handler
 
     def stop(self) -> None:
         self._stop.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        for state in self.endpoint_states:
+            if state.server is not None:
+                state.server.shutdown()
+                state.server.server_close()
         for thread in list(self._threads):
             thread.join(timeout=5)
         self._http.clear()
 
     def snapshot(self) -> tuple[int, int]:
-        """(in flight now, most ever in flight)."""
+        """(cost in flight now, most ever in flight)."""
         with self._lock:
             return self.in_flight, self.max_in_flight
 
+    def running_refs(self) -> list[tuple[str, int]]:
+        """(ref, cost) of each attempt in flight now."""
+        with self._lock:
+            return list(self.running.values())
+
     # -- requests -------------------------------------------------------------------------
 
-    def _accept(self, request: Any) -> tuple[int, dict[str, Any]]:
-        received = time.monotonic()
+    def _accept(self, request: Any, index: int = 0) -> tuple[int, dict[str, Any]]:
+        received, wall = time.monotonic(), time.time()
+        endpoint = self.endpoint_states[index]
         try:
             task_id, attempt = str(request["task_id"]), int(request["attempt"])
             document = str(request["input"]["document"])
             ref = str(request["input"].get("ref", task_id))
+            cost = int(request.get("cost", 1))
             _ = (request["result"]["upload_url"], request["callback"]["token"])
         except (TypeError, KeyError, ValueError):
             return 422, _error("invalid_request", "not a dispatch request")
+        key = f"{task_id}:{attempt}"
+        workers = self.workers if len(self.endpoint_states) == 1 else endpoint.spec.max_concurrency
         with self._lock:
             self.requests += 1
+            endpoint.requests += 1
             self.first_request.setdefault(ref, received)
             # In flight from the request until the callback, for a refusal too: Baton
             # holds the slot until it has read the answer.
-            self.in_flight += 1
+            self.in_flight += cost
+            endpoint.in_flight += cost
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
+            refusal: tuple[int, dict[str, Any]] | None
             if document not in self.corpus:
-                self.in_flight -= 1
                 self.rejected += 1
                 refusal = 422, _error("unknown_document", f"no document {document!r}")
-            elif self._busy + self._rebuilding >= self.workers:
-                self.in_flight -= 1
+            elif endpoint.busy + (self._rebuilding and index == 0) + cost > workers:
                 self.refused_busy += 1
                 refusal = 429, _error("busy", "all workers are busy; try again later")
             else:
-                self._busy += 1
+                endpoint.busy += cost
+                endpoint.accepted += 1
                 self.accepted += 1
-                latency = self._random.uniform(*self.spec.latency)
+                self.running[key] = (ref, cost)
+                latency = self._random.uniform(*self.spec.latency) * endpoint.spec.slowdown
+                latency *= cost if self.spec.per_cost else 1
                 refusal = None
+            if refusal is not None:
+                self.in_flight -= cost
+                endpoint.in_flight -= cost
+            self.received.append(
+                Received(
+                    received, wall, ref, cost, endpoint.spec.name, refusal[0] if refusal else 202
+                )
+            )
         if self.listener is not None:
             self.listener.dispatch_received(ref, self.name, accepted=refusal is None)
         if refusal is not None:
             if self.listener is not None:
                 self.listener.attempt_over(ref, self.name, reported=False)
             return refusal
-        self._spawn(self._work, request, ref, document, latency)
+        self._spawn(self._work, request, ref, document, latency, index)
         return 202, {"task_id": task_id, "attempt": attempt, "accepted": True}
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
@@ -427,16 +590,22 @@ class AlgorithmService:
             self._threads.append(thread)
         thread.start()
 
-    def _end(self, ref: str, reported: bool) -> None:
+    def _end(self, request: dict[str, Any], ref: str, index: int, reported: bool) -> None:
+        key = f"{request['task_id']}:{request['attempt']}"
         with self._lock:
-            self.in_flight -= 1
-            self._busy -= 1
+            _ref, cost = self.running.pop(key, (ref, int(request.get("cost", 1))))
+            endpoint = self.endpoint_states[index]
+            self.in_flight -= cost
+            endpoint.in_flight -= cost
+            endpoint.busy -= cost
         if self.listener is not None:
             self.listener.attempt_over(ref, self.name, reported=reported)
 
-    def _work(self, request: dict[str, Any], ref: str, document: str, latency: float) -> None:
+    def _work(
+        self, request: dict[str, Any], ref: str, document: str, latency: float, index: int
+    ) -> None:
         if self._stop.wait(latency):
-            self._end(ref, reported=False)
+            self._end(request, ref, index, reported=False)
             return
         body: dict[str, Any] = {"attempt": int(request["attempt"])}
         try:
@@ -450,7 +619,7 @@ class AlgorithmService:
             # time Baton times the attempt out and sends another, this one is gone.
             deadline = _seconds_until(str(request["deadline"]))
             self._stop.wait(max(0.0, deadline - STALL_MARGIN_SECONDS))
-            self._end(ref, reported=False)
+            self._end(request, ref, index, reported=False)
             return
         else:
             upload = self._request("PUT", request["result"]["upload_url"], result, {})
@@ -462,7 +631,7 @@ class AlgorithmService:
                 body["status"] = "succeeded"
         # The attempt leaves this service before its callback goes out: Baton frees the
         # slot only once it has the callback, so the count here never runs ahead of it.
-        self._end(ref, reported=True)
+        self._end(request, ref, index, reported=True)
         self._call_back(request, ref, body)
 
     def _call_back(self, request: dict[str, Any], ref: str, body: dict[str, Any]) -> None:

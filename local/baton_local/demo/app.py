@@ -1,6 +1,8 @@
-"""The demo's business app, "docs-portal", and its ledger.
+"""The demo's business apps, "docs-portal" and "bulk-import", and their ledger.
 
-docs-portal does what the README asks of a business application: it creates its own
+The portal is interactive: a modest, steady stream of documents, and the larger weight
+(4) in the app registry. The import sends far more, all at once, with weight 1. Each
+does what the README asks of a business application: it creates its own
 SQS queue, subscribes it to the notification topic with a filter policy on its app
 name and raw message delivery, sends task messages to the intake queue in batches,
 reads one notification per task from its queue (dropping a repeated
@@ -23,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import urllib3
@@ -31,7 +34,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 if TYPE_CHECKING:
     from boto3.session import Session
 
-APP = "docs-portal"
+PORTAL = "docs-portal"
+BULK = "bulk-import"
+APP = PORTAL
+WEIGHTS = {PORTAL: 4.0, BULK: 1.0}
+"""The app registry's weights: the interactive portal gets four units to the import's one
+wherever both wait for the same algorithm."""
+PORTAL_SHARE = 0.35
+"""Of the plan's tasks, the portal's share: the import sends the rest, at once."""
+PORTAL_RATE = 7.0
+"""The portal's tasks per second: steady, and above its weighted share of what its
+algorithms get through, so that it keeps tasks waiting beside the import's backlog for
+a while (a share only shows where both apps wait; an app whose queue keeps running dry
+rejoins at the other's pass and is served as soon as it asks, not by its weight)."""
+IMPORT_ONLY = frozenset({"keywords"})
+"""Indexing is the import's business: there the import is alone, and gets everything."""
 KIND_PRIORITY = {"invoice": 10, "contract": 5, "form": 0, "letter": -5}
 """Invoices go first (payment runs), then contracts, then forms and scans; letters last."""
 RUSH_PRIORITY = 50
@@ -40,7 +57,8 @@ CLASSIFY_TIMEOUT_SECONDS = 4
 """docs-portal wants a class within 4 s (twice), or a person sorts the document."""
 CLASSIFY_MAX_ATTEMPTS = 2
 TROUBLE = (("classify", "fax-0417-garbled.txt"), ("text-stats", "scan-0193-blank.txt"))
-"""Pairs every plan includes, however small: a timeout and a failure."""
+"""Pairs every plan includes, however small: a timeout and a failure (the portal's:
+people upload odd scans)."""
 
 
 @dataclass(frozen=True)
@@ -51,17 +69,23 @@ class PlannedTask:
     priority: int
     timeout_seconds: int | None = None
     max_attempts: int | None = None
+    app: str = PORTAL
+    cost: int = 1
+    at: float = 0.0
+    """When the app sends it, in seconds from the first submission."""
 
     def message(self, run_id: str) -> dict[str, Any]:
         """The task message, as the README's "Submit a task" describes it."""
         body: dict[str, Any] = {
-            "app": APP,
+            "app": self.app,
             "algorithm": self.algorithm,
             "input": {"document": self.document, "ref": self.ref},
             "idempotency_key": f"{run_id}:{self.ref}",
             "priority": self.priority,
             "metadata": {"ref": self.ref, "document": self.document},
         }
+        if self.cost != 1:
+            body["cost"] = self.cost
         if self.timeout_seconds is not None:
             body["timeout_seconds"] = self.timeout_seconds
         if self.max_attempts is not None:
@@ -69,37 +93,65 @@ class PlannedTask:
         return body
 
 
-def plan_tasks(
-    count: int, seed: int, documents: Sequence[str], algorithms: Sequence[str]
-) -> list[PlannedTask]:
-    """``count`` tasks spread evenly over the algorithm x document pairs, in a seeded
-    order; the troublesome pairs come first so that even a small plan has them."""
-    rng = random.Random(seed)  # noqa: S311 - a reproducible plan, not a secret
+def _pairs(
+    count: int,
+    rng: random.Random,
+    documents: Sequence[str],
+    algorithms: Sequence[str],
+    trouble: Sequence[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """``count`` algorithm x document pairs, spread evenly, in a seeded order; the
+    troublesome pairs come first so that even a small plan has them."""
     pairs = [(algorithm, document) for algorithm in algorithms for document in documents]
     rng.shuffle(pairs)
-    trouble = [pair for pair in TROUBLE if pair in pairs]
-    rest = [pair for pair in pairs if pair not in trouble]
-    head = trouble + rest[: max(0, min(count, len(pairs)) - len(trouble))]
+    chosen = [pair for pair in trouble if pair in pairs]
+    rest = [pair for pair in pairs if pair not in chosen]
+    head = chosen + rest[: max(0, min(count, len(pairs)) - len(chosen))]
     rng.shuffle(head)
     ordered = head + [pair for pair in rest if pair not in head]
+    return [ordered[n % len(ordered)] for n in range(count)]
+
+
+def plan_tasks(
+    count: int,
+    seed: int,
+    documents: Sequence[str],
+    algorithms: Sequence[str],
+    *,
+    costs: Mapping[tuple[str, str], int] | None = None,
+    portal_share: float = PORTAL_SHARE,
+    portal_rate: float = PORTAL_RATE,
+) -> list[PlannedTask]:
+    """``count`` tasks: the portal's share sent steadily at ``portal_rate`` a second,
+    the import's all at once; each app's spread evenly over its algorithm x document
+    pairs (the portal's leave out ``IMPORT_ONLY``). ``costs`` gives a pair's cost
+    (default 1)."""
+    rng = random.Random(seed)  # noqa: S311 - a reproducible plan, not a secret
+    portal_count = min(count, max(1, round(count * portal_share)))
+    portal_algorithms = [a for a in algorithms if a not in IMPORT_ONLY] or list(algorithms)
+    portal = _pairs(portal_count, rng, documents, portal_algorithms, TROUBLE)
+    bulk = _pairs(count - portal_count, rng, documents, algorithms, ())
     tasks = []
-    for n in range(count):
-        algorithm, document = ordered[n % len(ordered)]
-        kind = document.split("-", 1)[0]
-        priority = KIND_PRIORITY.get(kind, 0)
-        if rng.random() < RUSH_SHARE:
-            priority = RUSH_PRIORITY
-        classify = algorithm == "classify"
-        tasks.append(
-            PlannedTask(
-                ref=f"task-{n:04d}",
-                algorithm=algorithm,
-                document=document,
-                priority=priority,
-                timeout_seconds=CLASSIFY_TIMEOUT_SECONDS if classify else None,
-                max_attempts=CLASSIFY_MAX_ATTEMPTS if classify else None,
+    for app, pairs in ((PORTAL, portal), (BULK, bulk)):
+        for n, (algorithm, document) in enumerate(pairs):
+            kind = document.split("-", 1)[0]
+            priority = KIND_PRIORITY.get(kind, 0)
+            if rng.random() < RUSH_SHARE:
+                priority = RUSH_PRIORITY
+            classify = algorithm == "classify"
+            tasks.append(
+                PlannedTask(
+                    ref=f"{'portal' if app == PORTAL else 'bulk'}-{n:04d}",
+                    algorithm=algorithm,
+                    document=document,
+                    priority=priority,
+                    timeout_seconds=CLASSIFY_TIMEOUT_SECONDS if classify else None,
+                    max_attempts=CLASSIFY_MAX_ATTEMPTS if classify else None,
+                    app=app,
+                    cost=(costs or {}).get((algorithm, document), 1),
+                    at=n / portal_rate if app == PORTAL else 0.0,
+                )
             )
-        )
     return tasks
 
 
@@ -122,6 +174,10 @@ class TaskRecord:
     dispatches: int = 0
     result_ok: bool | None = None
     result_problem: str | None = None
+    created_wall: float | None = None
+    """Baton's ``created_at`` and ``first_dispatched_at`` (seconds since the epoch), from
+    the notification: when the task was there to be admitted, and when it first was."""
+    first_dispatched_wall: float | None = None
 
 
 class Ledger:
@@ -186,6 +242,8 @@ class Ledger:
             record.attempts = int(notification.get("attempts") or 0)
             error = notification.get("error") or {}
             record.error_code = str(error.get("code")) if error else None
+            record.created_wall = _epoch(notification.get("created_at"))
+            record.first_dispatched_wall = _epoch(notification.get("first_dispatched_at"))
             if all(r.state == "final" for r in self.records.values()):
                 self.finished_at = at
             return record
@@ -227,16 +285,39 @@ class Ledger:
                 table[record.task.algorithm][str(key)] += 1
         return table
 
+    def waiting(self) -> dict[tuple[str, str], int]:
+        """(app, algorithm) -> tasks sent and waiting (not running, not finished)."""
+        table: Counter[tuple[str, str]] = Counter()
+        with self._lock:
+            for record in self.records.values():
+                if record.state == "queued":
+                    table[record.task.app, record.task.algorithm] += 1
+        return dict(table)
+
+    def app_of(self, ref: str) -> str | None:
+        record = self.records.get(ref)
+        return None if record is None else record.task.app
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
 
 # -- the app ------------------------------------------------------------------------------
 
 
-class DocsPortal:
-    """The business app: its own queue and subscription, intake batches, notifications."""
+class BusinessApp:
+    """A business app: its own queue and subscription, intake batches, notifications."""
 
     def __init__(
-        self, session: Session, outputs: Mapping[str, str], ledger: Ledger, run_id: str
+        self, name: str, session: Session, outputs: Mapping[str, str], ledger: Ledger, run_id: str
     ) -> None:
+        self.name = name
         self.sqs = session.client("sqs")
         self.sns = session.client("sns")
         self.intake_url = outputs["IntakeQueueUrl"]
@@ -250,7 +331,8 @@ class DocsPortal:
         self.receive_errors = 0
         self._stop = threading.Event()
         self._consumer: threading.Thread | None = None
-        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="result-reader")
+        self._sender: threading.Thread | None = None
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-reader")
         self._http = urllib3.PoolManager(
             maxsize=4, retries=urllib3.Retry(total=3, backoff_factor=0.1)
         )
@@ -258,7 +340,7 @@ class DocsPortal:
     def subscribe(self) -> None:
         """Its own queue on the topic: filtered on its app, raw delivery."""
         self.queue_url = self.sqs.create_queue(
-            QueueName=f"{APP}-notifications-{self.run_id}",
+            QueueName=f"{self.name}-notifications-{self.run_id}",
             Attributes={"ReceiveMessageWaitTimeSeconds": "1", "VisibilityTimeout": "30"},
         )["QueueUrl"]
         queue_arn = self.sqs.get_queue_attributes(
@@ -283,9 +365,31 @@ class DocsPortal:
             TopicArn=self.topic_arn,
             Protocol="sqs",
             Endpoint=queue_arn,
-            Attributes={"RawMessageDelivery": "true", "FilterPolicy": json.dumps({"app": [APP]})},
+            Attributes={
+                "RawMessageDelivery": "true",
+                "FilterPolicy": json.dumps({"app": [self.name]}),
+            },
             ReturnSubscriptionArn=True,
         )["SubscriptionArn"]
+
+    def sender_id(self) -> str | None:
+        """The SenderId SQS records for what this app sends: one probe message through
+        its own queue, before anything else arrives there."""
+        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody='{"probe": true}')
+        for _ in range(5):
+            messages = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["SenderId"],
+            ).get("Messages", [])
+            for message in messages:
+                self.sqs.delete_message(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+                if message["Body"] == '{"probe": true}':
+                    return message.get("Attributes", {}).get("SenderId")
+        return None
 
     def submit(self, tasks: Sequence[PlannedTask]) -> None:
         """SendMessageBatch, ten at a time; the submit time is when the batch goes out."""
@@ -305,8 +409,28 @@ class DocsPortal:
                 [task.ref for n, task in enumerate(batch) if n not in failed], sent_at
             )
 
+    def stream(self, tasks: Sequence[PlannedTask], origin: float) -> None:
+        """Send each task at its ``at`` (from ``origin``, monotonic), in the background:
+        whatever is due goes out in one batch."""
+        pending = sorted(tasks, key=lambda task: task.at)
+
+        def send() -> None:
+            while pending and not self._stop.is_set():
+                now = time.monotonic() - origin
+                due = [task for task in pending if task.at <= now]
+                if due:
+                    del pending[: len(due)]
+                    self.submit(due)
+                elif self._stop.wait(min(0.1, pending[0].at - now)):
+                    return
+
+        self._sender = threading.Thread(target=send, name=f"{self.name}-sender", daemon=True)
+        self._sender.start()
+
     def start(self) -> None:
-        self._consumer = threading.Thread(target=self._consume, name=f"{APP}-consumer", daemon=True)
+        self._consumer = threading.Thread(
+            target=self._consume, name=f"{self.name}-consumer", daemon=True
+        )
         self._consumer.start()
 
     def stop(self, drain_seconds: float = 0.0) -> None:
@@ -314,8 +438,9 @@ class DocsPortal:
         if drain_seconds:
             time.sleep(drain_seconds)
         self._stop.set()
-        if self._consumer is not None:
-            self._consumer.join(timeout=10)
+        for thread in (self._sender, self._consumer):
+            if thread is not None:
+                thread.join(timeout=10)
         self._readers.shutdown(wait=True)
         self._http.clear()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,20 +16,35 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from baton_local.demo.algorithms import AlgorithmService
-from baton_local.demo.app import Ledger, TaskRecord
+from baton_local.demo.algorithms import AlgorithmService, RateLimitSpec
+from baton_local.demo.app import BULK, PORTAL, WEIGHTS, Ledger, TaskRecord
 
 STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
 MARKERS = {"failed": ("v", "#ff7f0e"), "timed_out": ("x", "#9467bd")}
-COLOURS = {"text-stats": "#1f77b4", "keywords": "#d62728", "classify": "#2ca02c"}
+APP_COLOURS = {PORTAL: "#1f77b4", BULK: "#ff7f0e"}
+SHORT = {PORTAL: "portal", BULK: "bulk"}
+
+SMALLER_APP_TASKS = 4
+"""A share window must be expected to hold this many tasks of the app with the smallest
+weight share: shares are counted in whole tasks, so with fewer, one task more or less
+swings the small app's share by more than the tolerance."""
+SHARE_TOLERANCE = 0.12
+"""How far (absolute) an app's share of a window may be from its weight share."""
+RATE_JITTER_SECONDS = 0.15
+"""Slack on the rate bound for the path from Baton to the service: requests taken from
+the limit at steady intervals may arrive a little bunched on a loaded machine."""
+RATE_WINDOW_SECONDS = 1.0
+"""The sliding window of the requests-per-second curve."""
 
 
 @dataclass
 class Sample:
     t: float
     """Seconds since the first task was submitted."""
-    running: dict[str, int]
-    queued: dict[str, int]
+    running: dict[str, dict[str, int]]
+    """Algorithm -> app -> cost in flight."""
+    queued: dict[str, dict[str, int]]
+    """Algorithm -> app -> tasks waiting."""
 
 
 @dataclass
@@ -47,14 +63,17 @@ def progress_rows(ledger: Ledger, services: Sequence[AlgorithmService]) -> list[
     rows = []
     for service in services:
         running, most = service.snapshot()
+        by_app = Counter(ledger.app_of(ref) for ref, _ in service.running_refs())
         mine = counts.get(service.name, Counter())
         rows.append(
             {
                 "algorithm": service.name,
                 "running": running,
+                "portal": by_app[PORTAL],
+                "bulk": by_app[BULK],
                 "cap": service.spec.max_concurrency,
                 "max": most,
-                "queued": mine["queued"] + mine["planned"],
+                "queued": mine["queued"],
                 "done": mine["succeeded"],
                 "failed": mine["failed"],
                 "timed_out": mine["timed_out"],
@@ -67,8 +86,11 @@ def progress_rows(ledger: Ledger, services: Sequence[AlgorithmService]) -> list[
 def progress_table(
     ledger: Ledger, services: Sequence[AlgorithmService], elapsed: float, total: int
 ) -> Group:
-    table = Table(title="Baton demo: docs-portal on the emulated stack", title_justify="left")
-    for name in ("algorithm", "running/cap", "max", "queued", "done", "failed", "timed out"):
+    table = Table(
+        title="Baton demo: docs-portal and bulk-import on the emulated stack", title_justify="left"
+    )
+    columns = ("algorithm", "in flight/cap", "max", "portal", "bulk", "waiting", "done")
+    for name in (*columns, "failed", "timed out"):
         table.add_column(name, justify="left" if name == "algorithm" else "right")
     table.add_column("429s", justify="right", style="dim")
     finished = 0
@@ -80,6 +102,8 @@ def progress_table(
             row["algorithm"],
             f"{bar} {row['running']}/{row['cap']}",
             Text(str(row["max"]), style=style),
+            str(row["portal"]),
+            str(row["bulk"]),
             str(row["queued"]),
             Text(str(row["done"]), style="green"),
             Text(str(row["failed"]), style="yellow" if row["failed"] else ""),
@@ -98,10 +122,122 @@ def progress_line(
     for row in progress_rows(ledger, services):
         finished += row["done"] + row["failed"] + row["timed_out"]
         parts.append(
-            f"{row['algorithm']} {row['running']}/{row['cap']} q{row['queued']} "
-            f"ok{row['done']} f{row['failed']} t{row['timed_out']}"
+            f"{row['algorithm']} {row['running']}/{row['cap']} (p{row['portal']} b{row['bulk']})"
+            f" q{row['queued']} ok{row['done']} f{row['failed']} t{row['timed_out']}"
         )
     return f"[{elapsed:5.1f}s] {finished}/{total} finished | " + " | ".join(parts)
+
+
+# -- shares and rates ---------------------------------------------------------------------
+
+
+def window_tasks(weights: Mapping[str, float]) -> int:
+    """Dispatches a share window holds: enough that the app with the smallest weight
+    share is expected to have ``SMALLER_APP_TASKS`` of them."""
+    smallest = min(weights.values()) / sum(weights.values())
+    return math.ceil(SMALLER_APP_TASKS / smallest - 1e-9)
+
+
+def fair_shares(
+    dispatches: Sequence[tuple[float, str, int]],
+    waiting: Mapping[str, Sequence[tuple[float, float]]],
+    weights: Mapping[str, float],
+) -> dict[str, Any]:
+    """Each app's share of one algorithm's dispatched cost while every app had a task
+    waiting for it, against its weight share.
+
+    ``dispatches`` are (time, app, cost) of the requests the service accepted;
+    ``waiting`` the (since, until) of each app's tasks between their arrival in Baton and
+    their first dispatch. A dispatch is contended when every app had a task waiting at
+    that moment; the contended dispatches, in order, are cut into windows of
+    ``window_tasks`` (the remainder joins the last window), and each app's share of
+    each window's cost must be within ``SHARE_TOLERANCE`` of its weight share."""
+    apps = sorted(weights)
+    total_weight = sum(weights.values())
+    expected = {app: weights[app] / total_weight for app in apps}
+    size = window_tasks(weights)
+
+    def waits(app: str, moment: float) -> bool:
+        return any(since <= moment < until for since, until in waiting.get(app, ()))
+
+    contended = [d for d in sorted(dispatches) if all(waits(app, d[0]) for app in apps)]
+    chunks = [list(contended[n : n + size]) for n in range(0, len(contended), size)]
+    if len(chunks) > 1 and len(chunks[-1]) < size:
+        chunks[-2].extend(chunks.pop())
+    windows = []
+    if chunks and len(chunks[0]) >= size:
+        for chunk in chunks:
+            cost = sum(c for _, _, c in chunk)
+            shares = {app: sum(c for _, a, c in chunk if a == app) / cost for app in apps}
+            deviation = max(abs(shares[app] - expected[app]) for app in apps)
+            windows.append(
+                {
+                    "from": chunk[0][0],
+                    "to": chunk[-1][0],
+                    "tasks": len(chunk),
+                    "cost": cost,
+                    "tasks_by_app": {app: sum(1 for _, a, _ in chunk if a == app) for app in apps},
+                    "shares": {app: round(share, 3) for app, share in shares.items()},
+                    "deviation": round(deviation, 3),
+                    "passed": deviation <= SHARE_TOLERANCE + 1e-9,
+                }
+            )
+    overall_cost = sum(c for _, _, c in contended)
+    return {
+        "expected": {app: round(share, 3) for app, share in expected.items()},
+        "window_tasks": size,
+        "tolerance": SHARE_TOLERANCE,
+        "dispatches": len(dispatches),
+        "contended_tasks": len(contended),
+        "contended_cost": overall_cost,
+        "contended_shares": {
+            app: round(sum(c for _, a, c in contended if a == app) / overall_cost, 3)
+            for app in apps
+        }
+        if overall_cost
+        else {},
+        "measured": bool(windows),
+        "windows": windows,
+        "passed": all(window["passed"] for window in windows),
+    }
+
+
+def rate_held(times: Sequence[float], limit: RateLimitSpec) -> dict[str, Any]:
+    """Whether no interval saw more requests than the limit allows: for every run of
+    requests from the i-th to the j-th, j - i + 1 <= burst + rate * (T + jitter), T the
+    time between them. ``stretch`` is the jitter the worst run needed."""
+    ordered = sorted(times)
+    rate = limit.requests / limit.per_seconds
+    worst_stretch = 0.0
+    worst: tuple[int, float] | None = None
+    for i in range(len(ordered)):
+        for j in range(i + limit.burst, len(ordered)):
+            span = ordered[j] - ordered[i]
+            needed = (j - i + 1 - limit.burst) / rate - span
+            if needed > worst_stretch:
+                worst_stretch, worst = needed, (j - i + 1, span)
+    per_window = 0
+    for j in range(len(ordered)):
+        start = ordered[j] - RATE_WINDOW_SECONDS
+        per_window = max(per_window, sum(1 for t in ordered[: j + 1] if t > start))
+    return {
+        "requests": len(ordered),
+        "limit": limit.registry_entry(),
+        "jitter_seconds": RATE_JITTER_SECONDS,
+        "stretch_seconds": round(worst_stretch, 3),
+        "worst_run": {"requests": worst[0], "seconds": round(worst[1], 3)} if worst else None,
+        "max_per_window": per_window,
+        "window_seconds": RATE_WINDOW_SECONDS,
+        "window_bound": limit.bound(RATE_WINDOW_SECONDS),
+        "span_seconds": round(ordered[-1] - ordered[0], 2) if ordered else 0.0,
+        "passed": worst_stretch <= RATE_JITTER_SECONDS + 1e-9,
+    }
+
+
+def _per_second(times: Sequence[float], at: Sequence[float]) -> list[int]:
+    """Requests in the sliding window ending at each moment of ``at``."""
+    ordered = sorted(times)
+    return [sum(1 for t in ordered if moment - RATE_WINDOW_SECONDS < t <= moment) for moment in at]
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -153,8 +289,11 @@ def build_report(
     run: Mapping[str, Any],
     send_failures: Sequence[Mapping[str, Any]],
     emulator: Mapping[str, Any],
+    apps: Mapping[str, Mapping[str, Any]] | None = None,
+    origin: float = 0.0,
 ) -> dict[str, Any]:
-    """Every figure of the run, and the checks that decide the exit code."""
+    """Every figure of the run, and the checks that decide the exit code. ``origin`` is
+    the monotonic moment of the first submission (the timeline's zero)."""
     records = list(ledger.records.values())
     statuses = Counter(record.status for record in records if record.status is not None)
     missing = [record.task.ref for record in records if record.state != "final"]
@@ -168,14 +307,54 @@ def build_report(
         for r in succeeded
         if not r.result_ok
     ]
+    apps = apps or {name: {"weight": weight} for name, weight in WEIGHTS.items()}
+    weights = {name: float(app["weight"]) for name, app in apps.items()}
+    wall_origin = _wall_origin(services, origin)
 
     algorithms: dict[str, Any] = {}
     for service in services:
         mine = [r for r in records if r.task.algorithm == service.name]
+        accepted = [d for d in service.received if d.status == 202]
+        by_app: dict[str, Any] = {}
+        for app in weights:
+            theirs = [r for r in mine if r.task.app == app]
+            by_app[app] = {
+                "tasks": len(theirs),
+                "dispatched_cost": sum(d.cost for d in accepted if ledger.app_of(d.ref) == app),
+                "submit_to_dispatch_ms": _latency(_present([_dispatch_ms(r) for r in theirs])),
+            }
+        waiting = {
+            app: [
+                (r.created_wall, r.first_dispatched_wall)
+                for r in mine
+                if r.task.app == app
+                and r.created_wall is not None
+                and r.first_dispatched_wall is not None
+            ]
+            for app in weights
+        }
+        shares = fair_shares(
+            [(d.wall, ledger.app_of(d.ref) or "", d.cost) for d in accepted], waiting, weights
+        )
+        for window in shares["windows"]:
+            window["from_s"] = round(window.pop("from") - wall_origin, 2)
+            window["to_s"] = round(window.pop("to") - wall_origin, 2)
+        limit = service.spec.rate_limit
         algorithms[service.name] = {
             "max_concurrency": service.spec.max_concurrency,
             "max_in_flight": service.max_in_flight,
             "service_workers": service.workers,
+            "endpoints": [
+                {
+                    "name": state.spec.name,
+                    "max_concurrency": state.spec.max_concurrency,
+                    "max_in_flight": state.max_in_flight,
+                    "requests": state.requests,
+                    "accepted": state.accepted,
+                }
+                for state in service.endpoint_states
+            ],
+            "cost_per_task": sorted({r.task.cost for r in mine}),
             "requests": service.requests,
             "accepted": service.accepted,
             "refused_busy_429": service.refused_busy,
@@ -197,6 +376,9 @@ def build_report(
             "statuses": dict(Counter(r.status or "unfinished" for r in mine)),
             "submit_to_dispatch_ms": _latency(_present([_dispatch_ms(r) for r in mine])),
             "submit_to_notify_ms": _latency(_present([_notify_ms(r) for r in mine])),
+            "apps": by_app,
+            "shares": shares,
+            "rate": rate_held([d.at for d in service.received], limit) if limit else None,
         }
 
     by_priority: dict[str, Any] = {}
@@ -213,6 +395,7 @@ def build_report(
             not send_failures,
             f"{len(send_failures)} messages refused by SQS" if send_failures else "",
         ),
+        _senders_check(apps),
         _check(
             "every task reached a terminal state",
             not missing,
@@ -244,14 +427,29 @@ def build_report(
             else "",
         ),
         _check(
-            "no algorithm above its cap",
+            "no algorithm above its cap (cost units)",
             all(a["max_in_flight"] <= a["max_concurrency"] for a in algorithms.values()),
             ", ".join(
                 f"{name} {a['max_in_flight']}/{a['max_concurrency']}"
                 for name, a in algorithms.items()
-                if a["max_in_flight"] > a["max_concurrency"]
             ),
         ),
+        _check(
+            "no endpoint above its cap (cost units)",
+            all(
+                e["max_in_flight"] <= e["max_concurrency"]
+                for a in algorithms.values()
+                for e in a["endpoints"]
+            ),
+            ", ".join(
+                f"{name}/{e['name']} {e['max_in_flight']}/{e['max_concurrency']}"
+                for name, a in algorithms.items()
+                if len(a["endpoints"]) > 1
+                for e in a["endpoints"]
+            ),
+        ),
+        _shares_check(algorithms, weights),
+        _rate_check(algorithms),
         _check(
             "every succeeded result readable",
             not unread,
@@ -259,14 +457,27 @@ def build_report(
         ),
     ]
 
+    t = [s.t for s in timeline.samples]
     return {
         "passed": all(check["passed"] for check in checks),
         "checks": checks,
         "run": dict(run),
+        "apps": {name: dict(app) for name, app in apps.items()},
         "statuses": {status: statuses.get(status, 0) for status in STATUSES},
         "latency_ms": {
             "submit_to_dispatch": _latency(_present([_dispatch_ms(r) for r in records])),
             "submit_to_notify": _latency(_present([_notify_ms(r) for r in records])),
+        },
+        "latency_by_app_ms": {
+            app: {
+                "submit_to_dispatch": _latency(
+                    _present([_dispatch_ms(r) for r in records if r.task.app == app])
+                ),
+                "submit_to_notify": _latency(
+                    _present([_notify_ms(r) for r in records if r.task.app == app])
+                ),
+            }
+            for app in weights
         },
         "throughput_tasks_per_second": round(len(notified) / span, 2) if span > 0 else None,
         "algorithms": algorithms,
@@ -281,15 +492,103 @@ def build_report(
         "emulator": dict(emulator),
         "tasks": [_task_row(record, min(submitted, default=0.0)) for record in records],
         "timeline": {
-            "t": [round(s.t, 3) for s in timeline.samples],
+            "t": [round(moment, 3) for moment in t],
             "running": {
-                name: [s.running.get(name, 0) for s in timeline.samples] for name in algorithms
+                name: {
+                    app: [s.running.get(name, {}).get(app, 0) for s in timeline.samples]
+                    for app in weights
+                }
+                for name in algorithms
             },
             "queued": {
-                name: [s.queued.get(name, 0) for s in timeline.samples] for name in algorithms
+                name: {
+                    app: [s.queued.get(name, {}).get(app, 0) for s in timeline.samples]
+                    for app in weights
+                }
+                for name in algorithms
+            },
+            "requests_per_window": {
+                service.name: _per_second([d.at - origin for d in service.received], t)
+                for service in services
+                if service.spec.rate_limit is not None
             },
         },
     }
+
+
+def _wall_origin(services: Sequence[AlgorithmService], origin: float) -> float:
+    """The wall-clock moment of the monotonic ``origin``, from any request the services
+    recorded both ways (else now's offset)."""
+    for service in services:
+        for received in service.received:
+            return received.wall - (received.at - origin)
+    return time.time() - (time.monotonic() - origin)
+
+
+def _senders_check(apps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    seen = {name: app.get("sender_seen") for name, app in apps.items() if "senders" in app}
+    wrong = [name for name, sender in seen.items() if sender not in apps[name].get("senders", [])]
+    return _check(
+        "each app sends as one of its registered senders",
+        not wrong,
+        "; ".join(f"{name}: SQS records {sender}" for name, sender in seen.items()),
+    )
+
+
+def _shares_check(algorithms: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, Any]:
+    expected = " / ".join(
+        f"{SHORT.get(app, app)} {weight / sum(weights.values()):.0%}"
+        for app, weight in weights.items()
+    )
+    parts, passed = [], True
+    for name, figures in algorithms.items():
+        shares = figures["shares"]
+        if not shares["measured"]:
+            parts.append(
+                f"{name}: not measured ({shares['contended_tasks']} contended dispatches,"
+                f" a window needs {shares['window_tasks']})"
+            )
+            continue
+        passed = passed and shares["passed"]
+        worst = max(window["deviation"] for window in shares["windows"])
+        got = " / ".join(
+            f"{SHORT.get(app, app)} {share:.0%}"
+            for app, share in shares["contended_shares"].items()
+        )
+        parts.append(
+            f"{name}: {got} over {shares['contended_tasks']} contended dispatches,"
+            f" {len(shares['windows'])} window(s), worst {worst:.0%} off"
+        )
+    measured = any(figures["shares"]["measured"] for figures in algorithms.values())
+    if not measured:
+        parts.insert(0, "NOTHING MEASURED: too little contention in this run")
+    return _check(
+        f"weighted shares while both apps waited ({expected}, ±{SHARE_TOLERANCE:.0%})",
+        passed,
+        "; ".join(parts),
+    )
+
+
+def _rate_check(algorithms: Mapping[str, Any]) -> dict[str, Any]:
+    parts, passed = [], True
+    for name, figures in algorithms.items():
+        rate = figures["rate"]
+        if rate is None:
+            continue
+        passed = passed and rate["passed"]
+        limit = rate["limit"]
+        parts.append(
+            f"{name}: {rate['requests']} requests in {rate['span_seconds']:.1f} s, at most"
+            f" {rate['max_per_window']} in any {rate['window_seconds']:g} s"
+            f" (bound {rate['window_bound']:g}); worst run needed"
+            f" {rate['stretch_seconds']:.3f} s of jitter (allowed {rate['jitter_seconds']:g} s)"
+            f" against burst {limit['burst']} + {limit['requests']}/{limit['per_seconds']:g} s"
+        )
+    return _check(
+        "rate limit held (requests <= burst + rate x (T + jitter) for every T)",
+        passed,
+        "; ".join(parts) or "not measured: no algorithm has a rate limit",
+    )
 
 
 def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
@@ -301,7 +600,9 @@ def _task_row(record: TaskRecord, origin: float) -> dict[str, Any]:
     notified = None if record.notified_at is None else round(record.notified_at - origin, 3)
     return {
         "ref": record.task.ref,
+        "app": record.task.app,
         "algorithm": record.task.algorithm,
+        "cost": record.task.cost,
         "document": record.task.document,
         "priority": record.task.priority,
         "task_id": record.task_id,
@@ -321,6 +622,12 @@ def _task_row(record: TaskRecord, origin: float) -> dict[str, Any]:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
+
+
+def _share(got: float | None, expected: float | None) -> str:
+    if got is None or expected is None:
+        return "-"
+    return f"{got:.0%} (want {expected:.0%})"
 
 
 def summary_tables(report: Mapping[str, Any]) -> Group:
@@ -391,6 +698,8 @@ def summary_tables(report: Mapping[str, Any]) -> Group:
             priority, str(figures["tasks"]), _ms(waited["p50"]) + " ms", _ms(waited["p95"]) + " ms"
         )
 
+    shares, fleet = _shares_table(report), _fleet_table(report)
+
     checks = Table(title="Checks", title_justify="left", show_header=False)
     checks.add_column("result")
     checks.add_column("check")
@@ -398,7 +707,72 @@ def summary_tables(report: Mapping[str, Any]) -> Group:
     for check in report["checks"]:
         mark = Text("PASS", style="bold green") if check["passed"] else Text("FAIL", "bold red")
         checks.add_row(mark, check["name"], check["detail"])
-    return Group(statuses, latency, figures_line, algorithms, priorities, checks)
+    return Group(statuses, latency, figures_line, algorithms, fleet, shares, priorities, checks)
+
+
+def _shares_table(report: Mapping[str, Any]) -> Table:
+    shares = Table(title="Shares while both apps waited (dispatched cost)", title_justify="left")
+    for column in ("algorithm", "contended", "windows", "portal", "bulk", "worst off", "result"):
+        shares.add_column(column, justify="left" if column in ("algorithm", "result") else "right")
+    for name, figures in report["algorithms"].items():
+        share = figures["shares"]
+        got = share["contended_shares"]
+        if share["measured"]:
+            worst = max(window["deviation"] for window in share["windows"])
+            verdict = Text("held", "green") if share["passed"] else Text("broken", "bold red")
+        else:
+            worst, verdict = None, Text(f"not measured (< {share['window_tasks']})", "dim")
+        shares.add_row(
+            name,
+            f"{share['contended_tasks']} tasks",
+            str(len(share["windows"])),
+            _share(got.get(PORTAL), share["expected"].get(PORTAL)),
+            _share(got.get(BULK), share["expected"].get(BULK)),
+            "-" if worst is None else f"{worst:.0%}",
+            verdict,
+        )
+    return shares
+
+
+def _fleet_table(report: Mapping[str, Any]) -> Table:
+    fleet = Table(title="Endpoints and rate limit", title_justify="left")
+    for column in (
+        "algorithm",
+        "endpoint",
+        "max/cap (cost)",
+        "requests",
+        "portal cost",
+        "bulk cost",
+    ):
+        fleet.add_column(column, justify="left" if column in ("algorithm", "endpoint") else "right")
+    for name, figures in report["algorithms"].items():
+        for endpoint in figures["endpoints"]:
+            fleet.add_row(
+                name,
+                endpoint["name"],
+                f"{endpoint['max_in_flight']}/{endpoint['max_concurrency']}",
+                str(endpoint["requests"]),
+                str(figures["apps"].get(PORTAL, {}).get("dispatched_cost", 0)),
+                str(figures["apps"].get(BULK, {}).get("dispatched_cost", 0)),
+            )
+        rate = figures["rate"]
+        if rate is not None:
+            limit = rate["limit"]
+            fleet.add_row(
+                name,
+                Text(
+                    f"rate limit {limit['requests']}/{limit['per_seconds']:g} s, burst"
+                    f" {limit['burst']}: at most {rate['max_per_window']} requests in any"
+                    f" {rate['window_seconds']:g} s (bound {rate['window_bound']:g}),"
+                    f" jitter needed {rate['stretch_seconds']:.3f} s",
+                    style="dim",
+                ),
+                "",
+                "",
+                "",
+                "",
+            )
+    return fleet
 
 
 # -- files --------------------------------------------------------------------------------
@@ -411,61 +785,38 @@ def write_json(report: Mapping[str, Any], path: Path) -> Path:
 
 
 def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
-    """One panel per algorithm (running against its cap), then the queue depths."""
+    """One panel per algorithm (cost in flight, stacked by app, against its cap, with the
+    share windows shaded), the rate-limited algorithm's requests against its bound, then
+    each app's waiting tasks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     timeline = report["timeline"]
     t = timeline["t"]
     names = list(report["algorithms"])
+    limited = list(timeline.get("requests_per_window", {}))
+    apps = list(report["apps"])
+    rows = len(names) + len(limited) + 1
     figure, axes = plt.subplots(
-        len(names) + 1,
+        rows,
         1,
-        figsize=(10, 2.0 * len(names) + 3),
+        figsize=(11, 2.1 * rows + 1.2),
         sharex=True,
-        gridspec_kw={"height_ratios": [1] * len(names) + [1.6]},
+        gridspec_kw={"height_ratios": [1.0] * (rows - 1) + [1.3]},
     )
     for axis, name in zip(axes, names, strict=False):
-        figures = report["algorithms"][name]
-        cap = figures["max_concurrency"]
-        colour = COLOURS.get(name, "#555555")
-        axis.step(t, timeline["running"][name], where="post", color=colour, linewidth=1.4)
-        axis.fill_between(t, timeline["running"][name], step="post", color=colour, alpha=0.15)
-        axis.axhline(cap, color="black", linestyle="--", linewidth=1)
-        axis.annotate(
-            f"max_concurrency {cap}",
-            xy=(1, cap),
-            xycoords=("axes fraction", "data"),
-            xytext=(-4, -3),
-            textcoords="offset points",
-            ha="right",
-            va="top",
-            fontsize=8,
-        )
-        for status, (marker, shade) in MARKERS.items():
-            moments = [
-                row["notified_s"]
-                for row in report["tasks"]
-                if row["algorithm"] == name and row["status"] == status and row["notified_s"]
-            ]
-            axis.scatter(moments, [cap + 0.55] * len(moments), marker=marker, color=shade, s=22)
-        axis.set_ylim(0, cap + 1.2)
-        axis.set_yticks(range(cap + 1))
-        axis.set_ylabel("in flight")
-        statuses = figures["statuses"]
-        axis.set_title(
-            f"{name}: max {figures['max_in_flight']}/{cap} in flight;"
-            f" {statuses.get('succeeded', 0)} succeeded, {statuses.get('failed', 0)} failed,"
-            f" {statuses.get('timed_out', 0)} timed out, {figures['refused_busy_429']} x 429",
-            loc="left",
-            fontsize=9,
-        )
-        axis.grid(axis="y", alpha=0.3)
+        _plot_algorithm(axis, report, name, t)
     axes[0].legend(
         handles=[
+            Patch(color=APP_COLOURS.get(app, "#777777"), alpha=0.7, label=f"{app} in flight")
+            for app in apps
+        ]
+        + [Patch(color="#bbbbbb", alpha=0.35, label="share window (both waiting)")]
+        + [
             Line2D(
                 [],
                 [],
@@ -477,41 +828,151 @@ def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
             for status, (marker, shade) in MARKERS.items()
         ],
         loc="lower right",
-        bbox_to_anchor=(1.0, 1.0),
-        ncol=len(MARKERS),
+        bbox_to_anchor=(1.0, 1.12),
+        ncol=len(apps) + 1 + len(MARKERS),
         fontsize=8,
         frameon=False,
     )
-    queue_axis = axes[-1]
-    for name in names:
-        queue_axis.step(
-            t,
-            timeline["queued"][name],
-            where="post",
-            color=COLOURS.get(name),
-            label=name,
-            linewidth=1.4,
+    for axis, name in zip(axes[len(names) :], limited, strict=False):
+        rate = report["algorithms"][name]["rate"]
+        bound = rate["window_bound"]
+        axis.step(t, timeline["requests_per_window"][name], where="post", color="#8c564b")
+        axis.axhline(bound, color="black", linestyle="--", linewidth=1)
+        axis.annotate(
+            f"bound: burst + rate x {rate['window_seconds']:g} s = {bound:g}",
+            xy=(1, bound),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 3),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize=8,
         )
-    total = [sum(values) for values in zip(*timeline["queued"].values(), strict=True)]
-    queue_axis.step(t, total, where="post", color="black", linestyle=":", label="all")
+        axis.set_ylim(0, bound + 2)
+        axis.set_ylabel("requests")
+        limit = rate["limit"]
+        axis.set_title(
+            f"{name}: requests received in the last {rate['window_seconds']:g} s"
+            f" (rate limit {limit['requests']}/{limit['per_seconds']:g} s, burst {limit['burst']});"
+            f" {rate['requests']} requests, at most {rate['max_per_window']} in any"
+            f" {rate['window_seconds']:g} s, worst run {rate['stretch_seconds']:.2f} s early",
+            loc="left",
+            fontsize=9,
+        )
+        axis.grid(axis="y", alpha=0.3)
+    queue_axis = axes[-1]
+    for app in apps:
+        waiting = [
+            sum(values)
+            for values in zip(*(timeline["queued"][name][app] for name in names), strict=True)
+        ]
+        queue_axis.step(
+            t, waiting, where="post", color=APP_COLOURS.get(app), label=app, linewidth=1.4
+        )
     queue_axis.set_ylabel("waiting tasks")
     queue_axis.set_xlabel("seconds since the first task was submitted")
     queue_axis.set_title(
-        "Queue depth (submitted, not running, not finished)", loc="left", fontsize=9
+        "Tasks waiting per app, all algorithms (sent, not running, not finished)",
+        loc="left",
+        fontsize=9,
     )
     queue_axis.legend(loc="upper right", fontsize=8, frameon=False)
     queue_axis.grid(alpha=0.3)
-    dispatch = report["latency_ms"]["submit_to_dispatch"]
-    notify = report["latency_ms"]["submit_to_notify"]
-    figure.suptitle(
-        f"Baton demo: {report['run'].get('tasks')} tasks in"
-        f" {report['run'].get('run_seconds', 0):.1f} s, tick {report['run'].get('tick_seconds')} s"
-        f" | submit->dispatch p50 {_ms(dispatch['p50'])} ms, p95 {_ms(dispatch['p95'])} ms"
-        f" | submit->notify p50 {_ms(notify['p50'])} ms, p95 {_ms(notify['p95'])} ms",
-        fontsize=10,
+    run = report["run"]
+    by_app = report.get("latency_by_app_ms", {})
+    waits = ", ".join(
+        f"{SHORT.get(app, app)} {_ms(figures['submit_to_dispatch']['p50'])} ms"
+        for app, figures in by_app.items()
     )
-    figure.tight_layout()
+    weights = " : ".join(
+        f"{SHORT.get(app, app)} {figures.get('weight', 1):g}"
+        for app, figures in report["apps"].items()
+    )
+    figure.suptitle(
+        f"Baton demo: {run.get('tasks')} tasks from two apps in {run.get('run_seconds', 0):.1f} s"
+        f" (a minute lasts {run.get('tick_seconds')} s)\n"
+        f"weights {weights}; p50 submit -> dispatch {waits}",
+        fontsize=11,
+    )
+    figure.tight_layout(rect=(0, 0, 1, 0.965))
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _plot_algorithm(axis: Any, report: Mapping[str, Any], name: str, t: Sequence[float]) -> None:
+    figures = report["algorithms"][name]
+    cap = figures["max_concurrency"]
+    running = report["timeline"]["running"][name]
+    base = [0] * len(t)
+    for app, values in running.items():
+        top = [low + value for low, value in zip(base, values, strict=True)]
+        axis.fill_between(
+            t, base, top, step="post", color=APP_COLOURS.get(app, "#777777"), alpha=0.7, lw=0
+        )
+        base = top
+    for window in figures["shares"]["windows"]:
+        axis.axvspan(window["from_s"], window["to_s"], color="#bbbbbb", alpha=0.35, lw=0)
+        bulk = window["shares"].get(BULK)
+        if bulk is not None:
+            axis.annotate(
+                f"bulk {bulk:.0%}",
+                xy=((window["from_s"] + window["to_s"]) / 2, cap + 0.15),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
+    axis.axhline(cap, color="black", linestyle="--", linewidth=1)
+    endpoints = figures["endpoints"]
+    caption = f"max_concurrency {cap}"
+    if len(endpoints) > 1:
+        caption += " = " + " + ".join(f"{e['name']} {e['max_concurrency']}" for e in endpoints)
+    axis.annotate(
+        caption,
+        xy=(1, cap),
+        xycoords=("axes fraction", "data"),
+        xytext=(-4, -3),
+        textcoords="offset points",
+        ha="right",
+        va="top",
+        fontsize=8,
+    )
+    for status, (marker, shade) in MARKERS.items():
+        moments = [
+            row["notified_s"]
+            for row in report["tasks"]
+            if row["algorithm"] == name and row["status"] == status and row["notified_s"]
+        ]
+        axis.scatter(moments, [cap + 0.75] * len(moments), marker=marker, color=shade, s=22)
+    axis.set_ylim(0, cap + 1.3)
+    axis.set_yticks(range(0, cap + 1, 1 if cap <= 6 else 2))
+    axis.set_ylabel("cost in flight")
+    statuses = figures["statuses"]
+    shares = figures["shares"]
+    if shares["measured"]:
+        got = shares["contended_shares"]
+        share_text = (
+            f"while both waited: portal {got.get(PORTAL, 0):.0%} / bulk {got.get(BULK, 0):.0%}"
+            f" of {shares['contended_cost']} cost units"
+        )
+    else:
+        share_text = f"shares not measured ({shares['contended_tasks']} contended dispatches)"
+    costs = figures["cost_per_task"]
+    cost_text = f", cost {costs[0]}-{costs[-1]} per task" if costs and costs[-1] > 1 else ""
+    endpoint_text = (
+        " ("
+        + ", ".join(f"{e['name']} {e['max_in_flight']}/{e['max_concurrency']}" for e in endpoints)
+        + ")"
+        if len(endpoints) > 1
+        else ""
+    )
+    axis.set_title(
+        f"{name}: max {figures['max_in_flight']}/{cap}{endpoint_text}{cost_text};"
+        f" {statuses.get('succeeded', 0)} ok, {statuses.get('failed', 0)} failed,"
+        f" {statuses.get('timed_out', 0)} timed out, {figures['refused_busy_429']} x 429"
+        f" | {share_text}",
+        loc="left",
+        fontsize=9,
+    )
+    axis.grid(axis="y", alpha=0.3)

@@ -1,15 +1,21 @@
-"""``baton demo``: a small document platform on the emulated stack.
+"""``baton demo``: a small document platform on the emulated stack, shared by two
+business apps.
 
-Three algorithm services on loopback (``algorithms``) do real work on the
-sample documents; a business app, docs-portal (``app``), submits tasks through
-the intake queue and reads its notifications and results; the whole template runs
-in the local emulator (``baton_local.emulator``) with Baton's profile. A live view
-shows each algorithm's running tasks against its cap; at the end a summary, a JSON
-report and a PNG timeline (``report``) say what happened.
+Four algorithm services on loopback (``algorithms``) do real work on the sample
+documents: one bills by the page (task cost), one runs on two servers of different
+sizes (two endpoints), one is an LLM-like service behind a request-rate limit. Two
+business apps (``app``) share them: docs-portal (weight 4) sends a steady stream,
+bulk-import (weight 1) far more, at once; both are registered in an app registry (the
+``AppsJson`` parameter) with the SenderId the local SQS records for them. The whole
+template runs in the local emulator (``baton_local.emulator``) with Baton's profile. A
+live view shows each algorithm's cost in flight per app against its cap; at the end a
+summary, a JSON report and a PNG timeline (``report``) say what happened.
 
 The exit code is 0 when every task reached a terminal state with exactly one
-notification, every succeeded result could be read, and no algorithm ever had more
-attempts in flight than its ``max_concurrency``; 1 otherwise.
+notification, every succeeded result could be read, no algorithm and no endpoint ever
+had more cost in flight than its ``max_concurrency``, each app got its weighted share of
+every algorithm while both waited for it, and the rate-limited service never received
+more requests than its limit allows; 1 otherwise.
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ import urllib3
 from rich.console import Console
 from rich.live import Live
 
-from baton_local.demo.algorithms import SERVICES, AlgorithmService, ServiceSpec, load_corpus
-from baton_local.demo.app import DocsPortal, Ledger, plan_tasks
+from baton_local.demo.algorithms import SERVICES, AlgorithmService, ServiceSpec, load_corpus, pages
+from baton_local.demo.app import BULK, PORTAL, WEIGHTS, BusinessApp, Ledger, plan_tasks
 from baton_local.demo.report import (
     Sample,
     Timeline,
@@ -110,8 +116,18 @@ class _DemoRun:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.run_id = uuid.uuid4().hex[:8]
         corpus = load_corpus()
+        costs = {
+            (spec.name, document): pages(text)
+            for spec in options.services
+            if spec.per_cost
+            for document, text in corpus.items()
+        }
         self.plan = plan_tasks(
-            options.tasks, options.seed, sorted(corpus), [spec.name for spec in options.services]
+            options.tasks,
+            options.seed,
+            sorted(corpus),
+            [spec.name for spec in options.services],
+            costs=costs,
         )
         self.ledger = Ledger(self.plan)
         self.timeline = Timeline()
@@ -119,21 +135,23 @@ class _DemoRun:
             AlgorithmService(spec, corpus, listener=self.ledger, seed=options.seed)
             for spec in options.services
         ]
-        self.portal: DocsPortal | None = None
+        self.apps: dict[str, BusinessApp] = {}
+        self.senders: dict[str, str | None] = {}
+        """The SenderId the queue recorded for each app's probe message."""
         self.cloud: LocalCloud | None = None
         self.setup_seconds = 0.0
         self.submitted_at = 0.0
         self.timed_out = False
 
     def start(self, stack: ExitStack) -> None:
-        """The algorithm services, the emulated stack, and docs-portal's subscription."""
+        """The algorithm services, the emulated stack, and each app's subscription."""
         from baton_local.emulator.cloud import LocalCloud, LocalOptions
         from baton_local.profile import baton_profile
 
         for service in self.services:
             service.start()
             stack.callback(service.stop)
-        registry = {s.name: s.spec.registry_entry(s.endpoint) for s in self.services}
+        registry = {s.name: s.registry_entry() for s in self.services}
         state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="baton-demo-")))
         self.console.print(
             f"[bold]baton demo[/]: {len(self.plan)} tasks for"
@@ -147,7 +165,10 @@ class _DemoRun:
                     env_file=None,
                     tick_seconds=self.options.tick,
                     state_dir=state_dir,
-                    parameter_overrides={"AlgorithmsJson": json.dumps(registry)},
+                    parameter_overrides={
+                        "AlgorithmsJson": json.dumps(registry),
+                        "AppsJson": json.dumps(app_registry()),
+                    },
                     region="eu-west-1",
                     quiet=True,
                 ),
@@ -156,15 +177,19 @@ class _DemoRun:
         )
         _warm_up(cloud)
         self.setup_seconds = time.monotonic() - self.started
-        self.portal = DocsPortal(cloud.boto_session(), cloud.outputs, self.ledger, self.run_id)
-        self.portal.subscribe()
-        stack.callback(self.portal.unsubscribe)
-        self.portal.start()
-        stack.callback(self.portal.stop)
+        session = cloud.boto_session()
+        for name in (PORTAL, BULK):
+            app = self.apps[name] = BusinessApp(
+                name, session, cloud.outputs, self.ledger, self.run_id
+            )
+            app.subscribe()
+            stack.callback(app.unsubscribe)
+            self.senders[name] = app.sender_id()
+            app.start()
+            stack.callback(app.stop)
 
     def drive(self) -> None:
         """Submit every task, then watch until each is notified (and its result read)."""
-        assert self.portal is not None
         deadline = self.started + self.options.timeout
         self.submitted_at = time.monotonic()
         stop_sampling = threading.Event()
@@ -174,7 +199,8 @@ class _DemoRun:
             daemon=True,
         )
         sampler.start()
-        self.portal.submit(self.plan)
+        self.apps[PORTAL].stream([t for t in self.plan if t.app == PORTAL], self.submitted_at)
+        self.apps[BULK].submit([t for t in self.plan if t.app == BULK])
         with _progress(
             self.console,
             live=self.live,
@@ -188,7 +214,10 @@ class _DemoRun:
                     break
                 time.sleep(0.25)
                 refresh()
-            self.portal.stop(drain_seconds=0 if self.timed_out else DRAIN_SECONDS)
+            drain = 0 if self.timed_out else DRAIN_SECONDS
+            for app in self.apps.values():
+                app.stop(drain_seconds=drain)
+                drain = 0
             stop_sampling.set()
             sampler.join(timeout=5)
             refresh()
@@ -216,7 +245,16 @@ class _DemoRun:
             services=self.services,
             timeline=self.timeline,
             run=run,
-            send_failures=self.portal.send_failures if self.portal else [],
+            send_failures=[f for app in self.apps.values() for f in app.send_failures],
+            apps={
+                name: {
+                    "weight": WEIGHTS[name],
+                    "senders": app_registry()[name]["senders"],
+                    "sender_seen": self.senders.get(name),
+                }
+                for name in (PORTAL, BULK)
+            },
+            origin=self.submitted_at,
             emulator={
                 "invocations": dict(cloud.invocations) if cloud is not None else {},
                 "errors": [{"function": f, "error": str(e)} for f, e in errors[:50]],
@@ -237,6 +275,18 @@ class _DemoRun:
         verdict = "[bold green]PASS[/]" if report["passed"] else "[bold red]FAIL[/]"
         self.console.print(f"{verdict} in {run['wall_seconds']:.1f} s")
         return DemoResult(0 if report["passed"] else 1, report, json_path, png_path)
+
+
+def app_registry() -> dict[str, dict[str, Any]]:
+    """The two apps as the operator registers them. Their ``senders`` are the SenderId
+    that the local SQS (moto) records for every message, whoever sends it: locally both
+    apps necessarily share it; on AWS each has its own role's unique id."""
+    from moto.sqs.models import DEFAULT_SENDER_ID
+
+    return {
+        name: {"senders": [DEFAULT_SENDER_ID], "principals": [], "weight": weight}
+        for name, weight in WEIGHTS.items()
+    }
 
 
 def _warm_up(cloud: LocalCloud) -> None:
@@ -267,17 +317,21 @@ def _sample(
     origin: float,
     stop: threading.Event,
 ) -> None:
-    """~10 times a second: running per algorithm (the services' own counters) and the
-    tasks waiting per algorithm (the ledger: submitted, not running, not finished)."""
+    """~10 times a second: the cost in flight per algorithm and app (the services' own
+    counters) and the tasks waiting per algorithm and app (the ledger: submitted, not
+    running, not finished)."""
     while True:
-        counts = ledger.counts()
-        timeline.add(
-            Sample(
-                t=time.monotonic() - origin,
-                running={service.name: service.snapshot()[0] for service in services},
-                queued={service.name: counts[service.name]["queued"] for service in services},
-            )
-        )
+        waiting = ledger.waiting()
+        running: dict[str, dict[str, int]] = {}
+        queued: dict[str, dict[str, int]] = {}
+        for service in services:
+            mine = running[service.name] = dict.fromkeys(WEIGHTS, 0)
+            for ref, cost in service.running_refs():
+                app = ledger.app_of(ref)
+                if app in mine:
+                    mine[app] += cost
+            queued[service.name] = {app: waiting.get((app, service.name), 0) for app in WEIGHTS}
+        timeline.add(Sample(t=time.monotonic() - origin, running=running, queued=queued))
         if stop.wait(SAMPLE_SECONDS):
             return
 

@@ -96,12 +96,13 @@ def test_eight_dispatchers_never_exceed_the_rate_limit(
 
     # Then in no interval of T seconds did more than burst + rate * T requests arrive
     arrivals = sorted(algorithm_service.arrivals_at("llm"))
-    worst_excess = float("-inf")
+    needed = 0.0  # the slack in T that the worst interval needed
     for first, start in enumerate(arrivals):
         for last in range(first, len(arrivals)):
-            allowed = BURST + RATE / PER * (arrivals[last] - start + JITTER_SECONDS)
-            worst_excess = max(worst_excess, (last - first + 1) - allowed)
-    assert worst_excess <= 0, f"{worst_excess:.2f} requests over the bound"
+            count = last - first + 1
+            needed = max(needed, (count - BURST) * PER / RATE - (arrivals[last] - start))
+    print(f"{len(arrivals)} requests; the worst interval needed {needed:.3f} s of slack")
+    assert needed <= JITTER_SECONDS, f"the worst interval needed {needed:.3f} s of slack"
 
     # And the limit was used: at least 90% of what it allows over the run
     span = arrivals[-1] - arrivals[0]

@@ -4,28 +4,20 @@ logs.py, snapshots.py)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from baton.observability import logger as baton_logger
 
-from tests.support.logs import CapturedLogs, LogCollector
+from tests.support.logs import CapturedLogs, captured_log_lines
 
 # -- log lines -----------------------------------------------------------------------------
 
 
 @pytest.fixture
 def captured_logs() -> Iterator[CapturedLogs]:
-    sink = CapturedLogs()
-    collector = LogCollector(sink)
-    target = logging.getLogger(baton_logger.service)
-    target.addHandler(collector)
-    try:
+    with captured_log_lines() as sink:
         yield sink
-    finally:
-        target.removeHandler(collector)
 
 
 # -- what a refused input must not change -----------------------------------------------------

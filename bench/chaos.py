@@ -130,10 +130,10 @@ class ChaosOptions:
     slowdowns: int = 1
     slowdown_seconds: float = 8.0
     slowdown_max_delay: float = 0.08  # per chunk forwarded, either way
-    algorithms: dict[str, int] = field(default_factory=lambda: {"ocr": 2, "nlp": 3, "vision": 4})
+    algorithms: dict[str, int] = field(default_factory=lambda: {"ocr": 2, "nlp": 3, "vision": 5})
     # Several endpoints of one algorithm, their caps; the algorithm's own cap (above)
     # is below their sum, so that both limits bind. The last one is flaky.
-    endpoints: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"vision": (3, 2)})
+    endpoints: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"vision": (4, 2)})
     flaky_share: float = 0.1  # of the flaky endpoint's requests answered busy
     apps: dict[str, float] = field(default_factory=_default_apps)  # app -> weight
     # (app, algorithm or "*") -> max_in_flight; the heaviest app, so that it binds

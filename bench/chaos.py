@@ -13,12 +13,16 @@ idempotency key, late callbacks refused without effect, timeouts only after dead
   400), failures, silent and slow attempts whose callback comes after the timeout
   (it must get 409 and change nothing), heartbeats, duplicate callbacks, callbacks to
   any worker, retried on 5xx;
+- the fleet mix: several business apps in an app registry (weights, a quota, their
+  SQS senders), tasks of cost 1 to 3, and an algorithm on two endpoints of different
+  caps (below their sum), the smaller one flaky (busy 503 with Retry-After);
 - Redis flushed mid-run (every key of the run's prefix at once), the database
   unreachable for a few seconds (a TCP proxy in this process closes its listener and
   cuts every open connection) and slow for a few more (the proxy delays every packet;
   the last flush lands in that window).
 
-Checks, printed with what was injected; the exit status is non-zero if one fails:
+Checks (caps, per algorithm, per endpoint and per app quota, in cost units), printed
+with what was injected; the exit status is non-zero if one fails:
 
     python -m bench.chaos [--tasks 2000] [--workers 3] [--seed 1] [--crash-rate 0.05]
 
@@ -62,8 +66,11 @@ from baton.schema import upgrade_database
 from bench.chaos_checks import (
     Check,
     ExecutionRow,
+    Limits,
     Notice,
     RunningSample,
+    SampledMax,
+    SampledSlot,
     TaskRow,
     check_callbacks,
     check_cap,
@@ -72,15 +79,15 @@ from bench.chaos_checks import (
     check_one_row,
     check_terminal,
     check_timeouts,
+    short,
 )
 from bench.chaos_proxy import TcpProxy
-from bench.chaos_service import ChaosAlgorithmService
+from bench.chaos_service import BUSY, ChaosAlgorithmService, Receipt
 from bench.chaos_worker import WorkerSpec, WorkerStats, worker_main
 
 MYSQL = os.environ.get("BATON_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 REDIS = os.environ.get("BATON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REGION: Final = "eu-west-1"  # Final: a literal, as create_bucket's LocationConstraint needs
-APPS = ("contracts", "invoices", "forms")
 TOKEN_SECRET = "chaos-token-secret-of-at-least-32-characters"
 
 # What each task asks of the algorithm service, one behaviour per dispatch it receives.
@@ -105,6 +112,10 @@ return deleted
 """
 
 
+def _default_apps() -> dict[str, float]:
+    return {"contracts": 3.0, "invoices": 1.0, "forms": 1.0}
+
+
 @dataclass
 class ChaosOptions:
     tasks: int = 2000
@@ -120,6 +131,14 @@ class ChaosOptions:
     slowdown_seconds: float = 8.0
     slowdown_max_delay: float = 0.08  # per chunk forwarded, either way
     algorithms: dict[str, int] = field(default_factory=lambda: {"ocr": 2, "nlp": 3, "vision": 5})
+    # Several endpoints of one algorithm, their caps; the algorithm's own cap (above)
+    # is below their sum, so that both limits bind. The last one is flaky.
+    endpoints: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"vision": (4, 2)})
+    flaky_share: float = 0.1  # of the flaky endpoint's requests answered busy
+    apps: dict[str, float] = field(default_factory=_default_apps)  # app -> weight
+    # (app, algorithm or "*") -> max_in_flight; the heaviest app, so that it binds
+    quotas: dict[tuple[str, str], int] = field(default_factory=lambda: {("contracts", "vision"): 2})
+    costs: tuple[tuple[int, float], ...] = ((1, 0.6), (2, 0.25), (3, 0.15))  # (cost, share)
     window: int = 60  # tasks submitted and not yet notified, at most
     settle_seconds: float = 90.0  # every task terminal this long after the last submit
     tick: tuple[float, float] = (0.5, 1.0)
@@ -156,6 +175,19 @@ class ChaosReport:
             f"chaos run: {o.tasks} tasks, {o.workers} workers, seed {o.seed}, "
             f"crash rate {o.crash_rate:.0%}, caps "
             + ", ".join(f"{a}={c}" for a, c in o.algorithms.items()),
+            "endpoints "
+            + (
+                ", ".join(
+                    f"{a} {'+'.join(str(c) for c in caps)}" for a, caps in o.endpoints.items()
+                )
+                or "one per algorithm"
+            )
+            + f" (the last of each flaky: {o.flaky_share:.0%} busy)",
+            "apps "
+            + ", ".join(f"{app} (weight {weight:g})" for app, weight in o.apps.items())
+            + "; quotas "
+            + (", ".join(f"{app} on {alg} {q}" for (app, alg), q in o.quotas.items()) or "none"),
+            "costs " + ", ".join(f"{cost}: {share:.0%}" for cost, share in o.costs),
             "",
             f"{'injected':<44} {'count':>10}",
             f"{'-' * 44} {'-' * 10}",
@@ -176,6 +208,7 @@ class ChaosReport:
                 f"{i['slow_seconds']:.1f}",
             ),
             ("dispatches answered 503 / 400", f"{i['answered_503']} / {i['answered_400']}"),
+            ("dispatches answered busy (flaky endpoint)", i["answered_busy"]),
             ("attempts silent / slow (late callback)", f"{i['silent']} / {i['slow']}"),
             ("attempts with heartbeats (heartbeats sent)", f"{i['beat']} ({i['heartbeats']})"),
             ("duplicate callbacks sent", i["duplicate_callbacks"]),
@@ -191,6 +224,19 @@ class ChaosReport:
             ("run time (first submit -> last terminal)", f"{f['elapsed']:.1f} s"),
             ("throughput", f"{f['tasks_per_second']:.1f} tasks/s"),
             ("final states", ", ".join(f"{k} {v}" for k, v in sorted(f["states"].items()))),
+            ("tasks by cost", ", ".join(f"{k}: {v}" for k, v in f["costs"].items())),
+            (
+                "requests per endpoint (busy)",
+                ", ".join(f"{e} {n} ({b})" for e, (n, b) in f["per_endpoint"].items()),
+            ),
+            ("share of cost-seconds by app:", ""),
+            *(
+                (
+                    f"  {algorithm}",
+                    ", ".join(f"{app} {share:.0%}" for app, share in shares.items()),
+                )
+                for algorithm, shares in f["app_shares"].items()
+            ),
             ("callbacks answered 409 after the deadline", f["late_409"]),
             ("callbacks sent after the deadline, applied", f["late_applied"]),
             ("409 answers by code", ", ".join(f"{k} {v}" for k, v in f["conflicts"].items())),
@@ -199,7 +245,11 @@ class ChaosReport:
             ("callback API answers", ", ".join(f"{k}: {v}" for k, v in f["api_answers"].items())),
             ("heartbeat answers", ", ".join(f"{k}: {v}" for k, v in f["heartbeats"].items())),
             ("handler errors (not injected)", f["errors"] or "none"),
-            ("running-set samples (over cap: unsent)", f"{f['samples']} ({f['over_cap']})"),
+            ("running-set samples (over a limit: unsent)", f"{f['samples']} ({f['over_cap']})"),
+            (
+                "most members in a running set",
+                ", ".join(f"{a} {n}" for a, n in sorted(f["max_running"].items())),
+            ),
             ("attempts timed out (database)", f["timed_out_attempts"]),
             ("attempts given up at confirmation (abandoned)", f["abandoned"]),
             ("dispatches with no answer in time (retried)", f["dispatch_timeouts"]),
@@ -241,21 +291,41 @@ class PlannedTask:
     behaviours: tuple[str, ...]
 
 
+def quota_of(options: ChaosOptions, app: str, algorithm: str) -> int | None:
+    """The app's max_in_flight on the algorithm, as the app registry reads it."""
+    named = options.quotas.get((app, algorithm))
+    return named if named is not None else options.quotas.get((app, "*"))
+
+
+def largest_cost(options: ChaosOptions, app: str, algorithm: str) -> int:
+    """The most a task of the app may cost on the algorithm and still be dispatched:
+    within the cap, one endpoint and the app's quota (a task above its app's quota
+    would wait for good)."""
+    caps = [options.algorithms[algorithm], *options.endpoints.get(algorithm, ())]
+    quota = quota_of(options, app, algorithm)
+    return min([*caps, quota] if quota is not None else caps)
+
+
 def plan_tasks(options: ChaosOptions, run: str) -> list[PlannedTask]:
     rng = random.Random(options.seed)
     algorithms = list(options.algorithms)
     weights = [options.algorithms[a] for a in algorithms]
     plans, plan_weights = zip(*BEHAVIOUR_MIX, strict=True)
+    costs, cost_weights = zip(*options.costs, strict=True)
+    apps = list(options.apps)
     planned = []
     for n in range(options.tasks):
         plan = rng.choices(plans, plan_weights)[0]
+        app = rng.choice(apps)
+        algorithm = rng.choices(algorithms, weights)[0]
+        cost = min(rng.choices(costs, cost_weights)[0], largest_cost(options, app, algorithm))
         timeout = rng.randint(1, 2) if {"slow", "silent", "beat"} & set(plan) else rng.randint(2, 5)
         dup = None
         if rng.random() < options.duplicate_callbacks:
             dup = rng.choice(("seq", "twin"))
         message: dict[str, Any] = {
-            "app": rng.choice(APPS),
-            "algorithm": rng.choices(algorithms, weights)[0],
+            "app": app,
+            "algorithm": algorithm,
             "input": {
                 "document": f"s3://chaos-{run}/doc-{n}.pdf",
                 "chaos": {
@@ -274,6 +344,8 @@ def plan_tasks(options: ChaosOptions, run: str) -> list[PlannedTask]:
             message["idempotency_key"] = f"chaos-{run}-{n}"
         if rng.random() < 0.3:
             message["max_attempts"] = 4
+        if cost > 1 or rng.random() < 0.5:  # else the default cost of 1
+            message["cost"] = cost
         duplicate = None
         if rng.random() < options.duplicate_messages:
             duplicate = rng.choice(("now", "later"))
@@ -330,12 +402,13 @@ class Aws:
     topic_arn: str
     intake_url: str
     app_queue_url: str
+    sender_id: str  # what SQS records as the SenderId of the producer's messages
 
     def client(self, name: str) -> Any:
         return self.session.client(name, endpoint_url=self.endpoint)  # type: ignore[call-overload]
 
 
-def create_aws(endpoint: str, run: str, visibility_timeout: int) -> Aws:
+def create_aws(endpoint: str, run: str, visibility_timeout: int, apps: list[str]) -> Aws:
     session = boto3.session.Session(
         region_name=REGION, aws_access_key_id="chaos", aws_secret_access_key="chaos"
     )
@@ -359,10 +432,80 @@ def create_aws(endpoint: str, run: str, visibility_timeout: int) -> Aws:
         Endpoint=app_queue_arn,
         Attributes={
             "RawMessageDelivery": "true",
-            "FilterPolicy": json.dumps({"app": list(APPS)}),
+            "FilterPolicy": json.dumps({"app": apps}),
         },
     )
-    return Aws(session, endpoint, bucket, topic_arn, intake_url, app_queue_url)
+    return Aws(
+        session,
+        endpoint,
+        bucket,
+        topic_arn,
+        intake_url,
+        app_queue_url,
+        _sender_id(sqs, f"baton-chaos-probe-{run}"),
+    )
+
+
+def _sender_id(sqs: Any, name: str) -> str:
+    """The SenderId SQS records for this producer's messages (moto gives every caller
+    the same one), so that the app registry can name it as each app's sender."""
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    try:
+        sqs.send_message(QueueUrl=url, MessageBody="probe")
+        (message,) = sqs.receive_message(
+            QueueUrl=url, AttributeNames=["SenderId"], WaitTimeSeconds=1
+        )["Messages"]
+        return str(message["Attributes"]["SenderId"])
+    finally:
+        sqs.delete_queue(QueueUrl=url)
+
+
+def fleet_registries(
+    options: ChaosOptions, service: ChaosAlgorithmService
+) -> tuple[dict[str, Any], Limits]:
+    """The algorithm registry on the chaos service (the last of several endpoints made
+    flaky), and the limits the checks hold the run to."""
+    registry: dict[str, Any] = {}
+    endpoints: dict[str, tuple[str, int]] = {}
+    for name, cap in options.algorithms.items():
+        entry: dict[str, Any] = {
+            "max_concurrency": cap,
+            "timeout_seconds": 3,
+            "max_timeout_seconds": 5,
+            "max_attempts": 3,
+        }
+        caps = options.endpoints.get(name)
+        if caps:
+            urls = [service.endpoint(name, number) for number in range(1, len(caps) + 1)]
+            entry["endpoints"] = [
+                {"url": url, "max_concurrency": own} for url, own in zip(urls, caps, strict=True)
+            ]
+            if len(urls) > 1 and options.flaky_share > 0:
+                service.make_flaky(urls[-1], options.flaky_share)
+            endpoints.update((url, (name, own)) for url, own in zip(urls, caps, strict=True))
+        else:
+            entry["endpoint"] = service.endpoint(name)
+            endpoints[entry["endpoint"]] = (name, cap)
+        registry[name] = entry
+    quotas = {
+        (app, algorithm): quota
+        for app in options.apps
+        for algorithm in options.algorithms
+        if (quota := quota_of(options, app, algorithm)) is not None
+    }
+    return registry, Limits(dict(options.algorithms), endpoints, quotas)
+
+
+def app_registry(options: ChaosOptions, sender_id: str) -> dict[str, Any]:
+    """Every app sends as the one SenderId SQS records for the producer here."""
+    registry: dict[str, Any] = {}
+    for app, weight in options.apps.items():
+        entry: dict[str, Any] = {"senders": [sender_id], "principals": [], "weight": weight}
+        quotas = {alg: quota for (name, alg), quota in options.quotas.items() if name == app}
+        if quotas:
+            entry["max_in_flight"] = quotas
+        registry[app] = entry
+    return registry
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -380,8 +523,11 @@ class Run:
         prefix: str,
         proxy: TcpProxy,
         log: Path,
+        limits: Limits,
     ) -> None:
         self.options = options
+        self.limits = limits
+        self.sampled = SampledMax()
         self.aws = aws
         self.redis = redis_client
         self.prefix = prefix
@@ -505,27 +651,26 @@ class Run:
 
     def sample(self) -> None:
         while not self.done.wait(self.options.sample_interval):
-            for algorithm, cap in self.options.algorithms.items():
+            for algorithm in self.options.algorithms:
                 base = f"{self.prefix}:{{{algorithm}}}"
                 try:
                     with self.redis.pipeline(transaction=True) as pipe:
                         pipe.exists(f"{base}:epoch")
                         pipe.zrange(f"{base}:running", 0, -1)
-                        epoch, members = pipe.execute()
+                        pipe.hgetall(f"{base}:attempts")
+                        epoch, members, attempts = pipe.execute()
                 except redis.RedisError as exc:
                     self.errors.append(f"sampler: {exc!r}")
                     continue
                 at = time.time()
                 if not epoch:
                     continue
+                slots = [_sampled_slot(member, attempts.get(member)) for member in members]
                 self.samples += 1
                 self.max_running[algorithm] = max(self.max_running[algorithm], len(members))
-                if len(members) > cap:
-                    parsed = []
-                    for member in members:
-                        task_id, _, attempt = member.decode().rpartition(":")
-                        parsed.append((task_id, int(attempt)))
-                    self.over_cap.append(RunningSample(at, algorithm, tuple(parsed)))
+                self.sampled.add(algorithm, slots)
+                if self.limits.over(algorithm, slots):
+                    self.over_cap.append(RunningSample(at, algorithm, tuple(slots)))
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -597,6 +742,20 @@ class Run:
             print(f"  [{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+def _sampled_slot(member: bytes, entry: bytes | None) -> SampledSlot:
+    """A running member with its attempts hash entry, ``<app>\t<cost>[\t<endpoint
+    url>\t<admitted at>]`` (a member without one counts 1 on no endpoint)."""
+    task_id, _, attempt = member.decode().rpartition(":")
+    fields = entry.decode().split("\t") if entry is not None else []
+    return SampledSlot(
+        task_id=task_id,
+        attempt=int(attempt),
+        app=fields[0] if fields else "",
+        cost=int(fields[1]) if len(fields) > 1 else 1,
+        endpoint=fields[2] if len(fields) > 2 else "",
+    )
+
+
 # -- reading the database --------------------------------------------------------------------
 
 
@@ -625,16 +784,18 @@ def read_database(url: str) -> tuple[list[TaskRow], dict[str, list[ExecutionRow]
                     notification_id=row.notification_id,
                     finished_at=_epoch(row.finished_at),
                     result_key=row.result_key,
+                    cost=int(row.cost),
                 )
                 for row in connection.exec_driver_sql(
                     "SELECT id, app, idempotency_key, algorithm, status, attempts, "
-                    "notification_id, finished_at, result_key, metadata FROM task"
+                    "notification_id, finished_at, result_key, metadata, cost FROM task"
                 )
             ]
             executions: dict[str, list[ExecutionRow]] = defaultdict(list)
             for row in connection.exec_driver_sql(
                 "SELECT task_id, attempt, algorithm, status, created_at, deadline, "
-                "finished_at, http_status FROM task_execution ORDER BY task_id, attempt"
+                "finished_at, http_status, app, cost, endpoint FROM task_execution "
+                "ORDER BY task_id, attempt"
             ):
                 executions[row.task_id].append(
                     ExecutionRow(
@@ -646,6 +807,9 @@ def read_database(url: str) -> tuple[list[TaskRow], dict[str, list[ExecutionRow]
                         deadline=_utc(row.deadline),
                         finished_at=_epoch(row.finished_at),
                         http_status=row.http_status,
+                        app=row.app,
+                        cost=int(row.cost),
+                        endpoint=row.endpoint or "",
                     )
                 )
             outbox = connection.exec_driver_sql("SELECT COUNT(*) FROM notification_outbox")
@@ -688,21 +852,13 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
         upgrade_database(direct_url)
         moto = MotoServer(log_dir / "moto.log")
         cleanup.append(moto.stop)
-        aws = create_aws(moto.endpoint, run, options.visibility_timeout)
+        aws = create_aws(moto.endpoint, run, options.visibility_timeout, list(options.apps))
         proxy = TcpProxy(*_host_port(MYSQL)).start()
         cleanup.append(proxy.stop)
         service = ChaosAlgorithmService(options.seed).start()
         cleanup.append(service.stop)
-        registry = {
-            name: {
-                "endpoint": service.endpoint(name),
-                "max_concurrency": cap,
-                "timeout_seconds": 3,
-                "max_timeout_seconds": 5,
-                "max_attempts": 3,
-            }
-            for name, cap in options.algorithms.items()
-        }
+        registry, limits = fleet_registries(options, service)
+        apps = app_registry(options, aws.sender_id)
         proxy_url = sa.make_url(direct_url).set(host="127.0.0.1", port=proxy.port)
         environ = {
             "BATON_DATABASE_URL": proxy_url.render_as_string(hide_password=False),
@@ -711,6 +867,7 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
             "BATON_NOTIFICATION_TOPIC_ARN": aws.topic_arn,
             "BATON_TOKEN_SECRET": TOKEN_SECRET,
             "BATON_ALGORITHMS": json.dumps(registry),
+            "BATON_APPS": json.dumps(apps),
             "BATON_KEY_PREFIX": prefix,
             "BATON_BACKOFF_BASE_SECONDS": "0.2",
             "BATON_BACKOFF_MAX_SECONDS": "2",
@@ -760,7 +917,7 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
         service.gateways = list(gateways.values())
         say(f"  workers ready: {', '.join(service.gateways)}")
 
-        chaos = Run(options, aws, redis_client, prefix, proxy, log_dir / "parent.log")
+        chaos = Run(options, aws, redis_client, prefix, proxy, log_dir / "parent.log", limits)
         threads = [
             threading.Thread(target=chaos.collect, name="collector", daemon=True),
             threading.Thread(target=chaos.sample, name="sampler", daemon=True),
@@ -903,10 +1060,10 @@ def _assess(
     checks.append(terminal)
     notified, duplicate_publishes = check_notifications(options.tasks, tasks, chaos.notices)
     checks.append(notified)
-    cap, cap_figures = check_cap(
-        options.algorithms, executions, service.receipts, chaos.over_cap, chaos.max_running, end
+    caps, cap_figures = check_cap(
+        chaos.limits, executions, service.receipts, chaos.over_cap, chaos.sampled, end
     )
-    checks.append(cap)
+    checks += caps
     checks.append(check_not_twice(executions, service.receipts))
     checks.append(check_one_row(options.tasks, tasks, chaos.messages_sent))
     callbacks, callback_figures = check_callbacks(service.callbacks, executions)
@@ -954,6 +1111,7 @@ def _assess(
         "outage_seconds": proxy.outage_seconds,
         "slow_seconds": proxy.slow_seconds,
         "answered_503": behaviours["503"],
+        "answered_busy": behaviours[BUSY],
         "answered_400": behaviours["400"],
         "silent": behaviours["silent"],
         "slow": behaviours["slow"],
@@ -992,8 +1150,36 @@ def _assess(
         "abandoned": sum(
             1 for runs in executions.values() for run in runs if run.status == "abandoned"
         ),
+        "costs": dict(sorted(Counter(t.cost for t in tasks).items())),
+        "per_endpoint": _per_endpoint(service.receipts),
+        "app_shares": _app_shares(executions, {(r.task_id, r.attempt) for r in service.receipts}),
+        "max_running": dict(chaos.max_running),
     }
     return ChaosReport(options, checks, injected, figures, crash_points, str(log_dir))
+
+
+def _per_endpoint(receipts: list[Receipt]) -> dict[str, tuple[int, int]]:
+    """Requests each endpoint received, and how many it answered busy."""
+    got: Counter[str] = Counter(r.endpoint for r in receipts)
+    busy: Counter[str] = Counter(r.endpoint for r in receipts if r.behaviour == BUSY)
+    return {short(e): (n, busy[e]) for e, n in sorted(got.items())}
+
+
+def _app_shares(
+    executions: dict[str, list[ExecutionRow]], received: set[tuple[str, int]]
+) -> dict[str, dict[str, float]]:
+    """Per algorithm, each app's share of the cost-seconds dispatched (database rows of
+    the attempts the service received): what the weights and the quota made of it."""
+    used: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for runs in executions.values():
+        for run in runs:
+            if (run.task_id, run.attempt) in received and run.finished_at is not None:
+                used[run.algorithm][run.app] += run.cost * (run.finished_at - run.created_at)
+    return {
+        algorithm: {app: seconds / total for app, seconds in sorted(apps.items())}
+        for algorithm, apps in sorted(used.items())
+        if (total := sum(apps.values())) > 0
+    }
 
 
 def _check_results(aws: Aws, tasks: list[TaskRow], sample: int = 200) -> Check:
@@ -1026,6 +1212,20 @@ def _pair(text: str) -> tuple[float, float]:
     return float(low), float(high or low)
 
 
+def _items(text: str) -> list[tuple[str, str]]:
+    """``a=1,b=2`` as pairs; an empty text as none."""
+    pairs = []
+    for item in text.split(","):
+        if item.strip():
+            name, _, value = item.partition("=")
+            pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _format_endpoints(endpoints: dict[str, tuple[int, ...]]) -> str:
+    return ",".join(f"{a}={'+'.join(str(c) for c in caps)}" for a, caps in endpoints.items())
+
+
 def parse_options(argv: list[str] | None = None) -> ChaosOptions:
     defaults = ChaosOptions()
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -1046,6 +1246,34 @@ def parse_options(argv: list[str] | None = None) -> ChaosOptions:
         default=",".join(f"{a}={c}" for a, c in defaults.algorithms.items()),
         help="name=cap,... (default %(default)s)",
     )
+    parser.add_argument(
+        "--endpoints",
+        default=_format_endpoints(defaults.endpoints),
+        help="algorithm=cap+cap,...: algorithms on several endpoints, their caps; the "
+        "algorithm's cap may be below their sum (default %(default)s; '' for none)",
+    )
+    parser.add_argument(
+        "--flaky-share",
+        type=float,
+        default=defaults.flaky_share,
+        help="share of the last endpoint's requests answered busy (default %(default)s)",
+    )
+    parser.add_argument(
+        "--apps",
+        default=",".join(f"{a}={w:g}" for a, w in defaults.apps.items()),
+        help="app=weight,... (default %(default)s)",
+    )
+    parser.add_argument(
+        "--quotas",
+        default=",".join(f"{a}/{alg}={q}" for (a, alg), q in defaults.quotas.items()),
+        help="app/algorithm=max_in_flight,... ('*' for every algorithm not named; "
+        "default %(default)s; '' for none)",
+    )
+    parser.add_argument(
+        "--costs",
+        default=",".join(f"{c}={w:g}" for c, w in defaults.costs),
+        help="cost=share,... of the tasks (default %(default)s)",
+    )
     parser.add_argument("--window", type=int, default=defaults.window)
     parser.add_argument("--settle-seconds", type=float, default=defaults.settle_seconds)
     parser.add_argument("--tick", type=_pair, default=defaults.tick, help="min,max seconds")
@@ -1055,10 +1283,23 @@ def parse_options(argv: list[str] | None = None) -> ChaosOptions:
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--log-level", default=defaults.log_level)
     args = parser.parse_args(argv)
-    algorithms = {}
-    for item in args.algorithms.split(","):
-        name, _, cap = item.partition("=")
-        algorithms[name.strip()] = int(cap)
+    algorithms = {name: int(cap) for name, cap in _items(args.algorithms)}
+    endpoints = {
+        name: tuple(int(cap) for cap in caps.split("+")) for name, caps in _items(args.endpoints)
+    }
+    for name, caps in endpoints.items():
+        if name not in algorithms:
+            parser.error(f"--endpoints: {name} is not one of --algorithms")
+        if algorithms[name] > sum(caps):
+            parser.error(f"--endpoints: {name}'s cap is above the sum of its endpoints'")
+    apps = {name: float(weight) for name, weight in _items(args.apps)}
+    quotas = {}
+    for key, quota in _items(args.quotas):
+        app, _, algorithm = key.partition("/")
+        if app not in apps or (algorithm not in algorithms and algorithm != "*"):
+            parser.error(f"--quotas: {key} names an unknown app or algorithm")
+        quotas[(app, algorithm)] = int(quota)
+    costs = tuple((int(cost), float(share)) for cost, share in _items(args.costs))
     return ChaosOptions(
         tasks=args.tasks,
         workers=args.workers,
@@ -1073,6 +1314,11 @@ def parse_options(argv: list[str] | None = None) -> ChaosOptions:
         slowdown_seconds=args.slowdown_seconds,
         slowdown_max_delay=args.slowdown_ms / 1000,
         algorithms=algorithms,
+        endpoints=endpoints,
+        flaky_share=args.flaky_share,
+        apps=apps,
+        quotas=quotas,
+        costs=costs,
         window=args.window,
         settle_seconds=args.settle_seconds,
         tick=args.tick,

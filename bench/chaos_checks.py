@@ -32,6 +32,7 @@ class TaskRow:
     notification_id: str | None
     finished_at: float | None
     result_key: str | None
+    cost: int = 1
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class ExecutionRow:
     deadline: float
     finished_at: float | None
     http_status: int | None
+    app: str = ""
+    cost: int = 1
+    endpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,60 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class SampledSlot:
+    """One member of a running set, with what its attempts hash entry says of it."""
+
+    task_id: str
+    attempt: int
+    app: str
+    cost: int
+    endpoint: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.task_id, self.attempt
+
+
+@dataclass(frozen=True)
 class RunningSample:
-    """A running set read together with its epoch marker, over the cap."""
+    """A running set read together with its epoch marker, over the algorithm's cap, an
+    endpoint's or an app's quota (in cost units)."""
 
     at: float
     algorithm: str
-    members: tuple[tuple[str, int], ...]
+    members: tuple[SampledSlot, ...]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the registries allow in flight, in cost units."""
+
+    algorithms: dict[str, int]  # algorithm -> max_concurrency
+    endpoints: dict[str, tuple[str, int]]  # endpoint URL -> (algorithm, max_concurrency)
+    quotas: dict[tuple[str, str], int]  # (app, algorithm) -> max_in_flight
+
+    def over(self, algorithm: str, slots: Iterable[SampledSlot]) -> list[tuple[str, str]]:
+        """Which limits ``slots`` (all of ``algorithm``) exceed together: (kind, what),
+        kind one of ``algorithm``, ``endpoint``, ``quota``."""
+        slots = list(slots)
+        found = []
+        total = sum(slot.cost for slot in slots)
+        if total > self.algorithms[algorithm]:
+            found.append(("algorithm", f"{algorithm} {total} (cap {self.algorithms[algorithm]})"))
+        per_endpoint: Counter[str] = Counter()
+        per_app: Counter[str] = Counter()
+        for slot in slots:
+            per_endpoint[slot.endpoint] += slot.cost
+            per_app[slot.app] += slot.cost
+        for endpoint, cost in sorted(per_endpoint.items()):
+            limit = self.endpoints.get(endpoint)
+            if limit is not None and cost > limit[1]:
+                found.append(("endpoint", f"{short(endpoint)} {cost} (cap {limit[1]})"))
+        for app, cost in sorted(per_app.items()):
+            quota = self.quotas.get((app, algorithm))
+            if quota is not None and cost > quota:
+                found.append(("quota", f"{app} {cost} (quota {quota})"))
+        return found
 
 
 @dataclass
@@ -82,6 +134,21 @@ def max_overlap(intervals: Iterable[tuple[float, float]]) -> tuple[int, float]:
         events.append((start, 1))
         events.append((end, -1))
     events.sort()  # at equal times, -1 (an end) sorts before +1 (a start)
+    best, when, now = 0, 0.0, 0
+    for moment, step in events:
+        now += step
+        if now > best:
+            best, when = now, moment
+    return best, when
+
+
+def max_load(intervals: Iterable[tuple[float, float, int]]) -> tuple[int, float]:
+    """Most cost open at one instant, and when: ``max_overlap`` with a weight each."""
+    events: list[tuple[float, int]] = []
+    for start, end, cost in intervals:
+        events.append((start, cost))
+        events.append((end, -cost))
+    events.sort()  # at equal times, ends (negative) sort before starts
     best, when, now = 0, 0.0, 0
     for moment, step in events:
         now += step
@@ -178,89 +245,190 @@ def check_notifications(
     return Check("2 exactly one notification each", not problems, detail, problems), duplicates
 
 
-# -- 3. no algorithm above its cap --------------------------------------------------------
+# -- 3. no algorithm, endpoint or app above its limit, in cost units ---------------------
+
+
+@dataclass
+class SampledMax:
+    """The most cost the running sets held (with their epoch marker) during the run."""
+
+    algorithms: Counter[str] = field(default_factory=Counter)
+    endpoints: Counter[str] = field(default_factory=Counter)
+    quotas: Counter[tuple[str, str]] = field(default_factory=Counter)
+    samples: int = 0
+
+    def add(self, algorithm: str, slots: Iterable[SampledSlot]) -> None:
+        total = 0
+        endpoints: Counter[str] = Counter()
+        apps: Counter[str] = Counter()
+        for slot in slots:
+            total += slot.cost
+            endpoints[slot.endpoint] += slot.cost
+            apps[slot.app] += slot.cost
+        self.samples += 1
+        self.algorithms[algorithm] = max(self.algorithms[algorithm], total)
+        for endpoint, cost in endpoints.items():
+            self.endpoints[endpoint] = max(self.endpoints[endpoint], cost)
+        for app, cost in apps.items():
+            key = (app, algorithm)
+            self.quotas[key] = max(self.quotas[key], cost)
+
+
+def short(endpoint: str) -> str:
+    """An endpoint URL by its path (``vision/1``): the host is the same for all."""
+    return endpoint.split("/", 3)[-1]
 
 
 def check_cap(
-    caps: dict[str, int],
+    limits: Limits,
     executions: dict[str, list[ExecutionRow]],
     receipts: list[Receipt],
     samples: list[RunningSample],
-    max_sampled: dict[str, int],
+    sampled: SampledMax,
     end: float,
-) -> tuple[Check, dict[str, Any]]:
-    """Dispatched attempts never above the cap, three ways:
+) -> tuple[list[Check], dict[str, Any]]:
+    """Cost dispatched and in flight never above a limit, for every algorithm (its
+    ``max_concurrency``), every endpoint (its own) and every app with a quota on an
+    algorithm (its ``max_in_flight``), three ways:
 
-    - database: [created_at, finished_at] of every attempt the algorithm received (the
-      attempt row is written before the request is sent, the end recorded after its
-      callback, timeout or dispatch failure: a superset of what the invariant counts);
-      attempts never sent (abandoned, or their worker died first) hold no dispatch;
+    - database: [created_at, finished_at] of every attempt the algorithm received,
+      weighted by the attempt's cost (the attempt row is written before the request is
+      sent, the end recorded after its callback, timeout or dispatch failure: a
+      superset of what the invariant counts); attempts never sent (abandoned, or their
+      worker died first) hold no dispatch;
     - the service: from receiving a request until it reported (or refused it), counted
-      only while Baton still had the attempt running (until finished_at);
-    - sampled during the run: a running set over the cap while its epoch marker exists,
+      only while Baton still had the attempt running (until finished_at), by the cost and
+      the endpoint the request itself carried;
+    - sampled during the run: a running set over a limit while its epoch marker exists,
       resolved against which of its members were really sent and not yet finished.
+
+    Each request went to the endpoint and carried the cost its attempt row records.
     """
-    problems: list[str] = []
     rows = {(e.task_id, e.attempt): e for runs in executions.values() for e in runs}
     received = {(r.task_id, r.attempt) for r in receipts}
-    figures: dict[str, Any] = {"db": {}, "service": {}, "sampled": dict(max_sampled)}
-    for algorithm, cap in caps.items():
-        spans = [
-            (e.created_at, e.finished_at if e.finished_at is not None else end)
-            for key, e in rows.items()
-            if e.algorithm == algorithm and key in received
-        ]
-        most, when = max_overlap(spans)
-        figures["db"][algorithm] = most
-        if most > cap:
-            problems.append(f"{algorithm}: {most} attempts running at {when:.3f} (cap {cap})")
-        service_spans = []
-        for receipt in receipts:
-            if receipt.algorithm != algorithm:
-                continue
-            row = rows.get((receipt.task_id, receipt.attempt))
-            ends = [end if row is None or row.finished_at is None else row.finished_at]
-            if receipt.answer >= 300:
-                ends.append(receipt.answered)
-            if receipt.reported is not None:
-                ends.append(receipt.reported)
-            service_spans.append((receipt.received, max(receipt.received, min(ends))))
-        most, when = max_overlap(service_spans)
-        figures["service"][algorithm] = most
-        if most > cap:
-            problems.append(
-                f"{algorithm}: the service had {most} in flight at {when:.3f} (cap {cap})"
+    db: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    service: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    app_of = {e.task_id: e.app for e in rows.values()}
+
+    def keys(algorithm: str, endpoint: str, app: str) -> list[str]:
+        found = [f"alg:{algorithm}", f"ep:{endpoint}"]
+        if (app, algorithm) in limits.quotas:
+            found.append(f"app:{app}:{algorithm}")
+        return found
+
+    for key, sent in rows.items():
+        if key not in received:
+            continue
+        ended = sent.finished_at if sent.finished_at is not None else end
+        for name in keys(sent.algorithm, sent.endpoint, sent.app):
+            db[name].append((sent.created_at, ended, sent.cost))
+    mismatched: list[str] = []
+    for receipt in receipts:
+        row = rows.get((receipt.task_id, receipt.attempt))
+        if row is not None and (row.endpoint, row.cost) != (receipt.endpoint, receipt.cost):
+            mismatched.append(
+                f"{receipt.task_id} attempt {receipt.attempt}: sent to "
+                f"{short(receipt.endpoint)} with cost {receipt.cost}, the row says "
+                f"{short(row.endpoint)} with cost {row.cost}"
             )
+        ends = [end if row is None or row.finished_at is None else row.finished_at]
+        if receipt.answer >= 300:
+            ends.append(receipt.answered)
+        if receipt.reported is not None:
+            ends.append(receipt.reported)
+        span = (receipt.received, max(receipt.received, min(ends)), receipt.cost)
+        app = row.app if row is not None else app_of.get(receipt.task_id, "")
+        for name in keys(receipt.algorithm, receipt.endpoint, app):
+            service[name].append(span)
+
+    figures: dict[str, Any] = {"db": {}, "service": {}}
+    for name, spans in db.items():
+        figures["db"][name] = max_load(spans)[0]
+    for name, spans in service.items():
+        figures["service"][name] = max_load(spans)[0]
+
+    def measured(name: str, what: str, limit: int) -> tuple[list[str], str]:
+        problems = []
+        for source, grouped in (("the database", db), ("the service", service)):
+            most, when = max_load(grouped.get(name, []))
+            if most > limit:
+                problems.append(f"{what}: {most} in flight at {when:.3f} by {source} (cap {limit})")
+        return problems, (f"{figures['db'].get(name, 0)}/{figures['service'].get(name, 0)}")
+
+    # Samples: a running set over a limit is explained if the attempts in it that were
+    # really sent and not yet finished keep every limit.
     explained = 0
+    sample_problems: dict[str, list[str]] = defaultdict(list)
     for sample in samples:
         live = [
-            member
-            for member in sample.members
-            if member in received
-            and (row := rows.get(member)) is not None
-            and row.created_at <= sample.at
-            and (row.finished_at is None or row.finished_at > sample.at)
+            slot
+            for slot in sample.members
+            if slot.key in received
+            and (found := rows.get(slot.key)) is not None
+            and found.created_at <= sample.at
+            and (found.finished_at is None or found.finished_at > sample.at)
         ]
-        if len(live) > caps[sample.algorithm]:
-            problems.append(
-                f"{sample.algorithm}: running set of {len(sample.members)} at {sample.at:.3f}, "
-                f"{len(live)} of them dispatched and unfinished"
+        truth = [
+            SampledSlot(
+                s.task_id, s.attempt, rows[s.key].app, rows[s.key].cost, rows[s.key].endpoint
             )
-        else:
+            for s in live
+        ]
+        over = limits.over(sample.algorithm, truth)
+        for kind, what in over:
+            sample_problems[kind].append(
+                f"{sample.algorithm}: running set of {len(sample.members)} at "
+                f"{sample.at:.3f}, dispatched and unfinished: {what}"
+            )
+        if not over:
             explained += 1
     figures["over_cap_samples"] = len(samples)
     figures["over_cap_samples_unsent"] = explained
-    detail = "max db/service/sampled: " + ", ".join(
-        f"{alg} {figures['db'][alg]}/{figures['service'][alg]}/{max_sampled.get(alg, 0)}"
-        f" (cap {cap})"
-        for alg, cap in caps.items()
-    )
+    figures["sampled"] = {
+        "algorithms": dict(sampled.algorithms),
+        "endpoints": dict(sampled.endpoints),
+        "quotas": {f"{app}/{alg}": cost for (app, alg), cost in sampled.quotas.items()},
+    }
+
+    checks = []
+    problems: list[str] = []
+    parts = []
+    for algorithm, cap in limits.algorithms.items():
+        over_limit, figure = measured(f"alg:{algorithm}", algorithm, cap)
+        problems += over_limit
+        parts.append(f"{algorithm} {figure}/{sampled.algorithms.get(algorithm, 0)} (cap {cap})")
+    problems += sample_problems["algorithm"]
+    detail = "max cost db/service/sampled: " + ", ".join(parts)
     if samples:
         detail += (
-            f"; {explained} running-set samples over the cap held only attempts "
+            f"; {explained} running-set samples over a limit held only attempts "
             "never sent (given up at confirmation)"
         )
-    return Check("3 no algorithm above its cap", not problems, detail, problems), figures
+    checks.append(Check("3 no algorithm above its cap", not problems, detail, problems))
+
+    problems = list(mismatched)
+    parts = []
+    for endpoint, (_algorithm, cap) in limits.endpoints.items():
+        over_limit, figure = measured(f"ep:{endpoint}", f"endpoint {short(endpoint)}", cap)
+        problems += over_limit
+        parts.append(f"{short(endpoint)} {figure}/{sampled.endpoints.get(endpoint, 0)} (cap {cap})")
+    problems += sample_problems["endpoint"]
+    unknown = {r.endpoint for r in receipts} - set(limits.endpoints)
+    problems += [f"a request reached {short(e)}, which no registry names" for e in unknown]
+    detail = "max cost db/service/sampled: " + ", ".join(parts)
+    checks.append(Check("3a no endpoint above its cap", not problems, detail, problems))
+
+    problems = []
+    parts = []
+    for (app, algorithm), quota in limits.quotas.items():
+        over_limit, figure = measured(f"app:{app}:{algorithm}", f"{app} on {algorithm}", quota)
+        problems += over_limit
+        sampled_quota = sampled.quotas.get((app, algorithm), 0)
+        parts.append(f"{app} on {algorithm} {figure}/{sampled_quota} (quota {quota})")
+    problems += sample_problems["quota"]
+    detail = "max cost db/service/sampled: " + (", ".join(parts) or "no quota")
+    checks.append(Check("3b no app above its quota", not problems, detail, problems))
+    return checks, figures
 
 
 # -- 4. never running twice ---------------------------------------------------------------

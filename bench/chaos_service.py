@@ -12,6 +12,12 @@ upload and call back only after the attempt's deadline: Baton must have timed it
 so the late callback gets 409 and changes nothing), ``silent`` (202, never call back),
 ``beat`` (202, work past the timeout while sending heartbeats, then call back).
 
+An algorithm may be served on several paths, one per endpoint (``/vision/1``,
+``/vision/2``): the algorithm is the request's own ``algorithm``, the endpoint the path.
+A flaky endpoint answers a share of its requests 503 with ``Retry-After`` (``busy``),
+whatever the task's plan, which it does not move on: a server that is full, not a task
+that fails.
+
 Callbacks go to a random worker's gateway (any Lambda instance serves any request) and
 are retried on 5xx and connection errors, with backoff, like a real service. Every
 dispatch received and every callback answer is recorded with wall-clock times (the
@@ -34,6 +40,8 @@ from typing import Any
 import urllib3
 
 ACCEPTING = ("ok", "fail", "slow", "silent", "beat")
+BUSY = "busy"  # a flaky endpoint's 503 with Retry-After
+BUSY_RETRY_AFTER = 1
 
 
 @dataclass
@@ -46,6 +54,8 @@ class Receipt:
     behaviour: str
     received: float
     deadline: float
+    endpoint: str = ""  # the URL it was sent to, as the registry names it
+    cost: int = 1
     answer: int = 0
     answered: float = 0.0
     reported: float | None = None  # when the first callback try was sent
@@ -95,6 +105,7 @@ class ChaosAlgorithmService:
         self.heartbeats: Counter[int] = Counter()
         self.uploads_failed = 0
         self.callback_tries = 0
+        self.flaky: dict[str, float] = {}  # endpoint URL -> share of requests answered busy
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
 
@@ -109,9 +120,15 @@ class ChaosAlgorithmService:
         self.server.shutdown()
         self.server.server_close()
 
-    def endpoint(self, algorithm: str) -> str:
+    def endpoint(self, algorithm: str, number: int | None = None) -> str:
+        """The URL of an algorithm's endpoint (``number``: one of several)."""
         host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/{algorithm}"
+        path = algorithm if number is None else f"{algorithm}/{number}"
+        return f"http://{host!s}:{port}/{path}"
+
+    def make_flaky(self, endpoint: str, share: float) -> None:
+        """Answer ``share`` of the requests to ``endpoint`` busy (503, Retry-After)."""
+        self.flaky[endpoint] = share
 
     def busy(self) -> int:
         with self._lock:
@@ -138,6 +155,8 @@ class ChaosAlgorithmService:
                 request = json.loads(self.rfile.read(length))
                 receipt = service._receive(self.path.strip("/"), request)
                 self.send_response(receipt.answer)
+                if receipt.behaviour == BUSY:
+                    self.send_header("Retry-After", str(BUSY_RETRY_AFTER))
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(b'{"ok": true}' if receipt.answer < 300 else b'{"error": "no"}')
@@ -150,22 +169,31 @@ class ChaosAlgorithmService:
 
         return Handler
 
-    def _receive(self, algorithm: str, request: dict[str, Any]) -> Receipt:
+    def _receive(self, path: str, request: dict[str, Any]) -> Receipt:
         received = time.time()
         plan = request["input"]["chaos"]["plan"]
         task_id = request["task_id"]
+        host, port = self.server.server_address[:2]
+        endpoint = f"http://{host!s}:{port}/{path}"
+        with self._rng_lock:
+            busy = self._rng.random() < self.flaky.get(endpoint, 0.0)
         with self._lock:
-            nth = self.seen[task_id]
-            self.seen[task_id] += 1
-            behaviour = plan[min(nth, len(plan) - 1)]
+            if busy:
+                behaviour = BUSY
+            else:
+                nth = self.seen[task_id]
+                self.seen[task_id] += 1
+                behaviour = plan[min(nth, len(plan) - 1)]
             receipt = Receipt(
                 task_id=task_id,
                 attempt=int(request["attempt"]),
-                algorithm=algorithm,
+                algorithm=str(request["algorithm"]),
                 behaviour=behaviour,
                 received=received,
                 deadline=_timestamp(request["deadline"]),
-                answer=202 if behaviour in ACCEPTING else int(behaviour),
+                endpoint=endpoint,
+                cost=int(request.get("cost", 1)),
+                answer=503 if busy else 202 if behaviour in ACCEPTING else int(behaviour),
             )
             self.receipts.append(receipt)
         return receipt

@@ -178,10 +178,13 @@ def _run(spec: WorkerSpec, reports: Any, stop: Any) -> WorkerStats:
                 continue
             records = []
             for message in messages:
+                # The sender SQS recorded, as Lambda's event carries it: intake
+                # accepts a message only from its app's senders.
                 record = sqs_record(
                     message["Body"],
                     message["MessageId"],
                     int(message["Attributes"]["ApproximateReceiveCount"]),
+                    sender_id=message["Attributes"]["SenderId"],
                 )
                 record["receiptHandle"] = message["ReceiptHandle"]
                 records.append(record)

@@ -224,11 +224,6 @@ QUOTA_OF_ONE: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="confirm.lua takes room again for an attempt whose slot was taken back, "
-    "checking the algorithm's and the endpoint's caps but not the app's quota",
-)
 def test_an_attempt_that_starts_after_the_sweep_took_its_slot_back_keeps_the_app_quota(
     make_runtime: RuntimeFactory,
     algorithm_service: AlgorithmService,

@@ -2,7 +2,7 @@
 -- is sent, that the attempt holds its slot, take one request from the algorithm's rate
 -- limit, and set the slot's score to the attempt's deadline. If Redis lost its data
 -- between admission and commit and was rebuilt without this attempt, take its room
--- again if the algorithm and the endpoint have it.
+-- again if the algorithm, the endpoint and the app's quota have it.
 --
 -- The rate limit is a GCRA: a theoretical arrival time that each request moves on by
 -- per_seconds / requests, allowed while it is at most (burst - 1) such steps ahead of
@@ -12,8 +12,8 @@
 -- KEYS[2] epoch     (string: absent after Redis lost its data)
 -- KEYS[3] attempts  (hash: running member -> "<app>\t<cost>\t<endpoint url>[\t<admitted at>]")
 -- KEYS[4] counts    (hash: inflight, app:<app>, ep:<url>, in cost units; pass:<app>)
--- KEYS[5] policy    (hash: cap, endpoints, url:<i>, cap:<i>, weight:<app>, rate_interval,
---                   rate_burst)
+-- KEYS[5] policy    (hash: cap, endpoints, url:<i>, cap:<i>, weight:<app>, limit:<app>,
+--                   rate_interval, rate_burst)
 -- KEYS[6] rate      (string: the theoretical arrival time)
 -- ARGV[1] running member
 -- ARGV[2] deadline score
@@ -38,6 +38,8 @@ local function load(field)
   return tonumber(redis.call('HGET', KEYS[4], field) or '0')
 end
 local inflight, endpoint_load = load('inflight'), load('ep:' .. ARGV[5])
+local app_load = load('app:' .. ARGV[3])
+local app_limit = tonumber(redis.call('HGET', KEYS[5], 'limit:' .. ARGV[3]) or '0')
 local now = tonumber(ARGV[6])
 
 -- True when a request may be sent now (and it is taken).
@@ -59,9 +61,10 @@ end
 
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   -- Reconcile restores every active attempt, including one like this whose admission
-  -- was lost: if that put the algorithm or the endpoint over its cap, this unsent
-  -- attempt is the one to go. So is one whose endpoint left the policy.
-  if endpoint_cap == nil or inflight > cap or endpoint_load > endpoint_cap then
+  -- was lost: if that put the algorithm, the endpoint or the app over its cap, this
+  -- unsent attempt is the one to go. So is one whose endpoint left the policy.
+  if endpoint_cap == nil or inflight > cap or endpoint_load > endpoint_cap
+      or (app_limit > 0 and app_load > app_limit) then
     redis.call('ZREM', KEYS[1], ARGV[1])
     redis.call('HDEL', KEYS[3], ARGV[1])
     redis.call('HINCRBY', KEYS[4], 'inflight', -cost)
@@ -79,7 +82,8 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
   return 'ok'
 end
-if endpoint_cap ~= nil and inflight + cost <= cap and endpoint_load + cost <= endpoint_cap then
+if endpoint_cap ~= nil and inflight + cost <= cap and endpoint_load + cost <= endpoint_cap
+    and (app_limit == 0 or app_load + cost <= app_limit) then
   if not take_request() then
     return 'rate'
   end

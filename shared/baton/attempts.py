@@ -9,15 +9,36 @@ from baton.backoff import backoff_seconds
 from baton.faults import crash_point
 from baton.outbox import publish_notification
 from baton.records import AttemptOutcome, ExecutionStatus, FinishedAttempt, TaskStatus
+from baton.registry import DEFAULT_MAX_RUN_SECONDS
 from baton.runtime import Runtime
 
 
-def retry_time(runtime: Runtime, attempt: int, now: datetime) -> datetime:
+def backoff_bounds(runtime: Runtime, algorithm: str) -> tuple[float, float]:
+    """The algorithm's backoff base and maximum, or the settings' where it sets none."""
     settings = runtime.settings
-    delay = backoff_seconds(
-        attempt, settings.backoff_base_seconds, settings.backoff_max_seconds, runtime.random
-    )
-    return now + timedelta(seconds=delay)
+    registry = runtime.config.registry
+    config = registry.algorithms.get(algorithm)
+    base = settings.backoff_base_seconds
+    most = settings.backoff_max_seconds
+    if config is not None and config.backoff_base_seconds is not None:
+        base = config.backoff_base_seconds
+    if config is not None and config.backoff_max_seconds is not None:
+        most = config.backoff_max_seconds
+    return base, most
+
+
+def run_limit_seconds(runtime: Runtime, algorithm: str) -> int:
+    """How long after its dispatch an attempt of ``algorithm`` may run, heartbeats
+    included (the default where the algorithm left the registry)."""
+    registry = runtime.config.registry
+    if algorithm in registry:
+        return registry[algorithm].run_limit_seconds
+    return DEFAULT_MAX_RUN_SECONDS
+
+
+def retry_time(runtime: Runtime, algorithm: str, attempt: int, now: datetime) -> datetime:
+    base, most = backoff_bounds(runtime, algorithm)
+    return now + timedelta(seconds=backoff_seconds(attempt, base, most, runtime.random))
 
 
 def end_attempt(
@@ -38,6 +59,7 @@ def end_attempt(
 def retryable_outcome(
     runtime: Runtime,
     *,
+    algorithm: str,
     execution_status: ExecutionStatus,
     final_status: TaskStatus,
     attempt: int,
@@ -45,11 +67,15 @@ def retryable_outcome(
     error_message: str,
     http_status: int | None = None,
     not_sooner_than: float = 0.0,
+    counts_attempt: bool = True,
 ) -> AttemptOutcome:
-    """An outcome that retries with backoff (at least ``not_sooner_than`` seconds, e.g.
-    the service's Retry-After) while attempts remain, else is final."""
+    """An outcome that retries with the algorithm's backoff (at least ``not_sooner_than``
+    seconds, e.g. the service's Retry-After) while attempts remain, else is final; one
+    that does not count an attempt retries regardless."""
     now = runtime.clock()
-    retry_at = max(retry_time(runtime, attempt, now), now + timedelta(seconds=not_sooner_than))
+    retry_at = max(
+        retry_time(runtime, algorithm, attempt, now), now + timedelta(seconds=not_sooner_than)
+    )
     return AttemptOutcome(
         execution_status=execution_status,
         task_status=final_status,
@@ -57,4 +83,5 @@ def retryable_outcome(
         error_message=error_message[:1024],
         http_status=http_status,
         retry_at=retry_at,
+        counts_attempt=counts_attempt,
     )

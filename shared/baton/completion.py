@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from baton.attempts import end_attempt
+from baton.attempts import end_attempt, run_limit_seconds
 from baton.contracts import (
     CallbackAnswer,
     CallbackBody,
@@ -92,8 +92,9 @@ def _answer_ended(
 def record_heartbeat(
     runtime: Runtime, task_id: str, token: str, body: HeartbeatBody
 ) -> HeartbeatAnswer:
-    """Extend a running attempt's deadline by its timeout, record progress, and hand out
-    a fresh upload URL when the current one is close to expiry."""
+    """Extend a running attempt's deadline by its timeout (never past the algorithm's
+    max_run_seconds from its dispatch), record progress, and hand out a fresh upload
+    URL when the current one is close to expiry."""
     verify_token(runtime.config.token_keys, token, task_id, body.attempt, runtime.clock())
     task, execution = _load(runtime, task_id, body.attempt)
     if execution is None or not execution.status.is_active:
@@ -102,7 +103,10 @@ def record_heartbeat(
         raise OutcomeConflict(f"attempt {body.attempt} already ended as {execution.status.value}")
     settings = runtime.settings
     now = runtime.clock()
-    deadline = max(execution.deadline, now + timedelta(seconds=task.timeout_seconds))
+    # Never past the algorithm's max_run_seconds from the attempt's dispatch: a
+    # heartbeat cannot keep an attempt alive without bound.
+    longest = execution.created_at + timedelta(seconds=run_limit_seconds(runtime, task.algorithm))
+    deadline = max(execution.deadline, min(now + timedelta(seconds=task.timeout_seconds), longest))
     fresh: ResultTarget | None = None
     upload_expires = None
     if execution.upload_expires_at - now <= timedelta(seconds=settings.upload_url_refresh_seconds):

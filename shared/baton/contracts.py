@@ -82,6 +82,18 @@ class TaskMessage(_Inbound):
         description="Units of the algorithm's capacity the task takes (pages, GPUs); "
         "at most what its largest endpoint can run",
     )
+    queue_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="No attempt accepted this long after acceptance: timed_out / queue_timeout",
+    )
+    total_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="Not final this long after acceptance: timed_out / deadline_exceeded",
+    )
 
 
 class ErrorDetail(_Inbound):

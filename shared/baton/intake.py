@@ -7,6 +7,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import (
@@ -79,6 +80,12 @@ def _parse_task_message(
         raise InvalidTaskMessage(
             f"timeout_seconds: above the limit of {limit} for algorithm {message.algorithm!r}"
         )
+    for name in ("queue_timeout_seconds", "total_timeout_seconds"):
+        asked, bound = getattr(message, name), getattr(algorithm, name)
+        if asked is not None and bound is not None and asked > bound:
+            raise InvalidTaskMessage(
+                f"{name}: above the limit of {bound} for algorithm {message.algorithm!r}"
+            )
     if message.cost > algorithm.largest_cost:
         raise InvalidTaskMessage(
             f"cost: above {algorithm.largest_cost}, the most algorithm "
@@ -91,7 +98,8 @@ def derive_idempotency_key(message: TaskMessage) -> str:
     """The same message content is the same task, however often it is delivered."""
     # A field added to the message since keys were first derived is left out while it
     # has its default, so the same message keeps the key it always had.
-    added_later = {"cost"} if message.cost == 1 else set()
+    defaults = {"cost": 1, "queue_timeout_seconds": None, "total_timeout_seconds": None}
+    added_later = {name for name, value in defaults.items() if getattr(message, name) == value}
     canonical = json.dumps(
         message.model_dump(mode="json", exclude={"idempotency_key", *added_later}),
         sort_keys=True,
@@ -115,6 +123,10 @@ def enforce_app_registry(
         raise InvalidTaskMessage("app: sender is not one of the app's senders")
     if priority is not None and priority > config.max_priority:
         raise InvalidTaskMessage(f"priority: above the app's max_priority of {config.max_priority}")
+
+
+def _after(moment: datetime, seconds: int | None) -> datetime | None:
+    return None if seconds is None else moment + timedelta(seconds=seconds)
 
 
 def accept_task_message(
@@ -145,6 +157,12 @@ def accept_task_message(
         not_before=max(message.not_before or now, now),
         created_at=now,
         cost=message.cost,
+        queue_deadline=_after(
+            now, message.queue_timeout_seconds or algorithm.queue_timeout_seconds
+        ),
+        total_deadline=_after(
+            now, message.total_timeout_seconds or algorithm.total_timeout_seconds
+        ),
     )
     task, created = runtime.repository.add_task(new)
     crash_point("intake.after_task_commit")

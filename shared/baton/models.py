@@ -96,6 +96,9 @@ class Task(Base):
             "ix_task_promotion", "algorithm", "status", "app", text("priority DESC"), "created_at"
         ),
         Index("ix_task_status_updated", "status", "updated_at"),
+        # The sweep: tasks past their queue or total deadline, flat as history grows.
+        Index("ix_task_status_queue_deadline", "status", "queue_deadline"),
+        Index("ix_task_status_total_deadline", "status", "total_deadline"),
     )
 
     id: Mapped[str] = mapped_column(_ID, primary_key=True)
@@ -115,6 +118,9 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     first_dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queue_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    total_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(String(1024))
@@ -162,6 +168,16 @@ class AlgorithmHold(Base):
     algorithm: Mapped[str] = mapped_column(_NAME, primary_key=True)
     held_at: Mapped[datetime] = mapped_column(UTCDateTime)
     reason: Mapped[str] = mapped_column(String(1024))
+
+
+class PolicyGap(Base):
+    """An algorithm that tasks wait for and the registry no longer has, since when: its
+    tasks fail after ``BATON_POLICY_GRACE_SECONDS`` unless the registry brings it back."""
+
+    __tablename__ = "policy_gap"
+
+    algorithm: Mapped[str] = mapped_column(_NAME, primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class NotificationOutbox(Base):

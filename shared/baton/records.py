@@ -69,6 +69,8 @@ class NewTask:
     not_before: datetime
     created_at: datetime
     cost: int = 1
+    queue_deadline: datetime | None = None  # no attempt accepted by then: queue_timeout
+    total_deadline: datetime | None = None  # not final by then: deadline_exceeded
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,9 @@ class AttemptOutcome:
     overdue_at: datetime | None = None
     """A timeout: applies only if the attempt's deadline is still before this moment
     (a heartbeat may have moved it since the sweep found the attempt overdue)."""
+    counts_attempt: bool = True
+    """False for "busy, come back later" (429, 503 with Retry-After): the retry does not
+    use up one of the task's attempts (its queue and total timeouts bound how long)."""
 
 
 @dataclass(frozen=True)

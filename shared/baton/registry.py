@@ -12,6 +12,9 @@ from baton.contracts import Name
 from baton.errors import SettingsError
 
 MAX_CAPACITY = 100_000
+MAX_WAIT_SECONDS = 30 * 24 * 3600
+DEFAULT_MAX_RUN_SECONDS = 86_400
+"""The longest a queue or total timeout, or an attempt's run, may be: 30 days."""
 
 
 class EndpointConfig(BaseModel):
@@ -65,6 +68,33 @@ class AlgorithmConfig(BaseModel):
         "(default: timeout_seconds, so a message can only shorten it).",
     )
     max_attempts: int = Field(default=3, ge=1, le=100)
+    max_run_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_WAIT_SECONDS,
+        description="Heartbeats extend an attempt at most this long after its dispatch "
+        "(default: a day, or the longest timeout if that is longer)",
+    )
+    backoff_base_seconds: float | None = Field(
+        default=None, ge=0, le=3600, description="default: BATON_BACKOFF_BASE_SECONDS"
+    )
+    backoff_max_seconds: float | None = Field(
+        default=None, ge=0, le=86_400, description="default: BATON_BACKOFF_MAX_SECONDS"
+    )
+    queue_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_WAIT_SECONDS,
+        description="A task not dispatched (accepted) this long after it was accepted "
+        "ends timed_out / queue_timeout; a message may only shorten it",
+    )
+    total_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_WAIT_SECONDS,
+        description="A task not final this long after it was accepted ends timed_out / "
+        "deadline_exceeded; a message may only shorten it",
+    )
     rate_limit: RateLimit | None = None
     paused: bool = False
 
@@ -72,6 +102,8 @@ class AlgorithmConfig(BaseModel):
     def _consistent(self) -> Self:
         if self.max_timeout_seconds is not None and self.max_timeout_seconds < self.timeout_seconds:
             raise ValueError("max_timeout_seconds must be at least timeout_seconds")
+        if self.max_run_seconds is not None and self.max_run_seconds < self.timeout_limit_seconds:
+            raise ValueError("max_run_seconds must be at least the longest timeout")
         if (self.endpoint is None) == (self.endpoints is None):
             raise ValueError("give exactly one of endpoint and endpoints")
         if self.endpoints is None:
@@ -112,6 +144,11 @@ class AlgorithmConfig(BaseModel):
     @property
     def timeout_limit_seconds(self) -> int:
         return self.max_timeout_seconds or self.timeout_seconds
+
+    @property
+    def run_limit_seconds(self) -> int:
+        """How long after its dispatch an attempt may run, heartbeats included."""
+        return self.max_run_seconds or max(DEFAULT_MAX_RUN_SECONDS, self.timeout_limit_seconds)
 
 
 class AlgorithmRegistry(BaseModel):

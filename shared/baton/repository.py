@@ -17,7 +17,7 @@ from sqlalchemy import CursorResult, Select, delete, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from baton.models import AlgorithmHold, NotificationOutbox, Task, TaskExecution
+from baton.models import AlgorithmHold, NotificationOutbox, PolicyGap, Task, TaskExecution
 from baton.records import (
     ACTIVE_EXECUTION_STATUSES,
     ActiveAttempt,
@@ -158,6 +158,8 @@ class Repository:
             timeout_seconds=new.timeout_seconds,
             max_attempts=new.max_attempts,
             cost=new.cost,
+            queue_deadline=new.queue_deadline,
+            total_deadline=new.total_deadline,
             status=TaskStatus.PENDING,
             attempts=0,
             not_before=new.not_before,
@@ -320,9 +322,10 @@ class Repository:
         return True
 
     def mark_accepted(self, task_id: str, attempt: int, now: datetime, http_status: int) -> bool:
-        """Step 10: the algorithm accepted the dispatch (2xx): DISPATCHING -> RUNNING."""
+        """Step 10: the algorithm accepted the dispatch (2xx): DISPATCHING -> RUNNING.
+        The task's first acceptance ends its queue timeout."""
         with self._transaction() as session:
-            return self._move_execution(
+            moved = self._move_execution(
                 session,
                 task_id,
                 attempt,
@@ -331,6 +334,13 @@ class Repository:
                 accepted_at=now,
                 http_status=http_status,
             )
+            if moved:
+                session.execute(
+                    update(Task)
+                    .where(Task.id == task_id, Task.first_accepted_at.is_(None))
+                    .values(first_accepted_at=now)
+                )
+            return moved
 
     # -- completion, timeout, failure ---------------------------------------------------
 
@@ -363,6 +373,8 @@ class Repository:
             task.updated_at = now
             task.error_code = outcome.error_code
             task.error_message = outcome.error_message
+            if outcome.retry_at is not None and not outcome.counts_attempt:
+                task.max_attempts += 1  # "busy, come back later" uses up no attempt
             if outcome.retry_at is not None and attempt < task.max_attempts:
                 task.status = TaskStatus.PENDING
                 task.not_before = outcome.retry_at
@@ -391,11 +403,39 @@ class Repository:
     def cancel_task(self, task_id: str, now: datetime, reason: str) -> tuple[Task, int] | None:
         """Any non-terminal task -> CANCELLED; returns the task and the attempt whose slot
         to release (0 if none ran), or None if it was already terminal or unknown."""
+        return self.end_task(task_id, now, TaskStatus.CANCELLED, "cancelled", reason)
+
+    def end_task(
+        self,
+        task_id: str,
+        now: datetime,
+        status: TaskStatus,
+        error_code: str,
+        message: str,
+        *,
+        waiting_only: bool = False,
+        never_accepted: bool = False,
+    ) -> tuple[Task, int] | None:
+        """End a task that is not final without its algorithm's say-so (cancelled, timed
+        out in the queue or past its total deadline, its algorithm gone): its active
+        attempt ends with it. Returns the task and the attempt whose slot to release (0
+        if none ran), or None if it is final, unknown, or no longer as required
+        (``waiting_only``: pending or queued; ``never_accepted``: no attempt accepted)."""
         with self._transaction() as session:
             task = self._lock_task(session, task_id)
             if task is None or task.status.is_terminal:
                 return None
+            waiting = task.status in (TaskStatus.PENDING, TaskStatus.QUEUED)
+            if (waiting_only and not waiting) or (never_accepted and task.first_accepted_at):
+                return None
             running_attempt = task.attempts if task.status == TaskStatus.RUNNING else 0
+            execution_status = (
+                ExecutionStatus.CANCELLED
+                if status == TaskStatus.CANCELLED
+                else ExecutionStatus.TIMED_OUT
+                if status == TaskStatus.TIMED_OUT
+                else ExecutionStatus.FAILED
+            )
             session.execute(
                 update(TaskExecution)
                 .where(
@@ -403,17 +443,91 @@ class Repository:
                     TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
                 )
                 .values(
-                    status=ExecutionStatus.CANCELLED,
+                    status=execution_status,
                     finished_at=now,
-                    error_code="cancelled",
-                    error_message=reason,
+                    error_code=error_code,
+                    error_message=message,
                 )
             )
-            task.error_code = "cancelled"
-            task.error_message = reason
+            task.error_code = error_code
+            task.error_message = message
             task.updated_at = now
-            self._finalize(session, task, TaskStatus.CANCELLED, now)
+            self._finalize(session, task, status, now)
             return task, running_attempt
+
+    def tasks_past_queue_deadline(self, now: datetime, limit: int) -> list[str]:
+        """Waiting tasks no attempt of which was accepted by their queue deadline."""
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(Task.id)
+                    .where(
+                        Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]),
+                        Task.queue_deadline < now,
+                        Task.first_accepted_at.is_(None),
+                    )
+                    .limit(limit)
+                )
+            )
+
+    def tasks_past_total_deadline(self, now: datetime, limit: int) -> list[str]:
+        """Tasks not final by their total deadline."""
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(Task.id)
+                    .where(
+                        Task.status.in_(
+                            [TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING]
+                        ),
+                        Task.total_deadline < now,
+                    )
+                    .limit(limit)
+                )
+            )
+
+    # -- algorithms gone from the registry ----------------------------------------------
+
+    def algorithms_with_waiting_tasks(self) -> list[str]:
+        with self._sessions() as session:
+            return sorted(
+                session.scalars(
+                    select(Task.algorithm)
+                    .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]))
+                    .group_by(Task.algorithm)
+                )
+            )
+
+    def waiting_tasks_of(self, algorithm: str, limit: int) -> list[str]:
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(Task.id)
+                    .where(
+                        Task.algorithm == algorithm,
+                        Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]),
+                    )
+                    .limit(limit)
+                )
+            )
+
+    def open_policy_gap(self, algorithm: str, now: datetime) -> datetime:
+        """Since when ``algorithm`` has been missing from the registry (now, if this is
+        the first time it is seen missing)."""
+        try:
+            with self._transaction() as session:
+                session.add(PolicyGap(algorithm=algorithm, since=now))
+        except IntegrityError:
+            pass
+        with self._sessions() as session:
+            return session.get_one(PolicyGap, algorithm).since
+
+    def close_policy_gaps(self, still_missing: Iterable[str]) -> None:
+        """Forget the gaps of every algorithm but ``still_missing`` (back, or not waited for)."""
+        with self._transaction() as session:
+            session.execute(
+                delete(PolicyGap).where(PolicyGap.algorithm.not_in(list(still_missing)))
+            )
 
     def record_heartbeat(
         self,

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from sqlalchemy.exc import OperationalError
 
-from baton.attempts import end_attempt, retryable_outcome
+from baton.attempts import backoff_bounds, end_attempt, retryable_outcome, run_limit_seconds
 from baton.contracts import CallbackTarget, DispatchRequest, ResultTarget
 from baton.dispatch_client import DispatchVerdict
 from baton.errors import RedisStateLost
@@ -183,11 +183,14 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
     upload_url, upload_expires = runtime.results.upload_url(
         key, now, max(1, int((started.upload_expires_at - now).total_seconds()))
     )
+    # The token lives as long as the attempt may run (heartbeats extend it up to the
+    # algorithm's max_run_seconds), and the grace after that.
     token = issue_token(
         runtime.config.token_keys,
         task_id,
         attempt,
-        started.deadline + timedelta(seconds=settings.token_grace_seconds),
+        max(started.deadline, now + timedelta(seconds=run_limit_seconds(runtime, algorithm)))
+        + timedelta(seconds=settings.token_grace_seconds),
     )
     request = DispatchRequest(
         task_id=task_id,
@@ -246,11 +249,18 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         # An endpoint that is busy (429) or failing is left alone for a while by every
         # worker, instead of being handed the next task of the queue at once; the
         # algorithm's other endpoints keep taking work.
-        pause = answer.retry_after_seconds or settings.backoff_base_seconds
+        pause = answer.retry_after_seconds or backoff_bounds(runtime, algorithm)[0]
         now = runtime.clock()
         queue.cool_down(algorithm, slot.endpoint, now + timedelta(seconds=pause), now)
+        # "Busy, come back later" (a 429, or a 503 that says when) is no failure of the
+        # task: it waits without using up an attempt (its timeouts bound how long).
+        busy = answer.http_status == 429 or (
+            answer.http_status == 503 and answer.retry_after_seconds is not None
+        )
         outcome = retryable_outcome(
             runtime,
+            algorithm=algorithm,
+            counts_attempt=not busy,
             execution_status=ExecutionStatus.DISPATCH_FAILED,
             final_status=TaskStatus.FAILED,
             attempt=attempt,

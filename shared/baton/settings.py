@@ -79,6 +79,14 @@ class Settings(BaseSettings):
         "scheduling policy in Redis, may get before they are read and written again.",
     )
 
+    policy_grace_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=30 * 24 * 3600,
+        description="How long tasks of an algorithm that left the registry wait for it to "
+        "come back before they fail (algorithm_unregistered)",
+    )
+
     key_prefix: str = Field(default="baton", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     result_prefix: str = Field(default="results", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     dispatch_timeout_seconds: float = Field(default=10.0, gt=0, le=120)

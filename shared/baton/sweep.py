@@ -4,9 +4,11 @@ leases are taken back, and notifications left in the outbox are published."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from baton.attempts import end_attempt, retryable_outcome
+from baton.cancellation import end_task_early
 from baton.observability import logger, metrics
 from baton.outbox import publish_pending_notifications
 from baton.records import ExecutionStatus, QueuedTask, TaskStatus
@@ -22,6 +24,9 @@ class SweepReport:
     retrying: int = 0
     leases_recovered: int = 0
     notifications_published: int = 0
+    queue_timeouts: int = 0
+    deadlines_exceeded: int = 0
+    unregistered: int = 0
     algorithms_freed: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
@@ -39,6 +44,7 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
         outcome = replace(
             retryable_outcome(
                 runtime,
+                algorithm=overdue.algorithm,
                 execution_status=ExecutionStatus.TIMED_OUT,
                 final_status=TaskStatus.TIMED_OUT,
                 attempt=overdue.attempt,
@@ -64,6 +70,8 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
             algorithm=overdue.algorithm,
             retrying=not finished.terminal,
         )
+    _end_overdue_tasks(runtime, report)
+    _fail_tasks_of_unregistered_algorithms(runtime, report)
     for algorithm in runtime.config.registry.names():
         report.leases_recovered += _recover_expired_slots(runtime, algorithm, report)
     report.notifications_published = publish_pending_notifications(runtime)
@@ -73,6 +81,58 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
         )
     run_fast_path(runtime, report.algorithms_freed)
     return report
+
+
+def _end_overdue_tasks(runtime: Runtime, report: SweepReport) -> None:
+    """Tasks past their queue timeout (no attempt accepted in time) or their total
+    deadline (not final in time, across attempts and backoffs) end timed out."""
+    now = runtime.clock()
+    for task_id in runtime.repository.tasks_past_queue_deadline(now, SWEEP_BATCH):
+        task = end_task_early(
+            runtime,
+            task_id,
+            TaskStatus.TIMED_OUT,
+            "queue_timeout",
+            "no attempt was accepted within the task's queue timeout",
+            waiting_only=True,
+            never_accepted=True,
+        )
+        if task is not None:
+            report.queue_timeouts += 1
+            report.algorithms_freed.add(task.algorithm)
+            logger.info("task timed out in the queue", task_id=task_id, algorithm=task.algorithm)
+    for task_id in runtime.repository.tasks_past_total_deadline(now, SWEEP_BATCH):
+        task = end_task_early(
+            runtime,
+            task_id,
+            TaskStatus.TIMED_OUT,
+            "deadline_exceeded",
+            "not finished within the task's total timeout",
+        )
+        if task is not None:
+            report.deadlines_exceeded += 1
+            report.algorithms_freed.add(task.algorithm)
+            logger.info("task past its total deadline", task_id=task_id, algorithm=task.algorithm)
+
+
+def _fail_tasks_of_unregistered_algorithms(runtime: Runtime, report: SweepReport) -> None:
+    """Tasks wait for an algorithm the registry no longer has: after the policy grace
+    (in which the registry may bring it back) they fail with algorithm_unregistered."""
+    repository, registry = runtime.repository, runtime.config.registry
+    now = runtime.clock()
+    missing = [name for name in repository.algorithms_with_waiting_tasks() if name not in registry]
+    repository.close_policy_gaps(missing)
+    grace = timedelta(seconds=runtime.settings.policy_grace_seconds)
+    for algorithm in missing:
+        since = repository.open_policy_gap(algorithm, now)
+        if now - since < grace:
+            continue
+        for task_id in repository.waiting_tasks_of(algorithm, SWEEP_BATCH):
+            message = f"algorithm {algorithm!r} left the registry on {since.isoformat()}"
+            if end_task_early(
+                runtime, task_id, TaskStatus.FAILED, "algorithm_unregistered", message
+            ):
+                report.unregistered += 1
 
 
 def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport) -> int:

@@ -61,6 +61,32 @@ def apps_with_pending_query(algorithm: str) -> Select[str]:
     )
 
 
+def past_queue_deadline_query(now: datetime, limit: int) -> Select[str]:
+    """Ranges of ``ix_task_status_queue_deadline``, one per waiting state: the finished
+    tasks, however many, are never read."""
+    return (
+        select(Task.id)
+        .where(
+            Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]),
+            Task.queue_deadline < now,
+            Task.first_accepted_at.is_(None),
+        )
+        .limit(limit)
+    )
+
+
+def past_total_deadline_query(now: datetime, limit: int) -> Select[str]:
+    """Ranges of ``ix_task_status_total_deadline``, one per state that is not final."""
+    return (
+        select(Task.id)
+        .where(
+            Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING]),
+            Task.total_deadline < now,
+        )
+        .limit(limit)
+    )
+
+
 _ACTIVE_COLUMNS = (
     TaskExecution.task_id,
     TaskExecution.attempt,
@@ -458,33 +484,12 @@ class Repository:
     def tasks_past_queue_deadline(self, now: datetime, limit: int) -> list[str]:
         """Waiting tasks no attempt of which was accepted by their queue deadline."""
         with self._sessions() as session:
-            return list(
-                session.scalars(
-                    select(Task.id)
-                    .where(
-                        Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]),
-                        Task.queue_deadline < now,
-                        Task.first_accepted_at.is_(None),
-                    )
-                    .limit(limit)
-                )
-            )
+            return list(session.scalars(past_queue_deadline_query(now, limit)))
 
     def tasks_past_total_deadline(self, now: datetime, limit: int) -> list[str]:
         """Tasks not final by their total deadline."""
         with self._sessions() as session:
-            return list(
-                session.scalars(
-                    select(Task.id)
-                    .where(
-                        Task.status.in_(
-                            [TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING]
-                        ),
-                        Task.total_deadline < now,
-                    )
-                    .limit(limit)
-                )
-            )
+            return list(session.scalars(past_total_deadline_query(now, limit)))
 
     # -- algorithms gone from the registry ----------------------------------------------
 

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from baton.repository import (
     apps_with_pending_query,
     overdue_attempts_query,
+    past_queue_deadline_query,
+    past_total_deadline_query,
     promotion_candidates,
 )
 from sqlalchemy.dialects import mysql
@@ -48,6 +50,9 @@ def seed(engine: sa.Engine, finished: int, pending: int) -> None:
                 "status": "succeeded" if done else "pending",
                 "attempts": 1 if done else 0,
                 "not_before": created,
+                # every task had deadlines, and the finished ones are long past them
+                "queue_deadline": created + timedelta(hours=1),
+                "total_deadline": created + timedelta(hours=2),
                 "created_at": created + timedelta(milliseconds=n),
                 "updated_at": created,
             }
@@ -107,6 +112,24 @@ def test_the_apps_to_promote_are_read_from_the_index_alone(engine: sa.Engine) ->
     assert "Using index" in (plan["Extra"] or ""), plan  # no row read
     assert "filesort" not in (plan["Extra"] or "")
     assert int(plan["rows"]) < 200, plan
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        (past_queue_deadline_query, "ix_task_status_queue_deadline"),
+        (past_total_deadline_query, "ix_task_status_total_deadline"),
+    ],
+)
+def test_the_sweep_reads_only_tasks_that_are_not_final_for_their_deadlines(
+    engine: sa.Engine, query: Any, index: str
+) -> None:
+    seed(engine, finished=20_000, pending=30)
+    (plan,) = explain(engine, query(NOW, 500))
+    # An index led by the status (the one made for it, or the status/updated one when
+    # MariaDB's estimates favour it): a range per waiting state, whatever the history.
+    assert plan["key"] in (index, "ix_task_status_updated"), plan
+    assert int(plan["rows"]) < 200, plan  # the 30 waiting ones, not the 20,000 finished
 
 
 def test_sweep_reads_only_active_attempts(engine: sa.Engine) -> None:

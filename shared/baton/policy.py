@@ -15,7 +15,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from baton.queue import Policy, TaskQueue
@@ -60,19 +60,37 @@ def policy_digest(policy: Policy) -> str:
 
 
 class PolicyWriter:
-    """Writes each algorithm's policy at most once per refresh period per process
-    (and at once when Redis has none)."""
+    """Writes each algorithm's policy once per refresh period per process, at once when
+    this process took a new copy of a registry, and when Redis has none."""
 
-    def __init__(self, queue: TaskQueue, refresh_seconds: float) -> None:
+    def __init__(
+        self,
+        queue: TaskQueue,
+        refresh_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._queue = queue
         self._refresh = refresh_seconds
-        self._written_at: dict[str, float] = {}
+        self._monotonic = monotonic
+        self._written: dict[str, tuple[float, object, object]] = {}
         self._lock = threading.Lock()
 
-    def due(self, algorithm: str) -> bool:
+    def due(self, config: Config, algorithm: str) -> bool:
+        # Reading the registries re-reads them when their refresh is due: a new copy
+        # (a new object; an unchanged re-read keeps the old one) is written at once.
+        registries = config.registries
+        algorithms, apps = registries.algorithms_taken(), registries.apps_taken()
         with self._lock:
-            last = self._written_at.get(algorithm)
-        return last is None or time.monotonic() - last >= self._refresh
+            last = self._written.get(algorithm)
+        if last is None:
+            return True
+        written_at, algorithms_written, apps_written = last
+        apps_value = apps.value if apps is not None else None
+        return (
+            algorithms.value is not algorithms_written
+            or apps_value is not apps_written
+            or self._monotonic() - written_at >= self._refresh
+        )
 
     def write(self, config: Config, algorithm: str) -> bool:
         """Write the algorithm's policy from ``config``'s registries (compare-and-set: a
@@ -92,5 +110,9 @@ class PolicyWriter:
             apps.taken_at.timestamp() if apps is not None else 0.0,
         )
         with self._lock:
-            self._written_at[algorithm] = time.monotonic()
+            self._written[algorithm] = (
+                self._monotonic(),
+                algorithms.value,
+                apps.value if apps is not None else None,
+            )
         return written

@@ -123,7 +123,7 @@ def _admit(runtime: Runtime, algorithm: str) -> Admissions:
         seconds=ADMISSION_LEASE_SECONDS + runtime.settings.dispatch_timeout_seconds
     )
     limit = runtime.settings.dispatch_batch_size
-    if runtime.policy.due(algorithm):
+    if runtime.policy.due(runtime.config, algorithm):
         runtime.policy.write(runtime.config, algorithm)
 
     def admit() -> Admissions:

@@ -42,8 +42,9 @@ def add_local(commands: Commands) -> None:
         "--concurrency",
         nargs="+",
         default=[],
-        metavar="FUNCTION=N",
-        help="workers of a function (default 1; 2 with an SQS event)",
+        metavar="N|FUNCTION=N",
+        help="most instances of each function at once (N, default 4) or of one function "
+        "(FUNCTION=N); never above a function's ReservedConcurrentExecutions",
     )
     local.set_defaults(run=_local)
 
@@ -86,6 +87,7 @@ def _local(args: argparse.Namespace) -> int:
             chosen[key] = value
         return chosen
 
+    default, per_function = _concurrency(args.concurrency)
     return run_until_interrupted(
         LocalOptions(
             template=Path(args.template),
@@ -96,10 +98,31 @@ def _local(args: argparse.Namespace) -> int:
             region=args.region,
             quiet=False,
             stack_name=args.stack_name,
-            concurrency={k: int(v) for k, v in pairs(args.concurrency, "--concurrency").items()},
+            concurrency=per_function,
+            default_concurrency=default,
         ),
         [baton_profile(args.redis_url, args.database_url)],
     )
+
+
+def _concurrency(items: Sequence[str]) -> tuple[int, dict[str, int]]:
+    """``--concurrency``: a bare number is the default, ``FUNCTION=N`` one function's."""
+    from baton_local.emulator.functions import DEFAULT_CONCURRENCY
+
+    default, per_function = DEFAULT_CONCURRENCY, {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if sep and not name:
+            value = ""
+        if not value.isdigit() or int(value) < 1:
+            raise SystemExit(
+                f"baton local: --concurrency takes N or FUNCTION=N (N >= 1), got {item!r}"
+            )
+        if sep:
+            per_function[name] = int(value)
+        else:
+            default = int(value)
+    return default, per_function
 
 
 def _demo(args: argparse.Namespace) -> int:

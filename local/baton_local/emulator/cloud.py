@@ -43,6 +43,7 @@ from baton_local.emulator.events import (
     scheduled_event,
 )
 from baton_local.emulator.functions import (
+    DEFAULT_CONCURRENCY,
     FunctionProvider,
     LambdaService,
     LambdaSettings,
@@ -70,9 +71,16 @@ class LocalOptions:
     ``tick_seconds`` is how long a minute lasts: schedules, SQS visibility timeouts and
     Lambda's async retry delays are scaled by it (60 = real time). ``parameter_overrides``
     are template parameters; ``env_file`` is a ``sam local --env-vars`` JSON file.
-    ``concurrency`` (logical id -> workers) overrides the default of 1 per function (2
-    for functions with an SQS event). ``fresh`` starts with empty function logs, and
-    tells the profiles to start from scratch too (Baton's: an empty SQLite file)."""
+    ``concurrency`` (logical id -> instances) and ``default_concurrency`` bound how many
+    instances of a function run at once (never above its ReservedConcurrentExecutions).
+    ``fresh`` starts with empty function logs, and tells the profiles to start from
+    scratch too (Baton's: an empty SQLite file).
+
+    ``aws_port`` (moto) and ``api_port`` (the first REST API; the next ones follow it)
+    are fixed ports, so that a restarted stack has the same URLs; 0 takes free ones.
+    Unless ``quiet``, the banner and the activity go to ``output``: ``activity`` is
+    "errors" (failed invocations only), "summary" (scheduled runs summed up every
+    ``summary_seconds``, each request and batch on a line) or "all"."""
 
     template: Path = Path("template.yaml")
     env_file: Path | None = None
@@ -83,9 +91,14 @@ class LocalOptions:
     quiet: bool = True
     stack_name: str = "local"
     concurrency: Mapping[str, int] = field(default_factory=dict)
+    default_concurrency: int = DEFAULT_CONCURRENCY
     prewarm: bool = True
     fresh: bool = True
     output: TextIO | None = None
+    aws_port: int = 0
+    api_port: int = 0
+    activity: str = "summary"
+    summary_seconds: float = 10.0
 
 
 class LocalCloud:
@@ -126,6 +139,7 @@ class LocalCloud:
                 region=options.region,
                 time_scale=options.tick_seconds / 60.0,
                 concurrency=dict(options.concurrency),
+                default_concurrency=options.default_concurrency,
                 env_overrides=_read_env_file(options.env_file),
             ),
             self._record,
@@ -314,9 +328,16 @@ class LocalCloud:
             batching_window=float(properties.get("MaximumBatchingWindowInSeconds", 0)),
             visibility_timeout=float(visibility),
             report_failures="ReportBatchItemFailures" in response_types,
-            pollers=pool.concurrency,
+            pollers=self._pollers(pool.concurrency, properties),
             enabled=enabled not in (False, "false"),
         )
+
+    @staticmethod
+    def _pollers(concurrency: int, properties: dict[str, Any]) -> int:
+        """Concurrent batches: the function's concurrency, or less when the event's
+        ScalingConfig caps it."""
+        cap = (properties.get("ScalingConfig") or {}).get("MaximumConcurrency")
+        return max(1, min(concurrency, int(cap))) if cap is not None else concurrency
 
     def _queue_url(self, queue_arn: str) -> str:
         assert self.stack is not None

@@ -179,7 +179,7 @@ class SqsEventSource:
             try:
                 invocation = self.pool.invoke(
                     {"Records": batch},
-                    f"sqs {self.name}",
+                    f"SQS {self.name.rpartition('.')[2]}",
                     kind="sqs",
                     describe=functools.partial(self._describe, batch=batch),
                 )
@@ -197,10 +197,11 @@ class SqsEventSource:
 
     def _describe(self, invocation: Invocation, batch: list[dict[str, Any]]) -> str:
         kept = self._kept(invocation, batch)
+        records = f"{len(batch)} record{'s' if len(batch) != 1 else ''}"
         if kept is None:
-            why = "error" if not invocation.ok else "malformed batchItemFailures"
-            return f"{len(batch)} back to the queue ({why})"
-        return f"{len(batch) - len(kept)} ok, {len(kept)} rejected"
+            why = "failed" if not invocation.ok else "malformed batchItemFailures"
+            return f"{records}: all back to the queue ({why})"
+        return f"{records}: {len(batch) - len(kept)} ok, {len(kept)} rejected"
 
     def _settle(self, invocation: Invocation, batch: list[dict[str, Any]]) -> None:
         keep = self._kept(invocation, batch)

@@ -26,6 +26,30 @@ DEFAULT_CONCURRENCY = 4
 account pool is 1,000, but each local instance is a process with its own cold start."""
 
 
+RUNTIME_VARIABLES = frozenset(
+    {
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_FORMAT",
+        "AWS_LAMBDA_LOG_LEVEL",
+        "AWS_EXECUTION_ENV",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_SESSION_TOKEN",
+        "LAMBDA_TASK_ROOT",
+        "_HANDLER",
+        "PATH",
+        "LANG",
+        "TZ",
+    }
+)
+"""What the Lambda runtime sets for the sandbox itself: meaningless outside of one."""
+
+
 @dataclass
 class FunctionDef:
     logical_id: str
@@ -96,8 +120,16 @@ class LambdaService:
                 self.pools[logical_id] = self._start(logical_id)
             return self.pools[logical_id]
 
-    def invoke(self, logical_id: str, event: Any, source: str) -> Invocation:
-        return self.pool(logical_id).invoke(event, source)
+    def invoke(
+        self,
+        logical_id: str,
+        event: Any,
+        source: str,
+        *,
+        kind: str = "invoke",
+        describe: Callable[[Invocation], str] | None = None,
+    ) -> Invocation:
+        return self.pool(logical_id).invoke(event, source, kind=kind, describe=describe)
 
     def prewarm(self, order: list[str]) -> None:
         """Cold-start each function's first instance (or its provisioned concurrency) in

@@ -43,6 +43,10 @@ class LocalProfile(Protocol):
         """Lines for the start-up banner: where the stand-ins listen."""
         ...
 
+    def endpoints(self) -> Mapping[str, str]:
+        """The stand-ins' URLs by a short name ("redis", "database"), for the outputs file."""
+        ...
+
     def stop(self) -> None:
         """Stop the stand-ins; called once, after the stack's resources are deleted."""
         ...

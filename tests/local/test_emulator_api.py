@@ -8,6 +8,7 @@ import json
 
 import pytest
 import urllib3
+from baton_local.emulator.cloud import LocalCloud
 
 from tests.local.conftest import StartCloud
 
@@ -15,11 +16,11 @@ HTTP = urllib3.PoolManager()
 
 
 @pytest.fixture
-def api(start_cloud: StartCloud):
+def api(start_cloud: StartCloud) -> LocalCloud:
     return start_cloud("api.yaml")
 
 
-def test_a_request_becomes_a_proxy_event_and_the_answer_a_response(api) -> None:
+def test_a_request_becomes_a_proxy_event_and_the_answer_a_response(api: LocalCloud) -> None:
     base = api.outputs["ApiUrl"]
 
     response = HTTP.request(
@@ -56,7 +57,7 @@ def test_a_request_becomes_a_proxy_event_and_the_answer_a_response(api) -> None:
     assert {"accountId", "apiId", "requestTimeEpoch", "protocol", "domainName"} <= set(context)
 
 
-def test_routes_follow_the_template(api) -> None:
+def test_routes_follow_the_template(api: LocalCloud) -> None:
     base = api.outputs["ApiUrl"]
 
     # Any method of the templated route; the more specific POST route wins for POST
@@ -79,7 +80,7 @@ def test_routes_follow_the_template(api) -> None:
     assert binary.data == b"\x00\x01\xfe\xff"
 
 
-def test_unknown_paths_and_methods_get_404_json_and_function_errors_502(api) -> None:
+def test_unknown_paths_and_methods_get_404_json_and_function_errors_502(api: LocalCloud) -> None:
     base = api.outputs["ApiUrl"]
 
     unknown_path = HTTP.request("POST", f"{base}/nothing/here")
@@ -98,7 +99,7 @@ def test_unknown_paths_and_methods_get_404_json_and_function_errors_502(api) -> 
     assert ("ItemsFunction", "ValueError: boom") in api.errors
 
 
-def test_the_public_api_url_becomes_the_local_one(api) -> None:
+def test_the_public_api_url_becomes_the_local_one(api: LocalCloud) -> None:
     local = api.urls["Api"]
 
     assert local.startswith("http://127.0.0.1:")

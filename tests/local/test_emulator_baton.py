@@ -9,6 +9,7 @@ import os
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -31,7 +32,9 @@ DATABASE_SETTINGS = (
 )
 
 
-def test_the_real_template_starts_on_embedded_defaults(start_cloud: StartCloud, tmp_path: Path):
+def test_the_real_template_starts_on_embedded_defaults(
+    start_cloud: StartCloud, tmp_path: Path
+) -> None:
     # (no prewarm: only the functions this test calls start, the timers stay quiet)
     cloud = start_cloud(TEMPLATE, tick_seconds=60.0, state_dir=tmp_path / "state", prewarm=False)
     assert cloud.startup_seconds < 10
@@ -128,7 +131,7 @@ def test_a_task_runs_through_the_whole_lifecycle(start_cloud: StartCloud) -> Non
             ),
         )
 
-        def notification() -> dict | None:
+        def notification() -> dict[str, Any] | None:
             messages = sqs.receive_message(QueueUrl=inbox, WaitTimeSeconds=1).get("Messages", [])
             return json.loads(messages[0]["Body"]) if messages else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from baton_local.emulator.events import Cron, parse_schedule
@@ -19,7 +20,7 @@ def test_schedules_fire_on_the_tick(start_cloud: StartCloud) -> None:
     cloud = start_cloud("schedules.yaml", tick_seconds=0.2)
 
     # When a couple of seconds pass
-    def fired() -> tuple[list[dict], list[dict]]:
+    def fired() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         events = [record["event"] for record in records(cloud, "TimerFunction")]
         rate = [e for e in events if e == {"timer": "rate"}]
         cron = [e for e in events if e.get("detail-type") == "Scheduled Event"]

@@ -7,6 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.local.conftest import FUNCTIONS, TEMPLATES, StartCloud, records, sqs_bodies
 from tests.support.waiting import wait_for
 
@@ -39,7 +41,7 @@ def _with_late_function(tmp_path: Path) -> Path:
 
 
 def test_a_function_added_to_the_template_runs_for_its_queue_with_its_environment(
-    start_cloud: StartCloud, tmp_path: Path, monkeypatch
+    start_cloud: StartCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the test template with a function added, an env-vars file and a variable of
     # the calling process that must not leak into the functions

@@ -3,9 +3,10 @@
 import base64
 import json
 import os
+from typing import Any
 
 
-def handler(event, context):
+def handler(event: Any, context: Any) -> Any:
     path = event["path"]
     if path.endswith("/boom"):
         raise ValueError("boom")

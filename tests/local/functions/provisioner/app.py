@@ -3,9 +3,10 @@ Data, or FAILED when its properties say ``Outcome: FAILED``."""
 
 import json
 import urllib.request
+from typing import Any
 
 
-def handler(event, context):
+def handler(event: Any, context: Any) -> Any:
     properties = event["ResourceProperties"]
     print("RECORD " + json.dumps({"event": event}), flush=True)
     failed = properties.get("Outcome") == "FAILED"

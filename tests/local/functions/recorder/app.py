@@ -8,9 +8,10 @@ record whose body has it) takes N s. ``started`` is when the handler began (epoc
 import json
 import os
 import time
+from typing import Any
 
 
-def handler(event, context):
+def handler(event: Any, context: Any) -> Any:
     record = {
         "started": time.time(),
         "event": event,

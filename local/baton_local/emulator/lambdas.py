@@ -1,9 +1,10 @@
-"""Functions run like Lambda: each function has its own worker processes
-(multiprocessing ``spawn``), each one event at a time like one Lambda instance. A
-worker's ``os.environ`` is exactly the function's environment plus what the Lambda
-runtime itself sets; it imports the handler from the function's code directory at
-cold start and calls it per event with a Lambda context. A timed-out or crashed worker
-is replaced (the next event gets a cold start).
+"""Functions run like Lambda: each instance of a function is a worker process of its
+own (multiprocessing ``spawn``) serving one event at a time, and a function scales out
+to more instances as its events need them (``FunctionPool``). A worker's
+``os.environ`` is exactly the function's environment plus what the Lambda runtime
+itself sets; it imports the handler from the function's code directory at cold start
+and calls it per event with a Lambda context. A timed-out or crashed worker is
+replaced (the next event gets a cold start).
 
 This module is imported by the workers: it keeps its imports to the standard library."""
 

@@ -237,18 +237,22 @@ def _unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _log_to_stderr() -> None:
+def _log_to_stderr() -> Callable[[], None]:
     """A command's output is stdout's alone, so that a script can parse it; the
     package's log lines (such as the cold start's open-mode warning) go to stderr, as
-    lines for a person to read rather than the functions' JSON."""
+    lines for a person to read rather than the functions' JSON. Returns what puts the
+    JSON back (the logger is the process's: a caller in-process keeps its format)."""
     import logging
 
     from baton.observability import logger
 
     handler = logger.registered_handler
-    if isinstance(handler, logging.StreamHandler):
-        handler.setStream(_CurrentStderr())
-        handler.setFormatter(logging.Formatter("baton: %(levelname)s: %(message)s"))
+    if not isinstance(handler, logging.StreamHandler):
+        return lambda: None
+    handler.setStream(_CurrentStderr())
+    structured = handler.formatter
+    handler.setFormatter(logging.Formatter("baton: %(levelname)s: %(message)s"))
+    return lambda: handler.setFormatter(structured)
 
 
 class _CurrentStderr:
@@ -323,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # can say what is missing instead of what it does not recognise.
     if unknown and not getattr(args, "accepts_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    _log_to_stderr()
+    restore_logs = _log_to_stderr()
     try:
         if getattr(args, "local", False):
             _use_local(args.state_dir)
@@ -335,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2
+    finally:
+        restore_logs()
 
 
 if __name__ == "__main__":

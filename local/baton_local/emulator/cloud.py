@@ -61,7 +61,7 @@ from baton_local.emulator.functions import (
     LayerProvider,
 )
 from baton_local.emulator.gateway import RestApi
-from baton_local.emulator.lambdas import Invocation
+from baton_local.emulator.lambdas import Invocation, preload
 from baton_local.emulator.profiles import LocalProfile, ProfileContext, ProfileFactory
 from baton_local.emulator.stack import Provider, Stack
 from baton_local.emulator.template import (
@@ -149,6 +149,8 @@ class LocalCloud:
         self.aws = LocalAws(options.tick_seconds / 60.0)
         context = ProfileContext(self.aws, self.state_dir, options.fresh)
         self.profiles: list[LocalProfile] = [make(context) for make in profiles]
+        for profile in self.profiles:
+            preload(list(profile.preload()))
         self.lambdas = LambdaService(
             LambdaSettings(
                 state_dir=self.state_dir,

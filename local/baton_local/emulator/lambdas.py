@@ -1,5 +1,6 @@
 """Functions run like Lambda: each instance of a function is a worker process of its
-own (multiprocessing ``spawn``) serving one event at a time, and a function scales out
+own (spawned, or forked from a process with the libraries of ``preload`` imported)
+serving one event at a time, and a function scales out
 to more instances as its events need them (``FunctionPool``). A worker's
 ``os.environ`` is exactly the function's environment plus what the Lambda runtime
 itself sets; it imports the handler from the function's code directory at cold start
@@ -242,6 +243,27 @@ def worker_main(spec: FunctionSpec, connection: Connection) -> None:
 # -- the parent side ----------------------------------------------------------------------
 
 _SPAWN_LOCK = threading.Lock()
+_PRELOAD: list[str] = []
+
+
+def preload(modules: list[str]) -> None:
+    """Modules imported once, by the process every instance is forked from, so that an
+    instance's cold start imports only its handler's own code. Only libraries that read
+    no environment at import time belong here: they are imported before an instance
+    has its function's environment. Takes effect for instances started afterwards."""
+    with _SPAWN_LOCK:
+        for module in modules:
+            if module not in _PRELOAD:
+                _PRELOAD.append(module)
+
+
+def _context() -> multiprocessing.context.SpawnContext | multiprocessing.context.ForkServerContext:
+    # Without anything to preload, a fresh interpreter per instance, as Lambda starts one.
+    if not _PRELOAD or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(_PRELOAD))
+    return context
 
 
 @contextlib.contextmanager
@@ -275,7 +297,7 @@ class Worker:
         if self.stopped or (self._process is not None and self._process.is_alive()):
             return
         self._discard()
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         parent_end, child_end = context.Pipe(duplex=True)
         process = context.Process(
             target=worker_main,

@@ -1,14 +1,18 @@
 .PHONY: demo local test test-unit lint typecheck validate build bench chaos clean
 
-demo:  ## the whole system end to end on this machine (emulated stack, sample algorithms)
-	scripts/demo.sh
+# ARGS go to the command: make demo ARGS='--tasks 50', make local ARGS='--tick 1',
+# make test ARGS='tests/local -k sqs'.
+ARGS ?=
 
-local:  ## the SAM template emulated in-process until Ctrl-C
+demo:  ## the whole system end to end on this machine (emulated stack, sample algorithms)
+	scripts/demo.sh $(ARGS)
+
+local:  ## the SAM template emulated in-process until Ctrl-C, with sample algorithms
 	scripts/bootstrap.sh
-	.venv/bin/baton local
+	.venv/bin/baton local $(ARGS)
 
 test:  ## the whole suite against the real Redis, MariaDB and moto
-	scripts/test.sh
+	scripts/test.sh $(ARGS)
 
 test-unit:
 	scripts/test.sh tests/unit

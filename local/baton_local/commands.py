@@ -9,11 +9,16 @@ command runs, so that every other ``baton`` command starts as fast as before."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+AWS_PORT = 4750
+API_PORT = 4751
+REDIS_PORT = 4760
 
 
 def add_local(commands: Commands) -> None:
@@ -42,8 +47,41 @@ def add_local(commands: Commands) -> None:
         "--concurrency",
         nargs="+",
         default=[],
-        metavar="FUNCTION=N",
-        help="workers of a function (default 1; 2 with an SQS event)",
+        metavar="N|FUNCTION=N",
+        help="most instances of each function at once (N, default 4) or of one function "
+        "(FUNCTION=N); never above a function's ReservedConcurrentExecutions",
+    )
+    loudness = local.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "--quiet", action="store_true", help="show failed invocations only, after the banner"
+    )
+    loudness.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every invocation, each scheduled run too, and every resource skipped",
+    )
+    local.add_argument(
+        "--samples",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start sample algorithm services and register them (default: on, unless "
+        "AlgorithmsJson is given: the template's example endpoints do not exist here)",
+    )
+    ports = local.add_argument_group(
+        "ports", "fixed, so that a restarted stack keeps its URLs (0: any free port)"
+    )
+    ports.add_argument("--aws-port", type=int, default=AWS_PORT, help=f"moto (default {AWS_PORT})")
+    ports.add_argument(
+        "--api-port",
+        type=int,
+        default=API_PORT,
+        help=f"the first REST API; the next ones follow (default {API_PORT})",
+    )
+    ports.add_argument(
+        "--redis-port",
+        type=int,
+        default=REDIS_PORT,
+        help=f"the embedded Redis (default {REDIS_PORT})",
     )
     local.set_defaults(run=_local)
 
@@ -74,8 +112,9 @@ def add_demo(commands: Commands) -> None:
 def _local(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from baton_local.emulator.cloud import LocalOptions, run_until_interrupted
+    from baton_local.emulator.cloud import LocalCloud, LocalOptions, run_until_interrupted
     from baton_local.profile import baton_profile
+    from baton_local.samples import SampleServices, registry_json
 
     def pairs(items: Sequence[str], what: str) -> dict[str, str]:
         chosen: dict[str, str] = {}
@@ -86,20 +125,71 @@ def _local(args: argparse.Namespace) -> int:
             chosen[key] = value
         return chosen
 
-    return run_until_interrupted(
-        LocalOptions(
-            template=Path(args.template),
-            env_file=Path(args.env_vars) if args.env_vars else None,
-            tick_seconds=args.tick,
-            state_dir=Path(args.state_dir),
-            parameter_overrides=pairs(args.parameter_overrides, "--parameter-overrides"),
-            region=args.region,
-            quiet=False,
-            stack_name=args.stack_name,
-            concurrency={k: int(v) for k, v in pairs(args.concurrency, "--concurrency").items()},
-        ),
-        [baton_profile(args.redis_url, args.database_url)],
-    )
+    default, per_function = _concurrency(args.concurrency)
+    parameters = pairs(args.parameter_overrides, "--parameter-overrides")
+    samples = SampleServices() if _with_samples(args.samples, parameters) else None
+    if samples is not None:
+        registry = samples.start()
+        # What the caller registered stays, beside the samples (and wins a name both use).
+        given = parameters.get("AlgorithmsJson")
+        if given:
+            registry.update(json.loads(given))
+        parameters["AlgorithmsJson"] = registry_json(registry)
+
+    def add_samples(cloud: LocalCloud) -> list[str]:
+        if samples is None:
+            return []
+        samples.subscribe(cloud)
+        return samples.describe()
+
+    try:
+        return run_until_interrupted(
+            LocalOptions(
+                template=Path(args.template),
+                env_file=Path(args.env_vars) if args.env_vars else None,
+                tick_seconds=args.tick,
+                state_dir=Path(args.state_dir),
+                parameter_overrides=parameters,
+                region=args.region,
+                quiet=False,
+                stack_name=args.stack_name,
+                concurrency=per_function,
+                default_concurrency=default,
+                aws_port=args.aws_port,
+                api_port=args.api_port,
+                activity="errors" if args.quiet else "all" if args.verbose else "summary",
+            ),
+            [baton_profile(args.redis_url, args.database_url, redis_port=args.redis_port)],
+            after_start=add_samples,
+        )
+    finally:
+        if samples is not None:
+            samples.stop()
+
+
+def _with_samples(asked: bool | None, parameters: dict[str, str]) -> bool:
+    """On unless told, or unless the caller registers algorithms of their own."""
+    return asked if asked is not None else "AlgorithmsJson" not in parameters
+
+
+def _concurrency(items: Sequence[str]) -> tuple[int, dict[str, int]]:
+    """``--concurrency``: a bare number is the default, ``FUNCTION=N`` one function's."""
+    from baton_local.emulator.functions import DEFAULT_CONCURRENCY
+
+    default, per_function = DEFAULT_CONCURRENCY, {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if sep and not name:
+            value = ""
+        if not value.isdigit() or int(value) < 1:
+            raise SystemExit(
+                f"baton local: --concurrency takes N or FUNCTION=N (N >= 1), got {item!r}"
+            )
+        if sep:
+            per_function[name] = int(value)
+        else:
+            default = int(value)
+    return default, per_function
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from fakeredis import TcpFakeServer
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from baton_local.emulator.aws import LocalAws
+from baton_local.emulator.aws import LocalAws, ensure_free_port, stable_secret_suffix
 from baton_local.emulator.profiles import ProfileContext, ProfileFactory
 from baton_local.emulator.stack import Created, Provider, Stack
 from baton_local.emulator.template import ACCOUNT_ID
@@ -40,13 +40,27 @@ DATABASE_VARIABLES = (
     "BATON_DATABASE_NAME",
 )
 SQLITE_FILE = "baton.sqlite3"
+PRELOAD = (
+    "boto3",
+    "botocore.session",
+    "botocore.client",
+    "sqlalchemy",
+    "sqlalchemy.orm",
+    "pydantic",
+    "pydantic_settings",
+    "redis",
+    "urllib3",
+    "pymysql",
+)
 
 
 class EmbeddedRedis:
-    """fakeredis (with Lua) over TCP on a loopback port."""
+    """fakeredis (with Lua) over TCP on a loopback port (0: a free one)."""
 
-    def __init__(self) -> None:
-        self._server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+    def __init__(self, port: int = 0) -> None:
+        if port:
+            ensure_free_port(port, "Redis (embedded)")
+        self._server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -70,13 +84,20 @@ def _url_parts(url: str) -> tuple[str, int]:
     return parsed.host or "127.0.0.1", int(parsed.port or 0)
 
 
-def baton_profile(redis_url: str | None = None, database_url: str | None = None) -> ProfileFactory:
+def baton_profile(
+    redis_url: str | None = None, database_url: str | None = None, redis_port: int = 0
+) -> ProfileFactory:
     """Baton's profile for ``LocalCloud``; ``redis_url`` / ``database_url`` replace the
-    embedded Redis stand-in and SQLite."""
+    embedded Redis stand-in and SQLite; ``redis_port`` is the stand-in's (0: a free one)."""
 
     def make(context: ProfileContext) -> BatonLocalProfile:
         return BatonLocalProfile(
-            context.aws, context.state_dir, redis_url, database_url, context.fresh
+            context.aws,
+            context.state_dir,
+            redis_url,
+            database_url,
+            context.fresh,
+            redis_port=redis_port,
         )
 
     return make
@@ -90,8 +111,11 @@ class BatonLocalProfile:
         redis_url: str | None = None,
         database_url: str | None = None,
         fresh: bool = True,
+        *,
+        redis_port: int = 0,
     ) -> None:
         self.aws = aws
+        self.redis_port = redis_port
         self.state_dir = state_dir
         self.fresh = fresh
         self._redis_url = redis_url
@@ -110,7 +134,7 @@ class BatonLocalProfile:
     def redis_url(self) -> str:
         with self._lock:
             if self._redis_url is None:
-                self._embedded_redis = EmbeddedRedis()
+                self._embedded_redis = EmbeddedRedis(self.redis_port)
                 self._redis_url = self._embedded_redis.url
             return self._redis_url
 
@@ -146,6 +170,20 @@ class BatonLocalProfile:
         if self._database_url is not None:
             lines.append(f"Database  {self._database_url}")
         return lines
+
+    def preload(self) -> list[str]:
+        """Baton's heaviest imports (about half a cold start); Powertools is not among
+        them, as it reads its settings from the environment when it is imported."""
+        return list(PRELOAD)
+
+    def endpoints(self) -> dict[str, str]:
+        """Where an operator reaches the stand-ins (or the given servers)."""
+        found = {}
+        if self._redis_url is not None:
+            found["redis"] = self._redis_url
+        if self._database_url is not None:
+            found["database"] = self._database_url
+        return found
 
     def stop(self) -> None:
         if self._embedded_redis is not None:
@@ -240,7 +278,11 @@ class _DatabaseProvider:
         secret = json.dumps({"engine": "baton-local", "database_url": url})
         client = self.profile.aws.secretsmanager
         name = stack.physical_name(f"{logical_id}MasterUser", 128)
-        secret_arn = client.create_secret(Name=name, SecretString=secret)["ARN"]
+        secret_arn = client.create_secret(
+            Name=name,
+            SecretString=secret,
+            Tags=stable_secret_suffix(stack, f"{logical_id}MasterUser"),
+        )["ARN"]
         region = stack.template.region
         return Created(
             logical_id.lower(),

@@ -1,18 +1,122 @@
-"""The ``baton`` console script: operator commands over the configured environment."""
+"""The ``baton`` console script: operator commands over the configured environment, or
+with ``--local`` over the stack ``baton local`` runs on this machine.
+
+Exit codes: 0 done; 1 not found or refused (no such task, a task already finished);
+2 usage or settings (a flag, a variable missing or invalid, no local stack)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from baton.errors import ApiError, SettingsError
 
 if TYPE_CHECKING:
     _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+LOCAL_STATE_DIR = ".baton-local"
+"""Where ``baton local`` writes ``env`` and ``outputs.json`` (its ``--state-dir``)."""
+
+REQUIRED_ONE_OF = (
+    ("BATON_DATABASE_URL", "BATON_DATABASE_SECRET_ARN"),
+    ("BATON_TOKEN_SECRET", "BATON_TOKEN_SECRET_ARN"),
+    ("BATON_ALGORITHMS", "BATON_ALGORITHMS_PARAMETER"),
+)
+"""The settings given one way or the other (``Settings`` checks them only once every
+plain one is there, so they are looked at here, to name everything missing at once)."""
+
+
+def _missing_settings(needs: str, environ: Mapping[str, str]) -> list[str]:
+    """What the environment lacks for a command that ``needs`` "runtime" (the whole
+    lifecycle) or "database"."""
+    from baton.settings import Settings
+
+    def given(name: str) -> bool:
+        return bool(environ.get(name))
+
+    pairs = REQUIRED_ONE_OF if needs == "runtime" else REQUIRED_ONE_OF[:1]
+    missing = []
+    if needs == "runtime":
+        missing = [
+            f"BATON_{name.upper()}"
+            for name, field in Settings.model_fields.items()
+            if field.is_required() and not given(f"BATON_{name.upper()}")
+        ]
+    missing += [f"{a} or {b}" for a, b in pairs if not (given(a) or given(b))]
+    uses_aws = needs == "runtime" or given("BATON_DATABASE_SECRET_ARN")
+    if uses_aws and not (given("AWS_REGION") or given("AWS_DEFAULT_REGION")):
+        import boto3
+
+        if boto3.session.Session().region_name is None:
+            missing.append("AWS_REGION")
+    return missing
+
+
+def _check_settings(args: argparse.Namespace) -> None:
+    needs = getattr(args, "needs", None)
+    if needs is None or (needs == "database" and getattr(args, "database_url", None)):
+        return
+    missing = _missing_settings(needs, os.environ)
+    if missing:
+        raise SettingsError(
+            f"settings missing: {', '.join(missing)} "
+            f"(set them, or use --local against a running `baton local`)"
+        )
+
+
+def _use_local(state_dir: str) -> None:
+    """Take the settings of the local stack that ``baton local`` runs: its env file, over
+    whatever the environment says."""
+    folder = Path(state_dir)
+    env_file, outputs_file = folder / "env", folder / "outputs.json"
+    if not env_file.is_file():
+        raise SettingsError(
+            f"--local: no {env_file}: start the local stack first (`baton local`, in "
+            "this directory or with --state-dir)"
+        )
+    try:
+        pid = int(json.loads(outputs_file.read_text()).get("pid", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        pid = 0
+    if pid and not _running(pid):
+        raise SettingsError(f"--local: the local stack of {folder} (pid {pid}) is not running")
+    os.environ.update(read_env_file(env_file))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines, values quoted as a shell would read them; ``#`` comments."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, raw = text.partition("=")
+        try:
+            words = shlex.split(raw)
+        except ValueError:
+            words = None
+        if not sep or not key.isidentifier() or words is None or len(words) > 1:
+            raise SettingsError(f"{path}:{number}: not a KEY=VALUE line")
+        values[key] = words[0] if words else ""
+    return values
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -168,16 +272,22 @@ def _unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _log_to_stderr() -> None:
+def _log_to_stderr() -> Callable[[], None]:
     """A command's output is stdout's alone, so that a script can parse it; the
-    package's log lines (such as the cold start's open-mode warning) go to stderr."""
+    package's log lines (such as the cold start's open-mode warning) go to stderr, as
+    lines for a person to read rather than the functions' JSON. Returns what puts the
+    JSON back (the logger is the process's: a caller in-process keeps its format)."""
     import logging
 
     from baton.observability import logger
 
     handler = logger.registered_handler
-    if isinstance(handler, logging.StreamHandler):
-        handler.setStream(_CurrentStderr())
+    if not isinstance(handler, logging.StreamHandler):
+        return lambda: None
+    handler.setStream(_CurrentStderr())
+    structured = handler.formatter
+    handler.setFormatter(logging.Formatter("baton: %(levelname)s: %(message)s"))
+    return lambda: handler.setFormatter(structured)
 
 
 class _CurrentStderr:
@@ -190,43 +300,72 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _operator_options() -> argparse.ArgumentParser:
+    """``--local`` and ``--state-dir``, shared by every command that reaches a stack."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--local",
+        action="store_true",
+        help="against the stack `baton local` runs here (reads its env file)",
+    )
+    options.add_argument(
+        "--state-dir",
+        default=LOCAL_STATE_DIR,
+        help=f"the state directory of `baton local` (default {LOCAL_STATE_DIR})",
+    )
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="baton", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="baton", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    operator = [_operator_options()]
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
-    upgrade = db.add_parser("upgrade", help="apply the Alembic migrations")
+    upgrade = db.add_parser("upgrade", help="apply the Alembic migrations", parents=operator)
     upgrade.add_argument("--database-url", help="default: BATON_DATABASE_URL or the secret")
     upgrade.add_argument("--revision", default="head")
-    upgrade.set_defaults(run=_db_upgrade)
+    upgrade.set_defaults(run=_db_upgrade, needs="database")
 
     task = commands.add_parser("task", help="inspect or cancel one task")
     task_commands = task.add_subparsers(dest="task", required=True)
-    show = task_commands.add_parser("show", help="a task and its attempts as JSON")
+    show = task_commands.add_parser(
+        "show", help="a task and its attempts as JSON", parents=operator
+    )
     show.add_argument("task_id")
-    show.set_defaults(run=_task_show)
-    why = task_commands.add_parser("why", help="why a pending or queued task waits")
+    show.set_defaults(run=_task_show, needs="runtime")
+    why = task_commands.add_parser(
+        "why", help="why a pending or queued task waits", parents=operator
+    )
     why.add_argument("task_id")
-    why.set_defaults(run=_task_why)
-    cancel = task_commands.add_parser("cancel", help="cancel a task that has not finished")
+    why.set_defaults(run=_task_why, needs="runtime")
+    cancel = task_commands.add_parser(
+        "cancel", help="cancel a task that has not finished", parents=operator
+    )
     cancel.add_argument("task_id")
     cancel.add_argument("--reason", default="cancelled by operator")
-    cancel.set_defaults(run=_task_cancel)
+    cancel.set_defaults(run=_task_cancel, needs="runtime")
 
     algorithm = commands.add_parser("algorithm", help="pause or resume one algorithm")
     algorithm_commands = algorithm.add_subparsers(dest="algorithm", required=True)
     pause = algorithm_commands.add_parser(
-        "pause", help="admit no more of its tasks (running attempts finish)"
+        "pause", help="admit no more of its tasks (running attempts finish)", parents=operator
     )
     pause.add_argument("name")
     pause.add_argument("--reason", default="paused by operator")
-    pause.set_defaults(run=_algorithm_pause)
-    resume = algorithm_commands.add_parser("resume", help="admit its tasks again")
+    pause.set_defaults(run=_algorithm_pause, needs="runtime")
+    resume = algorithm_commands.add_parser(
+        "resume", help="admit its tasks again", parents=operator
+    )
     resume.add_argument("name")
-    resume.set_defaults(run=_algorithm_resume)
+    resume.set_defaults(run=_algorithm_resume, needs="runtime")
 
-    reconcile = commands.add_parser("reconcile", help="rebuild Redis state from the database")
-    reconcile.set_defaults(run=_reconcile)
+    reconcile = commands.add_parser(
+        "reconcile", help="rebuild Redis state from the database", parents=operator
+    )
+    reconcile.set_defaults(run=_reconcile, needs="runtime")
 
     openapi = commands.add_parser("openapi", help="print the callback API's OpenAPI document")
     openapi.set_defaults(run=_openapi)
@@ -242,12 +381,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # can say what is missing instead of what it does not recognise.
     if unknown and not getattr(args, "accepts_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    _log_to_stderr()
+    restore_logs = _log_to_stderr()
     try:
+        if getattr(args, "local", False):
+            _use_local(args.state_dir)
+        _check_settings(args)
         return int(args.run(args))
-    except (SettingsError, ApiError) as exc:
+    except ApiError as exc:  # not found, or refused (a task that has finished)
+        print(f"baton: {exc}", file=sys.stderr)
+        return 1
+    except SettingsError as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2
+    finally:
+        restore_logs()
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ def start_cloud(tmp_path: Path) -> Iterator[StartCloud]:
         path = TEMPLATES / template if isinstance(template, str) else template
         options.setdefault("state_dir", tmp_path / "state")
         options.setdefault("tick_seconds", 1.0)
+        options.setdefault("quiet", True)
         cloud = LocalCloud(
-            LocalOptions(template=path, quiet=True, **options),
+            LocalOptions(template=path, **options),
             [baton_profile(redis_url, database_url)],
         )
         clouds.append(cloud)

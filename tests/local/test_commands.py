@@ -5,11 +5,14 @@ workers' module stays light, and its wheel carries the demo documents."""
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from baton import cli
+from baton.errors import SettingsError
 from baton_local import commands
 from baton_local.demo import algorithms
 
@@ -79,3 +82,66 @@ def test_the_baton_local_wheel_carries_the_demo_documents(tmp_path: Path) -> Non
     assert "baton_local/py.typed" in files
     assert "baton_local/emulator/cloud.py" in files
     assert all(f.startswith("baton_local/") for f in files), files
+
+
+def test_baton_local_takes_a_default_concurrency_and_per_function_ones() -> None:
+    assert commands._concurrency([]) == (4, {})
+    assert commands._concurrency(["8", "IntakeFunction=2"]) == (8, {"IntakeFunction": 2})
+    for bad in (["0"], ["=3"], ["F=x"], ["many"]):
+        with pytest.raises(SystemExit, match="--concurrency takes N or FUNCTION=N"):
+            commands._concurrency(bad)
+
+
+def test_baton_local_has_fixed_ports_samples_unless_algorithms_are_given_and_loudness() -> None:
+    parser = cli.build_parser()
+    local = parser.parse_args(["local"])
+    assert (local.aws_port, local.api_port, local.redis_port) == (4750, 4751, 4760)
+    assert commands._with_samples(local.samples, {}) is True
+    assert commands._with_samples(None, {"AlgorithmsJson": "{}"}) is False
+    assert commands._with_samples(parser.parse_args(["local", "--no-samples"]).samples, {}) is False
+    assert commands._with_samples(True, {"AlgorithmsJson": "{}"}) is True
+    assert parser.parse_args(["local", "--quiet"]).quiet
+    with pytest.raises(SystemExit):
+        parser.parse_args(["local", "--quiet", "--verbose"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["task", "show", "t-1"],
+        ["task", "cancel", "t-1"],
+        ["reconcile"],
+        ["db", "upgrade"],
+    ],
+)
+def test_every_operator_command_takes_local_and_says_when_there_is_no_local_stack(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*argv, "--local", "--state-dir", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"baton: --local: no {tmp_path / 'env'}: start the local stack first")
+
+
+def test_local_refuses_the_files_of_a_stack_that_is_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "env").write_text("BATON_REDIS_URL=redis://127.0.0.1:1/0\n")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (tmp_path / "outputs.json").write_text(json.dumps({"pid": int(gone.stdout)}))
+
+    assert cli.main(["reconcile", "--local", "--state-dir", str(tmp_path)]) == 2
+    assert "is not running" in capsys.readouterr().err
+
+
+def test_the_env_file_reads_as_a_shell_would(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    path.write_text("# comment\nA=plain\nB='with space'\nC=\n\nD='it'\"'\"'s'\n")
+    assert cli.read_env_file(path) == {"A": "plain", "B": "with space", "C": "", "D": "it's"}
+    path.write_text("not a line\n")
+    with pytest.raises(SettingsError, match=":1: not a KEY=VALUE line"):
+        cli.read_env_file(path)

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import re
-import secrets
 import string
+from collections.abc import Callable
 from typing import Any
 
 from baton_local.emulator.functions import LambdaService
@@ -15,18 +15,16 @@ from baton_local.emulator.stack import Created, Stack
 from baton_local.emulator.template import IMPLICIT_API, TemplateError, load_template_file
 
 
-def _api_id() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(10))
-
-
 class ApiProvider:
     """``AWS::Serverless::Api``: an id and a bound loopback port now (so its public URL can
     be rewritten to the local one wherever it is built); routes once every function exists."""
 
-    def __init__(self, service: LambdaService, apis: dict[str, RestApi]) -> None:
+    def __init__(
+        self, service: LambdaService, apis: dict[str, RestApi], first_port: int = 0
+    ) -> None:
         self.service = service
         self.apis = apis
+        self.first_port = first_port
 
     def validate(self, stack: Stack, logical_id: str, resource: dict[str, Any]) -> None:
         properties = resource["Properties"]
@@ -41,7 +39,12 @@ class ApiProvider:
         stage = stack.properties(logical_id, ["StageName"]).get("StageName")
         if not stage:
             raise TemplateError(f"{logical_id} (AWS::Serverless::Api): StageName is required")
-        api = RestApi(logical_id, _api_id(), str(stage), stack.template.region, self._invoke)
+        api_id = stack.stable_id(logical_id, 10, string.ascii_lowercase + string.digits)
+        # In the template's order from the first port, so each API keeps its port.
+        port = self.first_port + len(self.apis) if self.first_port else 0
+        api = RestApi(
+            logical_id, api_id, str(stage), stack.template.region, self._invoke, port=port
+        )
         self.apis[logical_id] = api
         host = re.escape(api.public_host)
         stack.add_replacement(f"https://{host}", api.local_root)
@@ -49,10 +52,17 @@ class ApiProvider:
         for problem in ("Auth", "Cors"):
             if problem in resource["Properties"]:
                 stack.note(f"{logical_id}: {problem} is not emulated")
-        return Created(api.api_id, {"RootResourceId": secrets.token_hex(5)})
+        root = stack.stable_id(f"{logical_id}/root", 10, string.ascii_lowercase + string.digits)
+        return Created(api.api_id, {"RootResourceId": root})
 
-    def _invoke(self, logical_id: str, event: dict[str, Any], source: str) -> Invocation:
-        return self.service.invoke(logical_id, event, source)
+    def _invoke(
+        self,
+        logical_id: str,
+        event: dict[str, Any],
+        source: str,
+        describe: Callable[[Invocation], str],
+    ) -> Invocation:
+        return self.service.invoke(logical_id, event, source, kind="api", describe=describe)
 
     def wire(self, stack: Stack, logical_id: str) -> None:
         """Routes from the OpenAPI body and from the functions' Api events."""

@@ -8,23 +8,25 @@ import json
 import logging
 import math
 import secrets
+import socket
 import string
-import threading
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from moto.server import ThreadedMotoServer
 
 from baton_local.emulator.stack import Created, Stack
-from baton_local.emulator.template import TemplateError, stringify
+from baton_local.emulator.template import PortInUse, TemplateError, stringify
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_secretsmanager.type_defs import TagTypeDef
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_ssm import SSMClient
 
+MOTO_CUSTOM_ID_TAG = "_custom_id_"
 DUMMY_KEY_ID = "testing"
 DUMMY_SECRET = "testing"  # noqa: S105 - moto accepts any credentials
 
@@ -54,26 +56,45 @@ class LocalSession(boto3.session.Session):
 
 
 class MotoServer:
-    """``moto.server.ThreadedMotoServer`` on 127.0.0.1, on a free port."""
+    """``moto.server.ThreadedMotoServer`` on 127.0.0.1, on ``port`` (0: a free one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         # moto answers through werkzeug, which logs every request line on stderr.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.port = port
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.endpoint_url = ""
 
     def start(self) -> str:
+        # moto binds in its own thread and would wait forever on a port that is taken.
+        if self.port:
+            ensure_free_port(self.port, "AWS (moto)")
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
         return self.endpoint_url
 
     def stop(self) -> None:
-        """Stop serving; the server's loop notices within half a second, in the
-        background (nothing waits for it: a new server never reuses the port)."""
+        """Stop serving and free the port (a restart may want it at once); the
+        server's loop notices within half a second."""
         if self.endpoint_url:
-            threading.Thread(target=self._server.stop, name="moto-stop", daemon=True).start()
+            self._server.stop()
+            server = self._server._server
+            if server is not None:
+                server.server_close()
             self.endpoint_url = ""
+
+
+def ensure_free_port(port: int, what: str) -> None:
+    """Fail naming ``what`` when 127.0.0.1:``port`` cannot be listened on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(
+                f"{what}: port {port} is not free ({exc.strerror}); is another local stack running?"
+            ) from None
 
 
 class LocalAws:
@@ -379,6 +400,13 @@ def generate_secret_string(spec: dict[str, Any]) -> str:
     return json.dumps(document)
 
 
+def stable_secret_suffix(stack: Stack, logical_id: str) -> list[TagTypeDef]:
+    """The tag that has moto end the secret's ARN in a suffix of our choosing (Secrets
+    Manager adds six random letters), so that the ARN survives a restart."""
+    suffix = stack.stable_id(logical_id, 6, string.ascii_letters)
+    return [{"Key": MOTO_CUSTOM_ID_TAG, "Value": suffix}]
+
+
 class SecretProvider(_Base):
     """``AWS::SecretsManager::Secret`` with SecretString or GenerateSecretString."""
 
@@ -391,7 +419,10 @@ class SecretProvider(_Base):
             value = generate_secret_string(properties.get("GenerateSecretString") or {})
         client = self.aws.secretsmanager
         arn = client.create_secret(
-            Name=name, SecretString=value, Description=str(properties.get("Description", ""))
+            Name=name,
+            SecretString=value,
+            Description=str(properties.get("Description", "")),
+            Tags=stable_secret_suffix(stack, logical_id),
         )["ARN"]
         return Created(
             arn,
@@ -405,7 +436,7 @@ class ParameterProvider(_Base):
 
     def create(self, stack: Stack, logical_id: str, resource: dict[str, Any]) -> Created:
         properties = stack.properties(logical_id)
-        name = str(properties.get("Name") or f"CFN-{logical_id}-{stack.random_suffix()}")
+        name = str(properties.get("Name") or f"CFN-{logical_id}-{stack.stable_id(logical_id, 12)}")
         parameter_type = str(properties.get("Type", "String"))
         value = stringify(properties.get("Value"), f"{logical_id}.Value")
         extra: dict[str, Any] = {}

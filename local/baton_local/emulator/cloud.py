@@ -17,7 +17,10 @@ with no code change; a resource type that cannot run locally fails start-up nami
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shlex
 import shutil
 import signal
 import sys
@@ -25,15 +28,22 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
 from baton_local.emulator.apis import ApiProvider
-from baton_local.emulator.aws import LocalAws, LocalSession, MotoServer, aws_providers
+from baton_local.emulator.aws import (
+    DUMMY_KEY_ID,
+    DUMMY_SECRET,
+    LocalAws,
+    LocalSession,
+    MotoServer,
+    aws_providers,
+)
+from baton_local.emulator.console import ActivityConsole
 from baton_local.emulator.custom_resources import CustomResourceProvider, ResponseServer
 from baton_local.emulator.events import (
     Schedule,
@@ -43,13 +53,15 @@ from baton_local.emulator.events import (
     scheduled_event,
 )
 from baton_local.emulator.functions import (
+    DEFAULT_CONCURRENCY,
+    RUNTIME_VARIABLES,
     FunctionProvider,
     LambdaService,
     LambdaSettings,
     LayerProvider,
 )
 from baton_local.emulator.gateway import RestApi
-from baton_local.emulator.lambdas import Invocation
+from baton_local.emulator.lambdas import Invocation, preload
 from baton_local.emulator.profiles import LocalProfile, ProfileContext, ProfileFactory
 from baton_local.emulator.stack import Provider, Stack
 from baton_local.emulator.template import (
@@ -60,7 +72,10 @@ from baton_local.emulator.template import (
     load_template,
 )
 
-__all__ = ["LocalCloud", "LocalOptions", "TemplateError"]
+__all__ = ["ENV_FILE", "OUTPUTS_FILE", "LocalCloud", "LocalOptions", "TemplateError"]
+
+OUTPUTS_FILE = "outputs.json"
+ENV_FILE = "env"
 
 
 @dataclass
@@ -70,9 +85,16 @@ class LocalOptions:
     ``tick_seconds`` is how long a minute lasts: schedules, SQS visibility timeouts and
     Lambda's async retry delays are scaled by it (60 = real time). ``parameter_overrides``
     are template parameters; ``env_file`` is a ``sam local --env-vars`` JSON file.
-    ``concurrency`` (logical id -> workers) overrides the default of 1 per function (2
-    for functions with an SQS event). ``fresh`` starts with empty function logs, and
-    tells the profiles to start from scratch too (Baton's: an empty SQLite file)."""
+    ``concurrency`` (logical id -> instances) and ``default_concurrency`` bound how many
+    instances of a function run at once (never above its ReservedConcurrentExecutions).
+    ``fresh`` starts with empty function logs, and tells the profiles to start from
+    scratch too (Baton's: an empty SQLite file).
+
+    ``aws_port`` (moto) and ``api_port`` (the first REST API; the next ones follow it)
+    are fixed ports, so that a restarted stack has the same URLs; 0 takes free ones.
+    Unless ``quiet``, the banner and the activity go to ``output``: ``activity`` is
+    "errors" (failed invocations only), "summary" (scheduled runs summed up every
+    ``summary_seconds``, each request and batch on a line) or "all"."""
 
     template: Path = Path("template.yaml")
     env_file: Path | None = None
@@ -83,9 +105,14 @@ class LocalOptions:
     quiet: bool = True
     stack_name: str = "local"
     concurrency: Mapping[str, int] = field(default_factory=dict)
+    default_concurrency: int = DEFAULT_CONCURRENCY
     prewarm: bool = True
     fresh: bool = True
     output: TextIO | None = None
+    aws_port: int = 0
+    api_port: int = 0
+    activity: str = "summary"
+    summary_seconds: float = 10.0
 
 
 class LocalCloud:
@@ -114,11 +141,16 @@ class LocalCloud:
         self._lock = threading.Lock()
         self._stopping = False
         self._started = False
+        self._wrote_files = False
+        self.extra_info: dict[str, Any] = {}
+        self.extra_environment: dict[str, str] = {}
         self.state_dir = options.state_dir.resolve()
         self.template_path = options.template.resolve()
         self.aws = LocalAws(options.tick_seconds / 60.0)
         context = ProfileContext(self.aws, self.state_dir, options.fresh)
         self.profiles: list[LocalProfile] = [make(context) for make in profiles]
+        for profile in self.profiles:
+            preload(list(profile.preload()))
         self.lambdas = LambdaService(
             LambdaSettings(
                 state_dir=self.state_dir,
@@ -126,12 +158,14 @@ class LocalCloud:
                 region=options.region,
                 time_scale=options.tick_seconds / 60.0,
                 concurrency=dict(options.concurrency),
+                default_concurrency=options.default_concurrency,
                 env_overrides=_read_env_file(options.env_file),
             ),
             self._record,
             [profile.environment for profile in self.profiles],
         )
-        self._api_provider = ApiProvider(self.lambdas, self.apis)
+        self._api_provider = ApiProvider(self.lambdas, self.apis, options.api_port)
+        self.console = ActivityConsole(self._out, options.activity, options.summary_seconds)
 
     # -- the public surface -------------------------------------------------------------------
 
@@ -181,6 +215,7 @@ class LocalCloud:
         self.startup_seconds = time.perf_counter() - started
         if not self.options.quiet:
             self._banner()
+            self.console.start()
         return self
 
     def stop(self) -> None:
@@ -189,6 +224,8 @@ class LocalCloud:
                 return
             self._stopping = True
         self.scheduler.stop()
+        if not self.options.quiet:
+            self.console.stop()
         for source in self._sources:
             source.stop()
         for api in self.apis.values():
@@ -202,14 +239,24 @@ class LocalCloud:
             profile.stop()
         if self._moto is not None:
             self._moto.stop()
+        # They describe a running stack: an operator command must not find them after.
+        for name in (OUTPUTS_FILE, ENV_FILE):
+            path = self.state_dir / name
+            with contextlib.suppress(OSError):
+                if path.is_file() and self._wrote_files:
+                    path.unlink()
 
     # -- start-up ---------------------------------------------------------------------------
 
     def _start(self) -> None:
         options = self.options
+        # The same id at every start: it shows up in names and in custom resources' events.
+        stack_uuid = uuid.uuid5(
+            uuid.NAMESPACE_URL, f"baton-local:{options.region}:{options.stack_name}"
+        )
         stack_id = (
             f"arn:aws:cloudformation:{options.region}:{ACCOUNT_ID}:stack/"
-            f"{options.stack_name}/{uuid.uuid4()}"
+            f"{options.stack_name}/{stack_uuid}"
         )
         self.template = Template(
             load_template(self.template_path),
@@ -236,7 +283,7 @@ class LocalCloud:
         self.stack.validate()
 
         self._prepare_state_dir()
-        self._moto = MotoServer()
+        self._moto = MotoServer(options.aws_port)
         self.aws_endpoint_url = self._moto.start()
         self._session = LocalSession(self.aws_endpoint_url, options.region)
         self.aws.connect(self._session)
@@ -254,6 +301,7 @@ class LocalCloud:
         if options.prewarm:
             self.lambdas.prewarm(self._prewarm_order())
         self.outputs = self._outputs()
+        self._write_connection_files()
 
     def _prewarm_order(self) -> list[str]:
         """Functions that answer requests and queues first, timers last."""
@@ -314,9 +362,16 @@ class LocalCloud:
             batching_window=float(properties.get("MaximumBatchingWindowInSeconds", 0)),
             visibility_timeout=float(visibility),
             report_failures="ReportBatchItemFailures" in response_types,
-            pollers=pool.concurrency,
+            pollers=self._pollers(pool.concurrency, properties),
             enabled=enabled not in (False, "false"),
         )
+
+    @staticmethod
+    def _pollers(concurrency: int, properties: dict[str, Any]) -> int:
+        """Concurrent batches: the function's concurrency, or less when the event's
+        ScalingConfig caps it."""
+        cap = (properties.get("ScalingConfig") or {}).get("MaximumConcurrency")
+        return max(1, min(concurrency, int(cap))) if cap is not None else concurrency
 
     def _queue_url(self, queue_arn: str) -> str:
         assert self.stack is not None
@@ -371,6 +426,90 @@ class LocalCloud:
             outputs[name] = resolver.resolve(output.get("Value"))
         return outputs
 
+    # -- how to reach it ----------------------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        """What a process on this machine needs to act as one of the functions: the
+        variables every function of the stack has alike (a template's Globals, as the
+        profiles rewrote them), without the Lambda runtime's own, and the AWS endpoint,
+        region and credentials of the local clients."""
+        shared: dict[str, str] | None = None
+        for logical_id in self.lambdas.functions:
+            variables = self.lambdas.spec(logical_id).environment
+            if shared is None:
+                shared = dict(variables)
+            else:
+                shared = {k: v for k, v in shared.items() if variables.get(k) == v}
+        chosen = {k: v for k, v in (shared or {}).items() if k not in RUNTIME_VARIABLES and v != ""}
+        chosen.update(self.aws_environment())
+        return dict(sorted(chosen.items()))
+
+    def aws_environment(self) -> dict[str, str]:
+        """The variables that point an AWS SDK or the AWS CLI at the local moto server."""
+        region = self.options.region
+        return {
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_ACCESS_KEY_ID": DUMMY_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET,
+        }
+
+    def connection_info(self) -> dict[str, Any]:
+        """What ``outputs.json`` holds: the stack's Outputs, where everything listens,
+        and the environment of ``env``."""
+        endpoints: dict[str, Any] = {"aws": self.aws_endpoint_url, "apis": dict(self.urls)}
+        for profile in self.profiles:
+            endpoints.update(profile.endpoints())
+        return {
+            "stack_name": self.options.stack_name,
+            "region": self.options.region,
+            "pid": os.getpid(),
+            "outputs": dict(self.outputs),
+            "endpoints": endpoints,
+            "aws": {
+                "endpoint_url": self.aws_endpoint_url,
+                "region": self.options.region,
+                "access_key_id": DUMMY_KEY_ID,
+                "secret_access_key": DUMMY_SECRET,
+            },
+            "functions": {
+                logical_id: {
+                    "name": function.name,
+                    "arn": function.arn,
+                    "log": str(self.lambdas.log_path(logical_id)),
+                }
+                for logical_id, function in self.lambdas.functions.items()
+            },
+            "environment": self.environment(),
+            **self.extra_info,
+        }
+
+    def _write_connection_files(self) -> None:
+        info = self.connection_info()
+        (self.state_dir / OUTPUTS_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        lines = [
+            "# The running local stack (baton local): the settings an operator command needs,",
+            "# the AWS endpoint and credentials, and the stack's Outputs. `set -a; . <this>`",
+            *(f"{key}={shlex.quote(value)}" for key, value in info["environment"].items()),
+            *(
+                f"{name}={shlex.quote(str(value))}"
+                for name, value in info["outputs"].items()
+                if name.isidentifier() and isinstance(value, str | int | float)
+            ),
+            *(f"{name}={shlex.quote(value)}" for name, value in self.extra_environment.items()),
+        ]
+        (self.state_dir / ENV_FILE).write_text("\n".join(lines) + "\n")
+        self._wrote_files = True
+
+    def add_info(self, key: str, value: Any, environment: Mapping[str, str] | None = None) -> None:
+        """More for ``outputs.json`` (what a caller started beside the stack), and
+        variables for ``env``; both files are written again."""
+        self.extra_info[key] = value
+        self.extra_environment.update(environment or {})
+        if self._wrote_files:
+            self._write_connection_files()
+
     # -- reporting ----------------------------------------------------------------------------
 
     def _out(self, line: str) -> None:
@@ -380,7 +519,7 @@ class LocalCloud:
 
     def _note(self, message: str) -> None:
         self.notes.append(message)
-        if not self.options.quiet:
+        if not self.options.quiet and self.options.activity == "all":
             self._out(f"  note: {message}")
 
     def _record(self, invocation: Invocation) -> None:
@@ -390,37 +529,45 @@ class LocalCloud:
             self.invocations[invocation.function] += 1
             if not invocation.ok:
                 self.errors.append((invocation.function, invocation.error_text))
-        if self.options.quiet:
-            return
-        outcome = "ok" if invocation.ok else "ERROR"
-        if (
-            invocation.ok
-            and isinstance(invocation.result, dict)
-            and "statusCode" in invocation.result
-        ):
-            outcome = f"-> {invocation.result['statusCode']}"
-        detail = f"  {invocation.error_text}" if not invocation.ok else ""
-        self._out(
-            f"{datetime.now():%H:%M:%S} {invocation.function:<24} {invocation.source:<40.40} "
-            f"{outcome:<6} {invocation.duration_ms:7.0f} ms{detail}"
-        )
+        if not self.options.quiet:
+            self.console.record(invocation)
 
     def _banner(self) -> None:
-        self._out(f"baton local: {self.template_path} up in {self.startup_seconds:.1f} s")
-        self._out(f"  AWS (moto)  {self.aws_endpoint_url}  region {self.options.region}")
+        out = self._out
+        if self.options.activity != "all":
+            # What has no local meaning is one line; what changes behaviour is each its own.
+            skipped = [n for n in self.notes if _is_skip(n)]
+            for note in self.notes:
+                if not _is_skip(note):
+                    out(f"  note: {note}")
+            if skipped:
+                out(
+                    f"  note: {len(skipped)} resources have no local meaning (--verbose names them)"
+                )
+        out(f"baton local: {self.template_path} up in {self.startup_seconds:.1f} s")
+        out(f"  AWS (moto)  {self.aws_endpoint_url}  region {self.options.region}")
         for profile in self.profiles:
             for line in profile.describe():
-                self._out(f"  {line}")
+                out(f"  {line}")
         for logical_id, url in self.urls.items():
-            self._out(f"  API {logical_id}  {url}")
-        for logical_id in self.lambdas.functions:
-            self._out(f"  log {logical_id}  {self.lambdas.log_path(logical_id)}")
-        self._out(f"  a minute lasts {self.options.tick_seconds:g} s")
+            out(f"  API {logical_id}  {url}")
+        out(f"  functions   {', '.join(self.lambdas.functions)}")
+        out(f"  logs        {self.state_dir / 'logs'}/<function>.log")
+        out(f"  outputs     {self.state_dir / OUTPUTS_FILE} and {self.state_dir / ENV_FILE}")
+        out(
+            f"  a minute lasts {self.options.tick_seconds:g} s; each function runs up to "
+            f"{self.options.default_concurrency} instances at once unless its template or "
+            "--concurrency says otherwise"
+        )
         if self.outputs:
-            self._out("Outputs:")
+            out("Outputs:")
             width = max(len(name) for name in self.outputs)
             for name, value in self.outputs.items():
-                self._out(f"  {name:<{width}}  {value}")
+                out(f"  {name:<{width}}  {value}")
+
+
+def _is_skip(note: str) -> bool:
+    return any(mark in note for mark in (": skipped", "not built", "not needed"))
 
 
 def _read_env_file(path: Path | None) -> dict[str, Any]:
@@ -437,22 +584,31 @@ def _read_env_file(path: Path | None) -> dict[str, Any]:
     return document
 
 
-def run_until_interrupted(options: LocalOptions, profiles: Sequence[ProfileFactory] = ()) -> int:
-    """``baton local``: start, print the outputs and URLs, run until Ctrl-C."""
+def run_until_interrupted(
+    options: LocalOptions,
+    profiles: Sequence[ProfileFactory] = (),
+    after_start: Callable[[LocalCloud], Sequence[str]] | None = None,
+) -> int:
+    """``baton local``: start, print the outputs and URLs, run until Ctrl-C (or SIGTERM).
+    ``after_start`` adds to the running stack and returns lines for the banner."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cloud = LocalCloud(options, profiles)
     try:
-        cloud = LocalCloud(options, profiles).start()
+        cloud.start()
+        for line in after_start(cloud) if after_start is not None else ():
+            print(f"  {line}", file=options.output or sys.stdout, flush=True)
     except TemplateError as exc:
+        cloud.stop()
         print(f"baton local: {exc}", file=sys.stderr)
         return 2
     try:
-        print("Ctrl-C stops.", flush=True)
+        print("Ctrl-C stops.", file=options.output or sys.stdout, flush=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        print("stopping ...", flush=True)
+        print("stopping ...", file=options.output or sys.stdout, flush=True)
         cloud.stop()
     return 0

@@ -116,7 +116,9 @@ class CustomResourceProvider:
             "ResourceType": resource["Type"],
             "ResourceProperties": _stringified(properties),
         }
-        invocation = self.service.invoke(function, event, f"custom resource {logical_id}")
+        invocation = self.service.invoke(
+            function, event, f"custom resource {logical_id}", kind="custom resource"
+        )
         answer = server.wait(request_id, self.ANSWER_GRACE_SECONDS)
         if answer is None:
             detail = f": {invocation.error_text}" if not invocation.ok else ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import calendar
 import contextlib
+import functools
 import re
 import threading
 import time
@@ -93,7 +94,12 @@ class SqsEventSource:
     at most ``batching_window`` seconds; on success the batch is deleted (with
     ReportBatchItemFailures, all but the reported records); on an error nothing is, so
     the messages come back after the visibility timeout and go to the DLQ after the
-    queue's maxReceiveCount (moto moves them on receive, as SQS does)."""
+    queue's maxReceiveCount (moto moves them on receive, as SQS does).
+
+    ``pollers`` batches are gathered and invoked at once, as the event source mapping
+    runs concurrent batches up to the function's concurrency (or its ScalingConfig's
+    MaximumConcurrency): each poller waits for its batch's invocation before it polls
+    again, so no more batches are in flight than instances may run them."""
 
     name: str
     pool: FunctionPool
@@ -171,17 +177,34 @@ class SqsEventSource:
                 continue
             batch = [sqs_record(message, self.queue_arn, self.region) for message in messages]
             try:
-                invocation = self.pool.invoke({"Records": batch}, f"sqs({len(batch)})")
+                invocation = self.pool.invoke(
+                    {"Records": batch},
+                    f"SQS {self.name.rpartition('.')[2]}",
+                    kind="sqs",
+                    describe=functools.partial(self._describe, batch=batch),
+                )
             except PoolStopped:
                 return
             self._settle(invocation, batch)
 
-    def _settle(self, invocation: Invocation, batch: list[dict[str, Any]]) -> None:
+    def _kept(self, invocation: Invocation, batch: list[dict[str, Any]]) -> set[str] | None:
+        """The records that stay in the queue; None: all of them."""
         if not invocation.ok:
-            return
-        keep: set[str] | None = set()
-        if self.report_failures:
-            keep = failed_message_ids(invocation, batch)
+            return None
+        if not self.report_failures:
+            return set()
+        return failed_message_ids(invocation, batch)
+
+    def _describe(self, invocation: Invocation, batch: list[dict[str, Any]]) -> str:
+        kept = self._kept(invocation, batch)
+        records = f"{len(batch)} record{'s' if len(batch) != 1 else ''}"
+        if kept is None:
+            why = "failed" if not invocation.ok else "malformed batchItemFailures"
+            return f"{records}: all back to the queue ({why})"
+        return f"{records}: {len(batch) - len(kept)} ok, {len(kept)} rejected"
+
+    def _settle(self, invocation: Invocation, batch: list[dict[str, Any]]) -> None:
+        keep = self._kept(invocation, batch)
         if keep is None:
             return
         done = [record for record in batch if record["messageId"] not in keep]
@@ -411,7 +434,10 @@ class Scheduler:
             for schedule in self.schedules:
                 if schedule.next_due <= now:
                     schedule.pool.invoke_async(
-                        schedule.event(), f"schedule {schedule.name}", key=schedule.name
+                        schedule.event(),
+                        f"schedule {schedule.name}",
+                        key=schedule.name,
+                        kind="schedule",
                     )
                     self.fired[schedule.name] = self.fired.get(schedule.name, 0) + 1
                     self._advance(schedule, now)

@@ -21,6 +21,33 @@ from baton_local.emulator.template import ACCOUNT_ID, TemplateError, stringify
 
 SUPPORTED_EVENTS = ("SQS", "Schedule", "ScheduleV2", "Api")
 EnvironmentHook = Callable[[str, dict[str, str]], dict[str, str]]
+DEFAULT_CONCURRENCY = 4
+"""Instances a function may run at once without ReservedConcurrentExecutions: Lambda's
+account pool is 1,000, but each local instance is a process with its own cold start."""
+
+
+RUNTIME_VARIABLES = frozenset(
+    {
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_FORMAT",
+        "AWS_LAMBDA_LOG_LEVEL",
+        "AWS_EXECUTION_ENV",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_SESSION_TOKEN",
+        "LAMBDA_TASK_ROOT",
+        "_HANDLER",
+        "PATH",
+        "LANG",
+        "TZ",
+    }
+)
+"""What the Lambda runtime sets for the sandbox itself: meaningless outside of one."""
 
 
 @dataclass
@@ -45,12 +72,13 @@ class LambdaSettings:
     endpoint_url: str = ""
     time_scale: float = 1.0
     concurrency: Mapping[str, int] = field(default_factory=dict)
+    default_concurrency: int = DEFAULT_CONCURRENCY
     env_overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 class LambdaService:
-    """The functions of the stack, each with its pool of worker processes (started on
-    first use, or ahead with ``prewarm``)."""
+    """The functions of the stack, each with its pool of instances (worker processes
+    started as events need them; with ``prewarm``, the first ones ahead)."""
 
     def __init__(
         self,
@@ -92,25 +120,34 @@ class LambdaService:
                 self.pools[logical_id] = self._start(logical_id)
             return self.pools[logical_id]
 
-    def invoke(self, logical_id: str, event: Any, source: str) -> Invocation:
-        return self.pool(logical_id).invoke(event, source)
+    def invoke(
+        self,
+        logical_id: str,
+        event: Any,
+        source: str,
+        *,
+        kind: str = "invoke",
+        describe: Callable[[Invocation], str] | None = None,
+    ) -> Invocation:
+        return self.pool(logical_id).invoke(event, source, kind=kind, describe=describe)
 
     def prewarm(self, order: list[str]) -> None:
-        """Cold-start every function's workers in the background, a few at a time (as
-        many as there are CPUs) so that the first ones in ``order`` are ready soonest."""
+        """Cold-start each function's first instance (or its provisioned concurrency) in
+        the background, a few at a time (as many as there are CPUs) so that the first
+        ones in ``order`` are ready soonest; further instances start on demand."""
         slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
-        pools = [self.pool(logical_id) for logical_id in order]
+        pools = [(self.pool(logical_id), self.provisioned(logical_id)) for logical_id in order]
 
-        def warm(pool: FunctionPool) -> None:
+        def warm(pool: FunctionPool, instances: int) -> None:
             try:
-                pool.prewarm()
+                pool.prewarm(instances)
             finally:
                 slots.release()
 
         def run() -> None:
-            for pool in pools:
+            for pool, instances in pools:
                 slots.acquire()
-                threading.Thread(target=warm, args=(pool,), daemon=True).start()
+                threading.Thread(target=warm, args=(pool, instances), daemon=True).start()
 
         threading.Thread(target=run, name="prewarm", daemon=True).start()
 
@@ -130,25 +167,40 @@ class LambdaService:
         function = self.functions[logical_id]
         spec = self.spec(logical_id)
         properties = function.resource["Properties"]
-        concurrency = self.settings.concurrency.get(logical_id)
-        if concurrency is None:
-            has_sqs = any(e.get("Type") == "SQS" for e in function.events.values())
-            concurrency = 2 if has_sqs else 1
-        reserved = self.stack.properties(logical_id, ["ReservedConcurrentExecutions"]).get(
-            "ReservedConcurrentExecutions"
-        )
-        if reserved is not None:
-            concurrency = max(1, min(concurrency, int(reserved)))
         invoke_config = self.stack.resolve(properties.get("EventInvokeConfig") or {}, logical_id)
         retries = int(invoke_config.get("MaximumRetryAttempts", 2))
         scale = self.settings.time_scale
         return FunctionPool(
             spec,
-            concurrency,
+            self.concurrency(logical_id),
             self.record,
             retry_attempts=retries,
             retry_delays=(60.0 * scale, 120.0 * scale),
         )
+
+    def concurrency(self, logical_id: str) -> int:
+        """Most instances at once: the function's own setting (``--concurrency F=N``) or
+        the default, never above its ReservedConcurrentExecutions, which alone sets it
+        when neither is given for the function."""
+        assert self.stack is not None
+        reserved = self.stack.properties(logical_id, ["ReservedConcurrentExecutions"]).get(
+            "ReservedConcurrentExecutions"
+        )
+        chosen = self.settings.concurrency.get(logical_id)
+        if chosen is None:
+            chosen = int(reserved) if reserved is not None else self.settings.default_concurrency
+        elif reserved is not None:
+            chosen = min(chosen, int(reserved))
+        return max(1, chosen)
+
+    def provisioned(self, logical_id: str) -> int:
+        """Instances to start ahead: the template's provisioned concurrency, else one."""
+        assert self.stack is not None
+        config = self.stack.properties(logical_id, ["ProvisionedConcurrencyConfig"]).get(
+            "ProvisionedConcurrencyConfig"
+        )
+        given = (config or {}).get("ProvisionedConcurrentExecutions")
+        return max(1, int(given)) if given is not None else 1
 
     def spec(self, logical_id: str) -> FunctionSpec:
         assert self.stack is not None

@@ -22,13 +22,14 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from baton_local.emulator.lambdas import Invocation, PoolStopped
-from baton_local.emulator.template import ACCOUNT_ID
+from baton_local.emulator.template import ACCOUNT_ID, PortInUse
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 ANY = "ANY"
 
-Invoke = Callable[[str, dict[str, Any], str], Invocation]
-"""(function logical id, event, source description) -> the finished invocation."""
+Invoke = Callable[[str, dict[str, Any], str, Callable[[Invocation], str]], Invocation]
+"""(function logical id, event, source description, how to word its outcome) -> the
+finished invocation."""
 
 
 @dataclass
@@ -88,6 +89,8 @@ class RestApi:
         stage: str,
         region: str,
         invoke: Invoke,
+        *,
+        port: int = 0,
     ) -> None:
         self.logical_id = logical_id
         self.api_id = api_id
@@ -146,7 +149,10 @@ class RestApi:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        try:
+            self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        except OSError as exc:
+            raise PortInUse(f"{logical_id}: port {port} is not free ({exc.strerror})") from None
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -186,7 +192,7 @@ class RestApi:
 
     # -- one request -------------------------------------------------------------------------
 
-    def handle(  # noqa: PLR0911 - one answer per outcome, as API Gateway has them
+    def handle(
         self,
         method: str,
         target: str,
@@ -226,10 +232,20 @@ class RestApi:
             source_ip=source_ip,
             request_id=request_id,
         )
+        answers: list[Answer] = []
+
+        def answer_of(invocation: Invocation) -> str:
+            answers.append(self._answer(invocation, request_id))
+            return f"-> {answers[0].status}"
+
         try:
-            invocation = self.invoke(route.function, event, f"api {method} {path}")
+            self.invoke(route.function, event, f"{method} {raw_path}", answer_of)
         except PoolStopped:
             return self._gateway_answer(503, "DEFAULT_5XX", "Service Unavailable", request_id)
+        return answers[0]
+
+    def _answer(self, invocation: Invocation, request_id: str) -> Answer:
+        """What API Gateway makes of the function's answer."""
         if not invocation.ok:
             if invocation.error and invocation.error.get("errorType") == "Sandbox.Timedout":
                 return self._gateway_answer(

@@ -1,9 +1,11 @@
-"""Functions run like Lambda: each function has its own worker processes
-(multiprocessing ``spawn``), each one event at a time like one Lambda instance. A
-worker's ``os.environ`` is exactly the function's environment plus what the Lambda
-runtime itself sets; it imports the handler from the function's code directory at
-cold start and calls it per event with a Lambda context. A timed-out or crashed worker
-is replaced (the next event gets a cold start).
+"""Functions run like Lambda: each instance of a function is a worker process of its
+own (spawned, or forked from a process with the libraries of ``preload`` imported)
+serving one event at a time, and a function scales out
+to more instances as its events need them (``FunctionPool``). A worker's
+``os.environ`` is exactly the function's environment plus what the Lambda runtime
+itself sets; it imports the handler from the function's code directory at cold start
+and calls it per event with a Lambda context. A timed-out or crashed worker is
+replaced (the next event gets a cold start).
 
 This module is imported by the workers: it keeps its imports to the standard library."""
 
@@ -61,6 +63,10 @@ class Invocation:
     result: Any
     duration_ms: float
     error: dict[str, Any] | None = None
+    kind: str = "invoke"
+    """What invoked it: "invoke", "schedule", "sqs", "api" or "custom resource"."""
+    outcome: str = ""
+    """The outcome in words, when its source has some ("3 ok, 1 rejected", "200")."""
 
     @property
     def error_text(self) -> str:
@@ -237,6 +243,27 @@ def worker_main(spec: FunctionSpec, connection: Connection) -> None:
 # -- the parent side ----------------------------------------------------------------------
 
 _SPAWN_LOCK = threading.Lock()
+_PRELOAD: list[str] = []
+
+
+def preload(modules: list[str]) -> None:
+    """Modules imported once, by the process every instance is forked from, so that an
+    instance's cold start imports only its handler's own code. Only libraries that read
+    no environment at import time belong here: they are imported before an instance
+    has its function's environment. Takes effect for instances started afterwards."""
+    with _SPAWN_LOCK:
+        for module in modules:
+            if module not in _PRELOAD:
+                _PRELOAD.append(module)
+
+
+def _context() -> multiprocessing.context.SpawnContext | multiprocessing.context.ForkServerContext:
+    # Without anything to preload, a fresh interpreter per instance, as Lambda starts one.
+    if not _PRELOAD or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(_PRELOAD))
+    return context
 
 
 @contextlib.contextmanager
@@ -270,7 +297,7 @@ class Worker:
         if self.stopped or (self._process is not None and self._process.is_alive()):
             return
         self._discard()
-        context = multiprocessing.get_context("spawn")
+        context = _context()
         parent_end, child_end = context.Pipe(duplex=True)
         process = context.Process(
             target=worker_main,
@@ -379,25 +406,34 @@ class _AsyncEvent:
     source: str
     key: str | None
     retries_left: int
+    kind: str = "event"
 
 
 @dataclass
 class FunctionPool:
-    """A function's workers (its concurrency) and its asynchronous event queue.
+    """A function's instances and its asynchronous event queue, scaled as Lambda scales
+    a function: an event goes to an idle instance (the one used last, so that a quiet
+    function keeps one warm), else to a new instance while fewer than ``concurrency``
+    exist (a process of its own, with its own cold start), else it waits for one to
+    become free. Instances are never started ahead but by ``prewarm``.
 
-    ``invoke`` is a synchronous (RequestResponse) invocation: it waits for a free
-    worker. ``invoke_async`` is an Event invocation (schedules): queued, retried on
-    error ``retry_attempts`` times after ``retry_delays`` (scaled) like Lambda's async
-    retries; an event whose ``key`` is already waiting is dropped (timers that fire
-    faster than the function runs do not pile up)."""
+    ``invoke`` is a synchronous (RequestResponse) invocation. ``invoke_async`` is an
+    Event invocation (schedules): queued, retried on error ``retry_attempts`` times
+    after ``retry_delays`` (scaled) like Lambda's async retries; an event whose ``key``
+    is already waiting is dropped (timers that fire faster than the function runs do
+    not pile up). ``peak`` is the most instances ever busy at once."""
 
     spec: FunctionSpec
     concurrency: int
     record: Callable[[Invocation], None]
     retry_attempts: int = 2
     retry_delays: tuple[float, float] = (60.0, 120.0)
-    _workers: list[Worker] = field(default_factory=list)
-    _idle: queue.LifoQueue[Worker] = field(default_factory=queue.LifoQueue)
+    peak: int = 0
+    _instances: list[Worker] = field(default_factory=list)
+    _idle: list[Worker] = field(default_factory=list)
+    _busy: int = 0
+    _warming: int = 0
+    _available: threading.Condition = field(default_factory=threading.Condition)
     _async: queue.Queue[_AsyncEvent | None] = field(default_factory=queue.Queue)
     _waiting_keys: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -406,31 +442,52 @@ class FunctionPool:
     _stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        for index in range(max(1, self.concurrency)):
-            worker = Worker(self.spec, index)
-            self._workers.append(worker)
-            self._idle.put(worker)
-        for index in range(max(1, self.concurrency)):
+        self.concurrency = max(1, self.concurrency)
+        # As many async consumers as instances may run: Lambda's internal queue feeds
+        # the function at its concurrency, not one event at a time.
+        for index in range(self.concurrency):
             thread = threading.Thread(
                 target=self._serve_async, name=f"async-{self.spec.logical_id}-{index}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
 
-    def prewarm(self) -> None:
-        """Cold-start the idle workers now (an event arriving meanwhile waits for one)."""
-        for _ in self._workers:
-            try:
-                worker = self._idle.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                if not self._stopping.is_set():
-                    worker.warm()
-            finally:
-                self._idle.put(worker)
+    @property
+    def instances(self) -> int:
+        """Instances started so far (at most ``concurrency``)."""
+        with self._available:
+            return len(self._instances)
 
-    def invoke(self, event: Any, source: str) -> Invocation:
+    def prewarm(self, instances: int = 1) -> None:
+        """Start up to ``instances`` instances now and wait for their cold starts (an
+        event arriving meanwhile waits for one rather than starting yet another: the
+        instance already starting is ready sooner)."""
+        for _ in range(min(instances, self.concurrency)):
+            with self._available:
+                if self._stopping.is_set() or len(self._instances) >= min(
+                    instances, self.concurrency
+                ):
+                    return
+                worker = self._new_instance()
+                self._warming += 1
+            try:
+                worker.warm()
+            finally:
+                with self._available:
+                    self._warming -= 1
+                    self._idle.append(worker)
+                    self._available.notify_all()
+
+    def invoke(
+        self,
+        event: Any,
+        source: str,
+        *,
+        kind: str = "invoke",
+        describe: Callable[[Invocation], str] | None = None,
+    ) -> Invocation:
+        """One synchronous invocation; ``describe`` words its outcome for the console
+        before it is recorded (an SQS batch's "3 ok, 1 rejected")."""
         worker = self._acquire()
         try:
             request_id = str(uuid.uuid4())
@@ -444,29 +501,52 @@ class FunctionPool:
                 result=result,
                 duration_ms=(time.perf_counter() - started) * 1000,
                 error=error,
+                kind=kind,
             )
         finally:
-            self._idle.put(worker)
+            self._release(worker)
+        if describe is not None:
+            invocation.outcome = describe(invocation)
         self.record(invocation)
         return invocation
 
-    def invoke_async(self, event: Any, source: str, key: str | None = None) -> bool:
+    def invoke_async(
+        self, event: Any, source: str, key: str | None = None, kind: str = "event"
+    ) -> bool:
         """Queue an Event invocation; False when an event with this key is still waiting."""
         with self._lock:
             if self._stopping.is_set() or (key is not None and key in self._waiting_keys):
                 return False
             if key is not None:
                 self._waiting_keys.add(key)
-        self._async.put(_AsyncEvent(event, source, key, self.retry_attempts))
+        self._async.put(_AsyncEvent(event, source, key, self.retry_attempts, kind))
         return True
 
+    def _new_instance(self) -> Worker:
+        worker = Worker(self.spec, len(self._instances))
+        self._instances.append(worker)
+        return worker
+
     def _acquire(self) -> Worker:
-        while not self._stopping.is_set():
-            try:
-                return self._idle.get(timeout=0.2)
-            except queue.Empty:
-                continue
+        with self._available:
+            while not self._stopping.is_set():
+                if self._idle:
+                    worker = self._idle.pop()
+                elif self._warming == 0 and len(self._instances) < self.concurrency:
+                    worker = self._new_instance()
+                else:
+                    self._available.wait(0.2)
+                    continue
+                self._busy += 1
+                self.peak = max(self.peak, self._busy)
+                return worker
         raise PoolStopped(self.spec.logical_id)
+
+    def _release(self, worker: Worker) -> None:
+        with self._available:
+            self._busy -= 1
+            self._idle.append(worker)
+            self._available.notify()
 
     def _serve_async(self) -> None:
         while True:
@@ -477,14 +557,14 @@ class FunctionPool:
                 if item.key is not None:
                     self._waiting_keys.discard(item.key)
             try:
-                invocation = self.invoke(item.event, item.source)
+                invocation = self.invoke(item.event, item.source, kind=item.kind)
             except PoolStopped:
                 return
             if not invocation.ok and item.retries_left > 0:
                 attempt = self.retry_attempts - item.retries_left
                 delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
                 retry = _AsyncEvent(
-                    item.event, f"{item.source} (retry)", None, item.retries_left - 1
+                    item.event, f"{item.source} (retry)", None, item.retries_left - 1, item.kind
                 )
                 timer = threading.Timer(delay, self._async.put, args=(retry,))
                 timer.daemon = True
@@ -492,14 +572,17 @@ class FunctionPool:
                 timer.start()
 
     def stop(self) -> None:
-        """Idle workers leave at once; busy or still cold ones are killed (their event
+        """Idle instances leave at once; busy or still cold ones are killed (their event
         fails, as when Lambda tears a sandbox down)."""
         self._stopping.set()
+        with self._available:
+            self._available.notify_all()
+            instances = list(self._instances)
         for timer in self._timers:
             timer.cancel()
         for _ in self._threads:
             self._async.put(None)
-        for worker in self._workers:
+        for worker in instances:
             worker.stop()
         for thread in self._threads:
             thread.join(1)

@@ -8,7 +8,7 @@ running emulator a profile may use (``ProfileContext``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -41,6 +41,16 @@ class LocalProfile(Protocol):
 
     def describe(self) -> list[str]:
         """Lines for the start-up banner: where the stand-ins listen."""
+        ...
+
+    def preload(self) -> Sequence[str]:
+        """Libraries the functions use that read no environment at import time: imported
+        once, before any instance starts, so that each cold start imports only the
+        function's own code (see ``lambdas.preload``)."""
+        ...
+
+    def endpoints(self) -> Mapping[str, str]:
+        """The stand-ins' URLs by a short name ("redis", "database"), for the outputs file."""
         ...
 
     def stop(self) -> None:

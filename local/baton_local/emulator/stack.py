@@ -7,8 +7,8 @@ the resource."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
-import secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -219,12 +219,22 @@ class Stack:
         resolved = self.resolve(chosen, logical_id)
         return resolved if isinstance(resolved, dict) else {}
 
-    def random_suffix(self) -> str:
-        return "".join(secrets.choice(self._suffix_alphabet) for _ in range(12))
+    def stable_id(self, logical_id: str, length: int, alphabet: str | None = None) -> str:
+        """An id that looks random but is the same for this stack, region and resource
+        every time the stack starts, so that names, URLs and ARNs survive a restart (as
+        they survive an update of a deployed stack)."""
+        chars = alphabet or self._suffix_alphabet
+        seed = f"{self.template.stack_name}/{self.template.region}/{logical_id}".encode()
+        digest = int.from_bytes(hashlib.sha256(seed).digest(), "big")
+        picked = []
+        for _ in range(length):
+            digest, index = divmod(digest, len(chars))
+            picked.append(chars[index])
+        return "".join(picked)
 
     def physical_name(self, logical_id: str, max_length: int, *, lower: bool = False) -> str:
         """A generated name as CloudFormation makes them: ``<stack>-<logical id>-<suffix>``."""
-        suffix = self.random_suffix()
+        suffix = self.stable_id(logical_id, 12)
         stem = f"{self.template.stack_name}-{logical_id}"[: max_length - len(suffix) - 1]
         name = f"{stem}-{suffix}"
         return name.lower() if lower else name

@@ -20,6 +20,10 @@ class TemplateError(Exception):
     """The template cannot run locally; the message names the resource, parameter or event."""
 
 
+class PortInUse(TemplateError):
+    """A fixed port is taken (another local stack is running, or something else)."""
+
+
 class _NoValue:
     """``AWS::NoValue``: the property (or list item) disappears."""
 

@@ -6,7 +6,7 @@ import urllib.request
 from typing import Any
 
 
-def handler(event: dict[str, Any], context: Any) -> Any:
+def handler(event: Any, context: Any) -> Any:
     properties = event["ResourceProperties"]
     print("RECORD " + json.dumps({"event": event}), flush=True)
     failed = properties.get("Outcome") == "FAILED"

@@ -2,7 +2,8 @@
 log (the event, its environment and its context) and answers as the event asks.
 
 SQS records whose body is ``{"fail": true}`` are reported as batch item failures; a body
-``{"raise": true}`` makes the whole invocation fail; an event ``{"sleep": N}`` takes N s."""
+``{"raise": true}`` makes the whole invocation fail; an event ``{"sleep": N}`` (or a
+record whose body has it) takes N s. ``started`` is when the handler began (epoch s)."""
 
 import json
 import os
@@ -10,8 +11,9 @@ import time
 from typing import Any
 
 
-def handler(event: dict[str, Any], context: Any) -> Any:
+def handler(event: Any, context: Any) -> Any:
     record = {
+        "started": time.time(),
         "event": event,
         "env": dict(os.environ),
         "cwd": os.getcwd(),
@@ -33,6 +35,7 @@ def handler(event: dict[str, Any], context: Any) -> Any:
         body = json.loads(item["body"]) if item["body"].startswith("{") else {}
         if body.get("raise"):
             raise RuntimeError("asked to raise")
+        time.sleep(float(body.get("sleep", 0)))
         if body.get("fail"):
             failures.append({"itemIdentifier": item["messageId"]})
     return {"batchItemFailures": failures}

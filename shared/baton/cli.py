@@ -356,9 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("name")
     pause.add_argument("--reason", default="paused by operator")
     pause.set_defaults(run=_algorithm_pause, needs="runtime")
-    resume = algorithm_commands.add_parser(
-        "resume", help="admit its tasks again", parents=operator
-    )
+    resume = algorithm_commands.add_parser("resume", help="admit its tasks again", parents=operator)
     resume.add_argument("name")
     resume.set_defaults(run=_algorithm_resume, needs="runtime")
 

@@ -23,6 +23,9 @@ CRASH_POINTS = (
     "notify.after_publish",  # published to SNS, outbox row not yet deleted
     "heartbeat.after_record",  # deadline moved in the database, not yet in Redis
     "reconcile.after_restore",  # Redis rebuilt, stale slots not yet released
+    "notify.before_republish",  # a duplicate of a final task found, nothing published again
+    "notify.after_republish",  # published again, the duplicate's SQS record not acknowledged
+    "retry.after_reset",  # a final task back to PENDING, not yet promoted or dispatched
 )
 
 

@@ -69,6 +69,8 @@ class NewTask:
     not_before: datetime
     created_at: datetime
     cost: int = 1
+    attempt_budget: int | None = None
+    """What the message asked for as ``max_attempts``; None: the algorithm's."""
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         "scheduling policy in Redis, may get before they are read and written again.",
     )
 
+    # Only the operator commands on the intake queue (``baton dlq``) need these (the
+    # stack outputs IntakeQueueUrl and DeadLetterQueueUrl); no function reads them.
+    intake_queue_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    intake_dlq_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+
     key_prefix: str = Field(default="baton", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     result_prefix: str = Field(default="results", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     dispatch_timeout_seconds: float = Field(default=10.0, gt=0, le=120)

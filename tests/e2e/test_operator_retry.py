@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from baton import cli
+import sqlalchemy as sa
 from baton.cancellation import cancel_task
 from baton.errors import RetryRefused
 from baton.records import ExecutionStatus, TaskStatus
@@ -26,23 +26,13 @@ from botocore.exceptions import ClientError
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.aws import AwsResources
 from tests.support.clock import ShiftableClock
+from tests.support.console import baton
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
 from tests.support.runtime import RuntimeFactory
 from tests.support.waiting import wait_for
 
 TASK_FIELDS = {"task_id", "app", "algorithm", "idempotency_key", "status", "created_at"}
-
-
-def baton(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the console script; its exit code, stdout and stderr."""
-    capsys.readouterr()
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:  # argparse's own usage errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def submit(handlers: Handlers, *bodies: str) -> None:
@@ -247,6 +237,7 @@ def test_only_a_final_task_whose_notification_is_out_can_be_retried(
     make_runtime: RuntimeFactory,
     handlers: Handlers,
     aws: AwsResources,
+    clean_database: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     runtime = make_runtime()
@@ -273,11 +264,13 @@ def test_only_a_final_task_whose_notification_is_out_can_be_retried(
         assert "give a task id, or both an app and an idempotency key" in err
 
     # a final task whose notification is not out yet is refused until it is
-    cancelled = cancel_task(runtime, waiting.id)
-    with runtime.repository._sessions() as session, session.begin():
-        stored = session.get(type(cancelled), waiting.id)
-        assert stored is not None
-        stored.notified_at = None
+    cancel_task(runtime, waiting.id)
+    engine = sa.create_engine(clean_database)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE task SET notified_at = NULL WHERE id = :id"), {"id": waiting.id}
+        )
+    engine.dispose()
     code, _, err = baton(capsys, "task", "retry", waiting.id)
     assert code == 1
     assert "notification is not published yet" in err

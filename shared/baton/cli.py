@@ -150,7 +150,7 @@ _FLAGS = {"idempotency_key": "--key", "error_code": "--error-code", "task_id": "
 def _plain_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Rows as aligned columns, for people. The product ships without a table library
     (rich is in the development install only)."""
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    cells = [[_table_cell(row.get(column)) for column in columns] for row in rows]
     widths = [
         max([len(column), *(len(line[index]) for line in cells)])
         for index, column in enumerate(columns)
@@ -162,7 +162,7 @@ def _plain_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
+def _table_cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
@@ -170,10 +170,18 @@ def _cell(value: Any) -> str:
     return str(value).replace("\n", " ")
 
 
-TASK_COLUMNS = ("task_id", "app", "algorithm", "status", "attempts", "max_attempts", "error_code")
+_RETRIED_COLUMNS = (
+    "task_id",
+    "app",
+    "algorithm",
+    "status",
+    "attempts",
+    "max_attempts",
+    "error_code",
+)
 
 
-def _print_json(document: Any) -> None:
+def _print_document(document: Any) -> None:
     print(json.dumps(document, indent=2))
 
 
@@ -215,7 +223,7 @@ def _task_retry(args: argparse.Namespace) -> int:
         return _REFUSED_EXIT
     summary = {**task_summary(task), "previous_status": previous.value}
     if args.json:
-        _print_json(summary)
+        _print_document(summary)
     else:
         print(
             f"task {task.id} retried: {previous.value} -> {task.status.value}, "
@@ -246,18 +254,18 @@ def _tasks_retry(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{preview.matched} {request.status} task(s) selected")
         if preview.tasks:
-            print(_plain_table(preview.tasks, (*TASK_COLUMNS, "finished_at")))
+            print(_plain_table(preview.tasks, (*_RETRIED_COLUMNS, "finished_at")))
             if preview.matched > len(preview.tasks):
                 print(f"... and {preview.matched - len(preview.tasks)} more")
     if args.dry_run:
         if args.json:
-            _print_json(preview.as_dict())
+            _print_document(preview.as_dict())
         else:
             print("dry run: nothing changed")
         return 0
     report = _quietly(lambda: bulk_retry(runtime, request))
     if args.json:
-        _print_json(report.as_dict())
+        _print_document(report.as_dict())
     else:
         skipped = ", ".join(f"{count} {why}" for why, count in sorted(report.skipped.items()))
         print(f"{report.retried} task(s) retried" + (f"; skipped: {skipped}" if skipped else ""))
@@ -283,7 +291,7 @@ def _dlq_list(args: argparse.Namespace) -> int:
         return _aws_refused(exc)
     rows = [letter.as_dict() for letter in letters]
     if args.json:
-        _print_json({"approximate_count": total, "messages": rows})
+        _print_document({"approximate_count": total, "messages": rows})
         return 0
     print(f"about {total} message(s) in the intake DLQ; {len(rows)} shown")
     if rows:
@@ -329,7 +337,7 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     except ClientError as exc:
         return _aws_refused(exc)
     if args.json:
-        _print_json(report.as_dict())
+        _print_document(report.as_dict())
     elif report.failure_reason:
         print(f"not all moved: {report.failure_reason}")
     return 0 if report.status == "COMPLETED" else _REFUSED_EXIT
@@ -474,8 +482,6 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", default="cancelled by operator")
     cancel.set_defaults(run=_task_cancel)
 
-    _add_retry_and_redrive_commands(commands, task_commands)
-
     algorithm = commands.add_parser("algorithm", help="pause or resume one algorithm")
     algorithm_commands = algorithm.add_subparsers(dest="algorithm", required=True)
     pause = algorithm_commands.add_parser(
@@ -493,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     openapi = commands.add_parser("openapi", help="print the callback API's OpenAPI document")
     openapi.set_defaults(run=_openapi)
+
+    # retry and redrive (task retry, tasks retry, dlq list|redrive)
+    _add_retry_and_redrive_commands(commands, task_commands)
 
     _add_plugin_commands(commands)
     return parser

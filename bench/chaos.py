@@ -60,7 +60,7 @@ from typing import Any, Final
 import boto3
 import redis
 import sqlalchemy as sa
-from baton.faults import CRASH_POINTS
+from baton.faults import KNOWN_CRASH_POINTS
 from baton.schema import upgrade_database
 
 from bench.chaos_checks import (
@@ -198,7 +198,7 @@ class ChaosReport:
             ("  SQS deliveries to intake (incl. redeliveries)", i["deliveries"]),
             ("crashes fired (invocations killed)", sum(self.crash_points.values())),
         ]
-        rows += [(f"  {point}", self.crash_points.get(point, 0)) for point in CRASH_POINTS]
+        rows += [(f"  {point}", self.crash_points.get(point, 0)) for point in KNOWN_CRASH_POINTS]
         rows += [
             ("Redis flushes (keys deleted)", f"{i['flushes']} ({i['keys_flushed']})"),
             ("database outages (connections cut)", f"{i['outages']} ({i['connections_cut']})"),

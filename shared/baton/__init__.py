@@ -24,11 +24,13 @@ which wire the rest together):
 - ``policy``: the scheduling policy each algorithm's admission enforces, built from the
   registries and written to Redis.
 - ``storage``, ``notifications``, ``dispatch_client``: S3, SNS and HTTP to the algorithms.
+- ``dead_letters``: the intake queue's dead-letter queue: its messages, and moving them back.
 - ``runtime``: the collaborators each operation receives, built once per cold start.
 - ``outbox``, ``attempts``, ``repair``: publishing notifications, ending an attempt,
   repairing one algorithm's Redis state.
 - ``scheduling``, ``intake``, ``sweep``, ``completion``, ``cancellation``, ``reconcile``:
-  the lifecycle operations; ``pausing``: operators pause and resume an algorithm.
+  the lifecycle operations; ``pausing``: operators pause and resume an algorithm;
+  ``retrying``: operators retry final tasks (each retry a new outcome).
 - ``waiting``: why a task waits (the rule that holds it, the tasks ahead of it).
 - ``callback_api``, ``openapi``: the callback API and its OpenAPI document.
 - ``deployment``: the schema custom resource; ``cli``: the console script (operators).

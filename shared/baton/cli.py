@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 not found or refused (no such task, a task already finishe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -14,12 +15,17 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from baton.errors import ApiError, SettingsError
 
 if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
+    from pydantic import ValidationError
+
     _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+R = TypeVar("R")
 
 
 LOCAL_STATE_DIR = ".baton-local"
@@ -234,6 +240,269 @@ def _openapi(_args: argparse.Namespace) -> int:
     return 0
 
 
+# -- retry and redrive: operators give final tasks a new outcome, and move the intake
+# DLQ's messages back -------------------------------------------------------------------
+
+_REFUSED_EXIT = 1
+"""A command that found nothing to act on, or was refused."""
+
+_USAGE_EXIT = 2
+
+_FLAGS = {"idempotency_key": "--key", "error_code": "--error-code", "task_id": "task_id"}
+
+
+def _plain_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as aligned columns, for people. The product ships without a table library
+    (rich is in the development install only)."""
+    cells = [[_table_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [
+        max([len(column), *(len(line[index]) for line in cells)])
+        for index, column in enumerate(columns)
+    ]
+    lines = [
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+        for line in [list(columns), ["-" * width for width in widths], *cells]
+    ]
+    return "\n".join(lines)
+
+
+def _table_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={item}" for key, item in value.items()) or "-"
+    return str(value).replace("\n", " ")
+
+
+_RETRIED_COLUMNS = (
+    "task_id",
+    "app",
+    "algorithm",
+    "status",
+    "attempts",
+    "max_attempts",
+    "error_code",
+)
+
+
+def _print_document(document: Any) -> None:
+    print(json.dumps(document, indent=2))
+
+
+def _invalid(exc: ValidationError) -> int:
+    """Each bad argument by its flag and problem (pydantic's words, without the value)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"])
+        flag = _FLAGS.get(name, f"--{name.replace('_', '-')}") if name else ""
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{flag}: {message}" if flag else message)
+    print(f"baton: {'; '.join(problems)}", file=sys.stderr)
+    return _USAGE_EXIT
+
+
+def _quietly(run: Callable[[], R]) -> R:
+    """Run an operation with anything it prints (the fast path's EMF metrics, flushed
+    when they pile up) sent to stderr: stdout holds the command's answer alone."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return run()
+
+
+def _task_retry(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from baton.errors import RetryRefused, TaskNotFound
+    from baton.retrying import TaskRef, retry_task, task_summary
+    from baton.runtime import get_runtime
+
+    try:
+        ref = TaskRef(task_id=args.task_id, app=args.app, idempotency_key=args.key)
+    except ValidationError as exc:
+        return _invalid(exc)
+    runtime = get_runtime()
+    try:
+        task, previous = _quietly(lambda: retry_task(runtime, ref))
+    except (TaskNotFound, RetryRefused) as exc:
+        print(f"baton: {exc}", file=sys.stderr)
+        return _REFUSED_EXIT
+    summary = {**task_summary(task), "previous_status": previous.value}
+    if args.json:
+        _print_document(summary)
+    else:
+        print(
+            f"task {task.id} retried: {previous.value} -> {task.status.value}, "
+            f"attempt {task.attempts + 1} of up to {task.max_attempts} next"
+        )
+    return 0
+
+
+def _tasks_retry(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from baton.retrying import BulkRetry, bulk_retry, preview_bulk_retry
+    from baton.runtime import get_runtime
+
+    try:
+        request = BulkRetry(
+            status=args.status,
+            app=args.app,
+            algorithm=args.algorithm,
+            error_code=args.error_code,
+            since=args.since,
+            limit=args.limit,
+        )
+    except ValidationError as exc:
+        return _invalid(exc)
+    runtime = get_runtime()
+    preview = preview_bulk_retry(runtime, request)
+    if not args.json:
+        print(f"{preview.matched} {request.status} task(s) selected")
+        if preview.tasks:
+            print(_plain_table(preview.tasks, (*_RETRIED_COLUMNS, "finished_at")))
+            if preview.matched > len(preview.tasks):
+                print(f"... and {preview.matched - len(preview.tasks)} more")
+    if args.dry_run:
+        if args.json:
+            _print_document(preview.as_dict())
+        else:
+            print("dry run: nothing changed")
+        return 0
+    report = _quietly(lambda: bulk_retry(runtime, request))
+    if args.json:
+        _print_document(report.as_dict())
+    else:
+        skipped = ", ".join(f"{count} {why}" for why, count in sorted(report.skipped.items()))
+        print(f"{report.retried} task(s) retried" + (f"; skipped: {skipped}" if skipped else ""))
+    return 0
+
+
+def _sqs_client() -> Any:
+    import boto3
+
+    return boto3.client("sqs")
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    from botocore.exceptions import ClientError
+
+    from baton.dead_letters import intake_queue_urls, list_dead_letters
+    from baton.runtime import get_runtime
+
+    dlq_url, _ = intake_queue_urls(get_runtime().settings, redrive=False)
+    try:
+        total, letters = list_dead_letters(_sqs_client(), dlq_url, args.limit)
+    except ClientError as exc:
+        return _aws_refused(exc)
+    rows = [letter.as_dict() for letter in letters]
+    if args.json:
+        _print_document({"approximate_count": total, "messages": rows})
+        return 0
+    print(f"about {total} message(s) in the intake DLQ; {len(rows)} shown")
+    if rows:
+        print(_plain_table(rows, ("message_id", "receive_count", "app", "reason", "body")))
+        if not any(letter.reason for letter in letters):
+            print(
+                "no message carries its rejection reason: the intake log has it "
+                "('task message rejected', under the message id)"
+            )
+    return 0
+
+
+def _dlq_redrive(args: argparse.Namespace) -> int:
+    from botocore.exceptions import ClientError
+
+    from baton.dead_letters import RedriveProgress, intake_queue_urls, redrive
+    from baton.runtime import get_runtime
+
+    dlq_url, queue_url = intake_queue_urls(get_runtime().settings, redrive=True)
+    assert queue_url is not None
+    shown: list[tuple[str, int]] = []
+
+    def show(progress: RedriveProgress) -> None:
+        if shown and shown[-1] == (progress.status, progress.moved):
+            return
+        shown.append((progress.status, progress.moved))
+        of = f" of {progress.to_move}" if progress.to_move is not None else ""
+        # Progress is for people: with --json it goes to stderr, beside the document.
+        print(
+            f"{progress.status.lower()}: {progress.moved}{of} moved ({progress.method})",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+
+    try:
+        report = redrive(
+            _sqs_client(),
+            dlq_url,
+            queue_url,
+            method=args.method.replace("-", "_"),
+            on_progress=show,
+            poll_seconds=args.poll_seconds,
+        )
+    except ClientError as exc:
+        return _aws_refused(exc)
+    if args.json:
+        _print_document(report.as_dict())
+    elif report.failure_reason:
+        print(f"not all moved: {report.failure_reason}")
+    return 0 if report.status == "COMPLETED" else _REFUSED_EXIT
+
+
+def _aws_refused(exc: ClientError) -> int:
+    error = exc.response.get("Error", {})
+    print(f"baton: SQS refused: {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
+    return _REFUSED_EXIT
+
+
+def _add_retry_and_redrive_commands(commands: _Commands, task_commands: _Commands) -> None:
+    retry = task_commands.add_parser(
+        "retry", help="give a final task a new outcome (back to pending, fresh attempts)"
+    )
+    retry.add_argument("task_id", nargs="?", help="or --app and --key")
+    retry.add_argument("--app", help="with --key: the task of this app ...")
+    retry.add_argument("--key", help="... with this idempotency key")
+    retry.add_argument("--json", action="store_true", help="one JSON document")
+    retry.set_defaults(run=_task_retry)
+
+    tasks = commands.add_parser("tasks", help="act on many tasks at once")
+    tasks_commands = tasks.add_subparsers(dest="tasks", required=True)
+    bulk = tasks_commands.add_parser(
+        "retry", help="retry the final tasks that match, in batches (see --dry-run)"
+    )
+    bulk.add_argument("--status", required=True, choices=("failed", "timed_out", "cancelled"))
+    bulk.add_argument("--app")
+    bulk.add_argument("--algorithm")
+    bulk.add_argument("--error-code", help="the final error.code, e.g. dispatch_failed")
+    bulk.add_argument(
+        "--since", help="ended at or after this time (ISO 8601 with an offset)", metavar="TIME"
+    )
+    bulk.add_argument("--limit", type=int, help="retry at most this many, oldest ended first")
+    bulk.add_argument("--dry-run", action="store_true", help="count and show them; change nothing")
+    bulk.add_argument("--json", action="store_true", help="one JSON document")
+    bulk.set_defaults(run=_tasks_retry)
+
+    dlq = commands.add_parser("dlq", help="the intake queue's dead-letter queue")
+    dlq_commands = dlq.add_subparsers(dest="dlq", required=True)
+    listing = dlq_commands.add_parser("list", help="the messages waiting there (none deleted)")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true", help="one JSON document")
+    listing.set_defaults(run=_dlq_list)
+    redrive = dlq_commands.add_parser("redrive", help="move them back to the intake queue")
+    redrive.add_argument(
+        "--method",
+        choices=("auto", "move-task", "receive-send"),
+        default="auto",
+        help="move-task: SQS moves them (StartMessageMoveTask); receive-send: by hand, ten "
+        "at a time, each sent again under your identity; auto (default): the move task, "
+        "by hand where SQS cannot run one",
+    )
+    redrive.add_argument("--poll-seconds", type=float, default=2.0, help=argparse.SUPPRESS)
+    redrive.add_argument("--json", action="store_true", help="one JSON document")
+    redrive.set_defaults(run=_dlq_redrive)
+
+
+# -- end of retry and redrive -------------------------------------------------------------
+
+
 COMMANDS_GROUP = "baton.commands"
 """Entry points of the subcommands other distributions add: each is named after its
 command and loads a function that adds the command's subparser."""
@@ -367,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     openapi = commands.add_parser("openapi", help="print the callback API's OpenAPI document")
     openapi.set_defaults(run=_openapi)
+
+    # retry and redrive (task retry, tasks retry, dlq list|redrive)
+    _add_retry_and_redrive_commands(commands, task_commands)
 
     _add_plugin_commands(commands)
     return parser

@@ -58,6 +58,14 @@ class OutcomeConflict(ApiError):
     code = "outcome_conflict"
 
 
+class RetryRefused(ApiError):
+    """An operator asked to retry a task that cannot be retried now (not final, its
+    notification not out yet, its algorithm gone, or retried by someone else first)."""
+
+    status = 409
+    code = "retry_refused"
+
+
 class ResultMissing(ApiError):
     """A 'succeeded' callback whose result object is not in S3."""
 

@@ -24,6 +24,16 @@ CRASH_POINTS = (
     "heartbeat.after_record",  # deadline moved in the database, not yet in Redis
     "reconcile.after_restore",  # Redis rebuilt, stale slots not yet released
 )
+"""The step boundaries every task's run passes."""
+
+AFTER_FINAL_CRASH_POINTS = (
+    "notify.before_republish",  # a duplicate of a final task found, nothing published again
+    "notify.after_republish",  # published again, the duplicate's SQS record not acknowledged
+    "retry.after_reset",  # a final task back to PENDING, not yet promoted or dispatched
+)
+"""Reached only once a task is final: its message comes again, or an operator retries it."""
+
+KNOWN_CRASH_POINTS = CRASH_POINTS + AFTER_FINAL_CRASH_POINTS
 
 
 class InjectedCrash(BaseException):
@@ -65,7 +75,7 @@ def random_crashes(probability: float, seed: int | None = None) -> Decider:
 def crash_once_at(points: Iterable[str]) -> Decider:
     """Crash the first time each named point is reached, then never there again."""
     pending = set(points)
-    unknown = pending - set(CRASH_POINTS)
+    unknown = pending - set(KNOWN_CRASH_POINTS)
     if unknown:
         raise ValueError(f"unknown crash points: {sorted(unknown)}")
     lock = threading.Lock()

@@ -24,6 +24,7 @@ from baton.errors import InvalidTaskMessage
 from baton.faults import crash_point
 from baton.input_hygiene import describe_validation_error, duplicate_key, inspect_json
 from baton.observability import logger
+from baton.outbox import republish_notification
 from baton.records import NewTask
 from baton.registry import AlgorithmRegistry
 from baton.runtime import Runtime
@@ -163,11 +164,23 @@ def accept_task_message(
         total_deadline=_after(
             now, message.total_timeout_seconds or algorithm.total_timeout_seconds
         ),
+        attempt_budget=message.max_attempts,
     )
     task, created = runtime.repository.add_task(new)
     crash_point("intake.after_task_commit")
     if created:
         logger.info("task accepted", task_id=task.id, app=task.app, algorithm=task.algorithm)
+    elif task.status.is_terminal:
+        # The design's way for an app to get a lost notification back: send the
+        # message again.
+        logger.info(
+            "duplicate of a final task: its notification is published again",
+            task_id=task.id,
+            app=task.app,
+            idempotency_key=task.idempotency_key,
+            status=task.status.value,
+        )
+        republish_notification(runtime, task)
     else:
         logger.info(
             "duplicate task message ignored",

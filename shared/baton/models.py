@@ -110,6 +110,10 @@ class Task(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", _LONG_JSON)
     timeout_seconds: Mapped[int] = mapped_column(Integer)
     max_attempts: Mapped[int] = mapped_column(Integer)
+    attempt_budget: Mapped[int | None] = mapped_column(Integer)
+    """The ``max_attempts`` the message asked for (None: the algorithm's). ``max_attempts``
+    itself grows with retries and abandoned attempts; an operator retry counts a fresh
+    budget from this."""
     cost: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[TaskStatus] = mapped_column(_status_type(TaskStatus))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -94,6 +94,45 @@ def publish_notification(runtime: Runtime, task_id: str) -> bool:
     return True
 
 
+def republish_notification(runtime: Runtime, task: Task) -> bool:
+    """Steps 15-16 again, for a duplicate message of a final task: the app that lost its
+    notification gets it back, with the same ``notification_id`` and every field but a
+    fresh presigned URL and ``expires_at``.
+
+    Nothing is written: no second outcome, no outbox row, so any number of duplicates
+    stays harmless. An SNS failure is logged and the duplicate still counts as stored
+    (the app may send it again); a notification not out yet goes the usual way.
+    """
+    if task.notified_at is None:
+        # Its outbox row is still there: publish that (or leave it to whoever holds it).
+        return publish_notification(runtime, task.id)
+    notification = build_notification(runtime, task)
+    crash_point("notify.before_republish")
+    try:
+        runtime.notifier.publish(notification)
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning(
+            "notification not published again",
+            task_id=task.id,
+            app=task.app,
+            idempotency_key=task.idempotency_key,
+            error=type(exc).__name__,
+        )
+        return False
+    crash_point("notify.after_republish")
+    # Not a Tasks<Status> count: the outcome was counted when it happened.
+    metrics.add_metric(name="NotificationsRepublished", unit="Count", value=1)
+    logger.info(
+        "notification published again",
+        task_id=task.id,
+        app=task.app,
+        idempotency_key=task.idempotency_key,
+        status=task.status.value,
+        notification_id=notification.notification_id,
+    )
+    return True
+
+
 def publish_pending_notifications(runtime: Runtime, limit: int = 500) -> int:
     """Publish what the outbox still holds past the grace period (crashed publishers)."""
     cutoff = runtime.clock() - timedelta(seconds=runtime.settings.notification_grace_seconds)

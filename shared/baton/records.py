@@ -71,6 +71,8 @@ class NewTask:
     cost: int = 1
     queue_deadline: datetime | None = None  # no attempt accepted by then: queue_timeout
     total_deadline: datetime | None = None  # not final by then: deadline_exceeded
+    attempt_budget: int | None = None
+    """What the message asked for as ``max_attempts``; None: the algorithm's."""
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ Locks are always taken task row first, then execution row.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, Select, delete, or_, select, tuple_, update
+from sqlalchemy import CursorResult, Select, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,6 +125,52 @@ def overdue_attempts_query(
     )
 
 
+@dataclass(frozen=True)
+class RetrySelection:
+    """Which final tasks an operator retries in bulk (``baton tasks retry``)."""
+
+    status: TaskStatus
+    app: str | None = None
+    algorithm: str | None = None
+    error_code: str | None = None
+    since: datetime | None = None
+    """Tasks that reached ``status`` at or after this moment."""
+    ended_by: datetime | None = None
+    """...and before this one: a task retried by the same run, which ends again, is not
+    taken a second time."""
+
+
+def retry_candidates_query(
+    selection: RetrySelection, after: tuple[datetime, str] | None, limit: int
+) -> Select[Task]:
+    """The selected tasks, oldest ended first, from ``after`` (a keyset cursor of
+    ``(updated_at, id)``): a range of ``ix_task_status_updated``.
+
+    A final row is updated only when it ends (``updated_at`` = ``finished_at``) and when
+    a retry takes it out of its state, so ``updated_at`` bounds the walk and
+    ``finished_at`` says what the operator asked for.
+    """
+    conditions = _retry_conditions(selection)
+    if after is not None:
+        conditions.append(tuple_(Task.updated_at, Task.id) > tuple_(*after))
+    return select(Task).where(*conditions).order_by(Task.updated_at, Task.id).limit(limit)
+
+
+def _retry_conditions(selection: RetrySelection) -> list[Any]:
+    conditions: list[Any] = [Task.status == selection.status]
+    if selection.app is not None:
+        conditions.append(Task.app == selection.app)
+    if selection.algorithm is not None:
+        conditions.append(Task.algorithm == selection.algorithm)
+    if selection.error_code is not None:
+        conditions.append(Task.error_code == selection.error_code)
+    if selection.since is not None:
+        conditions += [Task.updated_at >= selection.since, Task.finished_at >= selection.since]
+    if selection.ended_by is not None:
+        conditions.append(Task.updated_at <= selection.ended_by)
+    return conditions
+
+
 def _rowcount(result: Any) -> int:
     assert isinstance(result, CursorResult)
     return result.rowcount
@@ -183,6 +230,7 @@ class Repository:
             meta=new.metadata,
             timeout_seconds=new.timeout_seconds,
             max_attempts=new.max_attempts,
+            attempt_budget=new.attempt_budget,
             cost=new.cost,
             queue_deadline=new.queue_deadline,
             total_deadline=new.total_deadline,
@@ -588,6 +636,95 @@ class Repository:
         with self._sessions() as session:
             rows = session.execute(overdue_attempts_query(now, limit)).all()
         return [_active(row) for row in rows]
+
+    # -- operators' retries ------------------------------------------------------------
+
+    def retry_tasks(
+        self,
+        task_ids: Sequence[str],
+        expected: TaskStatus,
+        now: datetime,
+        budgets: Mapping[str, int],
+    ) -> list[Task]:
+        """Final tasks in ``expected`` back to PENDING, each for a new outcome; returns
+        those retried (the others changed meanwhile, or could not be retried).
+
+        A compare-and-set on the state each was read in, so two operators retrying at
+        once retry a task once. Only tasks whose notification is out: an outcome is
+        announced before the next one starts, and no outbox row of the old outcome is
+        left for the new one to collide with. Each gets a fresh budget counted from the
+        attempts so far: the message's own ``max_attempts``, else its algorithm's in
+        ``budgets`` (a task whose algorithm is not there is left alone). The attempt
+        rows stay, and attempt numbers go on from the last one.
+        """
+        assert expected.is_terminal
+        if not task_ids:
+            return []
+        with self._transaction() as session:
+            # Locked in id order, so that two bulk retries never wait on each other in
+            # a circle.
+            rows = session.execute(
+                select(Task.id, Task.algorithm, Task.attempt_budget)
+                .where(
+                    Task.id.in_(list(task_ids)),
+                    Task.status == expected,
+                    Task.notified_at.is_not(None),
+                )
+                .order_by(Task.id)
+                .with_for_update()
+            ).all()
+            by_budget: dict[int, list[str]] = {}
+            for row in rows:
+                budget = row.attempt_budget or budgets.get(row.algorithm)
+                if budget is not None:
+                    by_budget.setdefault(budget, []).append(row.id)
+            retried: list[str] = []
+            for budget, ids in by_budget.items():
+                result = session.execute(
+                    update(Task)
+                    .where(Task.id.in_(ids), Task.status == expected)
+                    .values(
+                        status=TaskStatus.PENDING,
+                        max_attempts=Task.attempts + budget,
+                        not_before=now,
+                        updated_at=now,
+                        finished_at=None,
+                        error_code=None,
+                        error_message=None,
+                        result_key=None,
+                        # The next final state is a new outcome: _finalize gives it a
+                        # new notification id.
+                        notification_id=None,
+                        notified_at=None,
+                    )
+                )
+                assert _rowcount(result) == len(ids)  # locked above, in that state
+                retried += ids
+            if not retried:
+                return []
+            return list(
+                session.scalars(
+                    select(Task)
+                    .where(Task.id.in_(retried))
+                    .order_by(Task.id)
+                    .execution_options(populate_existing=True)
+                )
+            )
+
+    def retry_candidates(
+        self, selection: RetrySelection, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Task]:
+        with self._sessions() as session:
+            return list(session.scalars(retry_candidates_query(selection, after, limit)))
+
+    def count_retry_candidates(self, selection: RetrySelection) -> int:
+        with self._sessions() as session:
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(Task).where(*_retry_conditions(selection))
+                )
+                or 0
+            )
 
     # -- operators' pauses --------------------------------------------------------------
 

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         description="How long tasks of an algorithm that left the registry wait for it to "
         "come back before they fail (algorithm_unregistered)",
     )
+    # Only the operator commands on the intake queue (``baton dlq``) need these (the
+    # stack outputs IntakeQueueUrl and DeadLetterQueueUrl); no function reads them.
+    intake_queue_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    intake_dlq_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
 
     key_prefix: str = Field(default="baton", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     result_prefix: str = Field(default="results", pattern=r"^[A-Za-z0-9._-]{1,64}$")

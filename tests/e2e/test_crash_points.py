@@ -27,6 +27,7 @@ from baton.records import TaskStatus
 from baton.runtime import Runtime
 
 from bench.chaos_checks import max_load
+from tests.support.algorithm_service import AlgorithmService
 from tests.support.aws import AwsResources
 from tests.support.clock import ShiftableClock
 from tests.support.endpoint_costs import EndpointCostService
@@ -253,3 +254,101 @@ def _executions(database: str) -> list[dict[str, Any]]:
             if row[column] is not None:
                 row[column] = row[column].replace(tzinfo=UTC).timestamp()
     return rows
+
+
+# -- once a task is final: a duplicate of its message, an operator's retry --------------
+
+
+def _settle(handlers: Handlers, algorithm_service: AlgorithmService, clock: ShiftableClock) -> None:
+    """One minute of timers, then time moves on."""
+    for name in ("sweep", "reconcile", "promote", "dispatch"):
+        invoke_surviving(handlers, name, schedule_event(name))
+    algorithm_service.wait_idle()
+    clock.advance(45)
+
+
+def _notifications_of(aws: AwsResources, task_id: str, count: int) -> list[dict[str, Any]]:
+    def arrived() -> list[dict[str, Any]] | None:
+        mine = [n for n in aws.notifications() if n["task_id"] == task_id]
+        return mine if len(mine) >= count else None
+
+    return wait_for(arrived)
+
+
+@pytest.mark.parametrize("point", ["notify.before_republish", "notify.after_republish"])
+def test_a_crash_while_a_final_tasks_duplicate_is_published_again_loses_nothing(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    aws: AwsResources,
+    point: str,
+) -> None:
+    runtime = make_runtime()
+    body = task_body(idempotency_key="lost-notification")
+    assert invoke_surviving(handlers, "intake", sqs_event(sqs_record(body)))
+    task = runtime.repository.find_task("contracts", "lost-notification")
+    assert task is not None
+    original = _notifications_of(aws, task.id, 1)[0]
+    wait_for(lambda: runtime.repository.get_task(task.id).notified_at is not None)  # type: ignore[union-attr]
+
+    with inject_faults(crash_once_at([point])) as fired:
+        before = fired[point]
+        duplicate = sqs_event(sqs_record(body))
+        # the invocation dies; SQS delivers the record again
+        assert not invoke_surviving(handlers, "intake", duplicate)
+        assert invoke_surviving(handlers, "intake", duplicate)
+        assert fired[point] == before + 1
+
+    # published again once (twice when the first publish got out before the crash),
+    # always under the same notification id, and nothing else happened
+    again = _notifications_of(aws, task.id, 2 if point == "notify.before_republish" else 3)
+    assert len(aws.notifications(wait_seconds=1)) == len(again)
+    assert {n["notification_id"] for n in again} == {original["notification_id"]}
+    assert len(algorithm_service.requests) == 1
+    stored = runtime.repository.get_task(task.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts) == (TaskStatus.SUCCEEDED, 1)
+
+
+def test_a_crash_after_a_retry_reset_the_task_loses_nothing(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    aws: AwsResources,
+    clock: ShiftableClock,
+) -> None:
+    from baton.retrying import TaskRef, retry_task
+
+    runtime = make_runtime()
+    body = task_body(
+        idempotency_key="retried", input={"test": {"outcomes": ["failed", "succeeded"]}}
+    )
+    assert invoke_surviving(handlers, "intake", sqs_event(sqs_record(body)))
+    task = runtime.repository.find_task("contracts", "retried")
+    assert task is not None
+    first = _notifications_of(aws, task.id, 1)[0]
+    wait_for(lambda: runtime.repository.get_task(task.id).notified_at is not None)  # type: ignore[union-attr]
+
+    with inject_faults(crash_once_at(["retry.after_reset"])) as fired:
+        before = fired["retry.after_reset"]
+        # the operator's command dies between the reset and the fast path
+        with pytest.raises(InjectedCrash):
+            retry_task(runtime, TaskRef(task_id=task.id))
+        assert fired["retry.after_reset"] == before + 1
+    stored = runtime.repository.get_task(task.id)
+    assert stored is not None
+    assert stored.status == TaskStatus.PENDING
+    assert len(algorithm_service.requests) == 1
+
+    # the timers take it from there: attempt 2 runs, a new outcome is announced once
+    def settled() -> bool:
+        _settle(handlers, algorithm_service, clock)
+        return len([n for n in aws.notifications() if n["task_id"] == task.id]) >= 2
+
+    wait_for(settled, timeout=60, interval=0)
+    notifications = [n for n in aws.notifications(wait_seconds=1) if n["task_id"] == task.id]
+    assert [n["status"] for n in notifications] == ["failed", "succeeded"]
+    assert notifications[1]["notification_id"] != first["notification_id"]
+    assert [r["attempt"] for r in algorithm_service.requests_for(task.id)] == [1, 2]
+    assert algorithm_service.overlaps == []
+    assert runtime.queue.running_count("ocr") == 0

@@ -44,6 +44,8 @@ def test_baton_local_adds_its_commands_to_the_console_script() -> None:
         "algorithm",
         "reconcile",
         "openapi",
+        "tasks",
+        "dlq",
         "local",
         "demo",
     ]

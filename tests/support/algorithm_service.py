@@ -5,6 +5,7 @@ calls back with its token. Each task's ``input.test`` steers it:
 - ``dispatch_status``: list of answers to successive dispatches of the task (default 202)
 - ``outcome``: ``succeeded`` (default), ``failed``, ``silent`` (never calls back),
   ``no_upload`` (calls back "succeeded" without uploading)
+- ``outcomes``: the outcome of attempt 1, 2, ... (the last one for any later attempt)
 - ``run_seconds``: how long the work takes (default 0.02)
 - ``retry_after``: the Retry-After header sent with a refusal
 
@@ -163,6 +164,9 @@ class AlgorithmService:
     def _work(self, algorithm: str, request: dict[str, Any], directives: dict[str, Any]) -> None:
         time.sleep(float(directives.get("run_seconds", self.default_run_seconds)))
         outcome = directives.get("outcome", "succeeded")
+        by_attempt = directives.get("outcomes")
+        if by_attempt:
+            outcome = by_attempt[min(int(request["attempt"]), len(by_attempt)) - 1]
         if outcome == "silent":
             self._finish(algorithm, request)
             return

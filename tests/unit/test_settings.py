@@ -435,3 +435,12 @@ def test_key_id_with_a_dot_is_refused_or_works() -> None:
     now = datetime(2030, 1, 1, tzinfo=UTC)
     token = issue_token(keyring, "task", 1, now + timedelta(hours=1))
     verify_token(keyring, token, "task", 1, now)
+
+
+def test_the_intake_queue_urls_are_optional_and_checked_when_given() -> None:
+    settings = load_settings(base_env())
+    assert (settings.intake_queue_url, settings.intake_dlq_url) == (None, None)
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/baton-intake-dlq"
+    assert load_settings(base_env(intake_dlq_url=url)).intake_dlq_url == url
+    with pytest.raises(SettingsError, match="BATON_INTAKE_DLQ_URL"):
+        load_settings(base_env(intake_dlq_url="baton-intake-dlq"))

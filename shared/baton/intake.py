@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
 from baton.apps import AppRegistry, sender_matches
-from baton.contracts import TaskMessage
+from baton.contracts import TaskMessage, derive_idempotency_key
 from baton.errors import InvalidTaskMessage
 from baton.faults import crash_point
 from baton.input_hygiene import describe_validation_error, duplicate_key, inspect_json
@@ -27,6 +25,18 @@ from baton.records import NewTask
 from baton.registry import AlgorithmRegistry
 from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
+
+__all__ = [
+    "NOT_YET_SUPPORTED",
+    "AcceptedTask",
+    "accept_task_message",
+    # The SDK's derivation, the one a business app applies before it sends: the same
+    # message has the same key on both sides (and keeps the key it always had).
+    "derive_idempotency_key",
+    "enforce_app_registry",
+    "ingest_task_batch",
+    "parse_task_message",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,9 @@ def _parse_task_message(
     duplicate = duplicate_key(body)
     if duplicate is not None:
         raise InvalidTaskMessage(f"{duplicate}: duplicate key in one JSON object")
+    for name in NOT_YET_SUPPORTED:
+        if getattr(message, name) is not None:
+            raise InvalidTaskMessage(f"{name}: not supported by this Baton deployment")
     if message.algorithm not in registry:
         raise InvalidTaskMessage(f"algorithm: {message.algorithm!r} is not registered")
     algorithm = registry[message.algorithm]
@@ -87,17 +100,9 @@ def _parse_task_message(
     return message
 
 
-def derive_idempotency_key(message: TaskMessage) -> str:
-    """The same message content is the same task, however often it is delivered."""
-    # A field added to the message since keys were first derived is left out while it
-    # has its default, so the same message keeps the key it always had.
-    added_later = {"cost"} if message.cost == 1 else set()
-    canonical = json.dumps(
-        message.model_dump(mode="json", exclude={"idempotency_key", *added_later}),
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+NOT_YET_SUPPORTED = ("queue_timeout_seconds", "total_timeout_seconds")
+"""Options of the task message that this Baton does not enforce yet: refused when set,
+as an unknown field always was, rather than accepted and silently ignored."""
 
 
 def enforce_app_registry(

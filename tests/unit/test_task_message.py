@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
+import baton_sdk.contracts
 import pytest
 from baton.contracts import MAX_PRIORITY, TaskMessage
 from baton.errors import InvalidTaskMessage
@@ -431,5 +432,9 @@ def test_utc_written_as_z_or_as_offset_gives_the_same_key() -> None:
 )
 def test_derived_keys_of_known_messages_never_change(fields: dict[str, Any], key: str) -> None:
     # Stored tasks carry these keys: a message sent again after an upgrade must find its
-    # task, so the derivation is pinned.
-    assert derive_idempotency_key(parse(json.dumps(fields))) == key
+    # task, so the derivation is pinned (the SDK's is the same function: a business app
+    # that derives the key before sending gets the one Baton stores).
+    message = parse(json.dumps(fields))
+    assert derive_idempotency_key(message) == key
+    assert baton_sdk.contracts.derive_idempotency_key(message) == key
+    assert baton_sdk.contracts.TaskMessage is TaskMessage

@@ -438,3 +438,12 @@ def test_derived_keys_of_known_messages_never_change(fields: dict[str, Any], key
     assert derive_idempotency_key(message) == key
     assert baton_sdk.contracts.derive_idempotency_key(message) == key
     assert baton_sdk.contracts.TaskMessage is TaskMessage
+
+
+@pytest.mark.parametrize("name", ["queue_timeout_seconds", "total_timeout_seconds"])
+def test_an_option_this_baton_does_not_enforce_is_refused_not_ignored(name: str) -> None:
+    # The SDK's message has it; a Baton that would drop it silently breaks a promise.
+    assert rejection(message_with(**{name: 600})) == (
+        f"{name}: not supported by this Baton deployment"
+    )
+    parse(message_with(**{name: None}))

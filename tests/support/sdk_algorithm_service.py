@@ -8,7 +8,7 @@ own retries.
 
 Each task's ``input.test`` steers it: ``outcome`` (``succeeded``, the default, or
 ``failed``), ``run_seconds`` (default ``default_run_seconds``) and ``heartbeats`` (how
-many to send before the upload; default 1).
+many to send before the upload; default ``default_heartbeats``, 1).
 
 tests.support.algorithm_service stays the raw-HTTP service (no SDK): the tests keep
 one path through every contract that does not go through the SDK.
@@ -46,6 +46,7 @@ class SdkAlgorithmService:
     secrets: dict[str, Sequence[str]] = field(default_factory=dict)
     """Per algorithm (the endpoint's path), the secrets its requests verify with."""
     default_run_seconds: float = 0.02
+    default_heartbeats: int = 1
     server: ThreadingHTTPServer | None = None
     requests: list[DispatchRequest] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -142,7 +143,7 @@ class SdkAlgorithmService:
         working = True
         try:
             time.sleep(float(directives.get("run_seconds", self.default_run_seconds)))
-            for n in range(int(directives.get("heartbeats", 1))):
+            for n in range(int(directives.get("heartbeats", self.default_heartbeats))):
                 beats.append(attempt.heartbeat(progress=min(99, 50 + n), message="working"))
             if succeeded:
                 data = json.dumps({"task_id": attempt.task_id, "words": 42}).encode()

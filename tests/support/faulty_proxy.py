@@ -70,7 +70,10 @@ class FaultyProxy:
         body = request.rfile.read(int(request.headers.get("Content-Length", "0")))
         with self._lock:
             step: Step = self.plan.popleft() if self.plan else "pass"
+        # Each request is recorded before its answer goes out: the caller may act on the
+        # answer (and a test read the log) before this thread gets to run again.
         if step == "503":
+            self._record(request.path, step, 503)
             payload = b'{"error": {"code": "unavailable", "message": "try again"}}'
             request.send_response(503)
             request.send_header("Retry-After", self.retry_after)
@@ -78,7 +81,6 @@ class FaultyProxy:
             request.send_header("Content-Length", str(len(payload)))
             request.end_headers()
             request.wfile.write(payload)
-            self._record(request.path, step, 503)
             return
         status, headers, answer = self._forward(request, body)
         if step == "drop":
@@ -86,6 +88,7 @@ class FaultyProxy:
             request.close_connection = True
             self._record(request.path, step, None)
             return
+        self._record(request.path, step, status)
         request.send_response(status)
         for name, value in headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
@@ -93,7 +96,6 @@ class FaultyProxy:
         request.send_header("Content-Length", str(len(answer)))
         request.end_headers()
         request.wfile.write(answer)
-        self._record(request.path, step, status)
 
     def _forward(
         self, request: BaseHTTPRequestHandler, body: bytes

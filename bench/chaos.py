@@ -62,6 +62,8 @@ import redis
 import sqlalchemy as sa
 from baton.faults import KNOWN_CRASH_POINTS
 from baton.schema import upgrade_database
+from baton.signing import SigningKeyring
+from baton.tokens import TokenKeyring
 
 from bench.chaos_checks import (
     Check,
@@ -874,6 +876,12 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
             "BATON_NOTIFICATION_GRACE_SECONDS": "1",
             "BATON_DISPATCH_TIMEOUT_SECONDS": "2",
         }
+        # What `baton algorithm secret <name>` prints for this deployment (the signing
+        # key derived from the token secret): the service verifies every dispatch.
+        signing = SigningKeyring.derived_from(TokenKeyring.from_secret(TOKEN_SECRET))
+        service.secrets = {
+            name: [one.secret for one in signing.secrets_of(name)] for name in registry
+        }
         context = multiprocessing.get_context("spawn")
         reports = context.Queue()
         stop = context.Event()
@@ -1074,6 +1082,9 @@ def _assess(
     harness += [f"worker {n} sent no statistics" for n in range(options.workers) if n not in stats]
     if service.uploads_failed:
         harness.append(f"{service.uploads_failed} result uploads failed")
+    if service.forged:
+        # Every request came from Baton: one that does not verify is a signing bug.
+        harness.append(f"{len(service.forged)} dispatch requests did not verify")
     checks.append(
         Check(
             "harness: every fault injected, workers ok",

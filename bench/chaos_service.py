@@ -12,32 +12,39 @@ upload and call back only after the attempt's deadline: Baton must have timed it
 so the late callback gets 409 and changes nothing), ``silent`` (202, never call back),
 ``beat`` (202, work past the timeout while sending heartbeats, then call back).
 
+It is built on the client SDK, as a real service is: each dispatch request is verified
+and parsed with ``Dispatch.from_request`` (a forged or altered one is answered 401 and
+counted), the result goes up with ``attempt.upload_result`` (with its checksum), and
+heartbeats and callbacks are ``attempt.heartbeat``, ``succeed`` and ``fail``, with the
+SDK's retries of 5xx (honouring ``Retry-After``) and connection errors.
+
 An algorithm may be served on several paths, one per endpoint (``/vision/1``,
 ``/vision/2``): the algorithm is the request's own ``algorithm``, the endpoint the path.
 A flaky endpoint answers a share of its requests 503 with ``Retry-After`` (``busy``),
 whatever the task's plan, which it does not move on: a server that is full, not a task
 that fails.
 
-Callbacks go to a random worker's gateway (any Lambda instance serves any request) and
-are retried on 5xx and connection errors, with backoff, like a real service. Every
-dispatch received and every callback answer is recorded with wall-clock times (the
-workers' clocks are the same system clock) for the checks.
+Each callback or heartbeat goes to a random worker's gateway (any Lambda instance
+serves any request): the attempt is re-pointed at it, and its retries stay there. Every
+dispatch received and every callback's final answer is recorded with wall-clock times
+(the workers' clocks are the same system clock) for the checks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import urllib3
+from baton_sdk import Attempt, BatonError, Dispatch, InvalidSignature
+from baton_sdk._http import RetryPolicy
+from baton_sdk.contracts import CallbackAnswer
 
 ACCEPTING = ("ok", "fail", "slow", "silent", "beat")
 BUSY = "busy"  # a flaky endpoint's 503 with Retry-After
@@ -82,23 +89,24 @@ class CallbackResult:
         return self.sent > self.deadline
 
 
-def _timestamp(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+class _Stopping(Exception):
+    """The run is over: a retry loop stops instead of sleeping."""
 
 
 class ChaosAlgorithmService:
-    def __init__(self, seed: int, callback_retry_seconds: float = 40.0) -> None:
+    def __init__(self, seed: int, callback_retries: int = 50) -> None:
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._retry_seconds = callback_retry_seconds
-        self._http = urllib3.PoolManager(
-            maxsize=32, timeout=urllib3.Timeout(connect=2.0, read=15.0), retries=False
-        )
+        # About 40 s of patience: backoff from 0.1 s doubling to at most 1 s, as before.
+        self._callback_retries = callback_retries
         self._active = 0
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self.gateways: list[str] = []
+        self.secrets: dict[str, Sequence[str]] = {}
+        """Per algorithm, the ``whsec_`` secrets its dispatch requests verify with."""
+        self.forged: list[str] = []
         self.receipts: list[Receipt] = []
         self.callbacks: list[CallbackResult] = []
         self.seen: Counter[str] = Counter()
@@ -152,8 +160,22 @@ class ChaosAlgorithmService:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                request = json.loads(self.rfile.read(length))
-                receipt = service._receive(self.path.strip("/"), request)
+                body = self.rfile.read(length)
+                path = self.path.strip("/")
+                algorithm = path.split("/")[0]  # /vision/2: an endpoint of vision
+                try:
+                    secrets = service.secrets.get(algorithm)
+                    if not secrets:
+                        raise InvalidSignature(f"no secret for {algorithm!r}")
+                    attempt = Dispatch.from_request(body, dict(self.headers.items()), secrets)
+                except BatonError as exc:
+                    with service._lock:
+                        service.forged.append(f"{algorithm}: {exc}")
+                    self.send_response(401 if isinstance(exc, InvalidSignature) else 422)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                receipt = service._receive(path, attempt)
                 self.send_response(receipt.answer)
                 if receipt.behaviour == BUSY:
                     self.send_header("Retry-After", str(BUSY_RETRY_AFTER))
@@ -162,17 +184,17 @@ class ChaosAlgorithmService:
                 self.wfile.write(b'{"ok": true}' if receipt.answer < 300 else b'{"error": "no"}')
                 receipt.answered = time.time()
                 if receipt.answer < 300:
-                    service._spawn(service._work, receipt, request)
+                    service._spawn(service._work, receipt, attempt)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         return Handler
 
-    def _receive(self, path: str, request: dict[str, Any]) -> Receipt:
+    def _receive(self, path: str, attempt: Attempt) -> Receipt:
         received = time.time()
-        plan = request["input"]["chaos"]["plan"]
-        task_id = request["task_id"]
+        plan = attempt.input["chaos"]["plan"]
+        task_id = attempt.task_id
         host, port = self.server.server_address[:2]
         endpoint = f"http://{host!s}:{port}/{path}"
         with self._rng_lock:
@@ -186,13 +208,13 @@ class ChaosAlgorithmService:
                 behaviour = plan[min(nth, len(plan) - 1)]
             receipt = Receipt(
                 task_id=task_id,
-                attempt=int(request["attempt"]),
-                algorithm=str(request["algorithm"]),
+                attempt=attempt.number,
+                algorithm=attempt.algorithm,
                 behaviour=behaviour,
                 received=received,
-                deadline=_timestamp(request["deadline"]),
+                deadline=attempt.deadline.timestamp(),
                 endpoint=endpoint,
-                cost=int(request.get("cost", 1)),
+                cost=attempt.cost,
                 answer=503 if busy else 202 if behaviour in ACCEPTING else int(behaviour),
             )
             self.receipts.append(receipt)
@@ -214,135 +236,119 @@ class ChaosAlgorithmService:
 
     # -- the work ------------------------------------------------------------------------
 
-    def _work(self, receipt: Receipt, request: dict[str, Any]) -> None:
-        chaos = request["input"]["chaos"]
+    def _work(self, receipt: Receipt, attempt: Attempt) -> None:
+        chaos = attempt.input["chaos"]
         behaviour = receipt.behaviour
         if behaviour == "silent":
             return
         if behaviour == "slow":
             time.sleep(max(0.0, receipt.deadline + float(chaos["late"]) - time.time()))
         elif behaviour == "beat":
-            self._work_with_heartbeats(receipt, request, float(chaos["timeout"]))
+            self._work_with_heartbeats(receipt, attempt, float(chaos["timeout"]))
         else:
             time.sleep(float(chaos["run"]))
-        status = "failed" if behaviour == "fail" else "succeeded"
-        if status == "succeeded":
-            self._upload(request)
-        body: dict[str, Any] = {"attempt": receipt.attempt, "status": status}
-        if status == "failed":
-            body["error"] = {"code": "unreadable", "message": "the document is not readable"}
+        succeeded = behaviour != "fail"
+        if succeeded:
+            self._upload(attempt)
         receipt.reported = time.time()
         dup = chaos.get("dup")
         if dup == "twin":
-            self._spawn(self._call_back, receipt, request, body, True)
-        self._call_back(receipt, request, body, False)
+            self._spawn(self._call_back, receipt, attempt, succeeded, True)
+        self._call_back(receipt, attempt, succeeded, False)
         if dup == "seq":
             with self._rng_lock:
                 pause = self._rng.uniform(0.0, 0.3)
             time.sleep(pause)
-            self._call_back(receipt, request, body, True)
+            self._call_back(receipt, attempt, succeeded, True)
 
-    def _work_with_heartbeats(
-        self, receipt: Receipt, request: dict[str, Any], timeout: float
-    ) -> None:
+    def _work_with_heartbeats(self, receipt: Receipt, attempt: Attempt, timeout: float) -> None:
         """Work 1.6 timeouts long, reporting progress every third of a timeout."""
         ends = time.time() + 1.6 * timeout
         progress = 0
         while time.time() < ends and not self._stopping.is_set():
             time.sleep(min(timeout / 3, max(0.0, ends - time.time())))
             progress = min(99, progress + 20)
-            extended: dict[str, Any] = {}
-            answers = self._post_retrying(
-                request,
-                "heartbeat",
-                {"attempt": receipt.attempt, "progress": progress},
-                3.0,
-                extended,
-            )
-            if "deadline" in extended:  # the attempt now ends later
-                receipt.deadline = max(receipt.deadline, _timestamp(extended["deadline"]))
-            with self._lock:
-                self.heartbeats[answers[-1] if answers else 0] += 1
-
-    def _upload(self, request: dict[str, Any]) -> None:
-        body = json.dumps({"task_id": request["task_id"], "attempt": request["attempt"]}).encode()
-        for pause in (0.05, 0.2, 0.5, 1.0, 2.0):
+            status = 200
             try:
-                answer = self._http.request("PUT", request["result"]["upload_url"], body=body)
-                if answer.status < 300:
-                    return
-            except urllib3.exceptions.HTTPError:
-                pass
-            time.sleep(pause)
-        with self._lock:
-            self.uploads_failed += 1
+                answer = self._via_a_gateway(attempt, attempts=3).heartbeat(progress=progress)
+            except _Stopping:
+                return
+            except BatonError as exc:
+                status = exc.status or 0  # 409: the attempt ended; 0: no answer
+            else:
+                # the attempt now ends later
+                receipt.deadline = max(receipt.deadline, answer.deadline.timestamp())
+            with self._lock:
+                self.heartbeats[status] += 1
+
+    def _upload(self, attempt: Attempt) -> None:
+        policy = RetryPolicy(attempts=6, base_seconds=0.05, max_seconds=2.0, sleep=self._sleep)
+        uploader = Attempt(attempt.request, retry=policy, timeout=15.0)
+        try:
+            uploader.upload_result(
+                json.dumps({"task_id": attempt.task_id, "attempt": attempt.number}).encode(),
+                "application/json",
+            )
+        except _Stopping:
+            return
+        except BatonError:
+            with self._lock:
+                self.uploads_failed += 1
 
     def _call_back(
-        self, receipt: Receipt, request: dict[str, Any], body: dict[str, Any], duplicate: bool
+        self, receipt: Receipt, attempt: Attempt, succeeded: bool, duplicate: bool
     ) -> None:
         result = CallbackResult(
             task_id=receipt.task_id,
             attempt=receipt.attempt,
-            status=body["status"],
+            status="succeeded" if succeeded else "failed",
             duplicate=duplicate,
             sent=time.time(),
             deadline=receipt.deadline,
         )
-        answer: dict[str, Any] = {}
-        answers = self._post_retrying(
-            request, "callback", body, self._retry_seconds, answer, result.times
-        )
-        if isinstance(answer.get("error"), dict):
-            result.code = answer["error"].get("code")
-        if "applied" in answer:
-            result.applied = bool(answer["applied"])
-        result.answers = answers
-        result.final = answers[-1] if answers else 0
+        tries = [1]
+        via = self._via_a_gateway(attempt, self._callback_retries, tries)
+        try:
+            answer: CallbackAnswer = (
+                via.succeed()
+                if succeeded
+                else via.fail("unreadable", "the document is not readable")
+            )
+        except _Stopping:
+            result.final = 0
+        except BatonError as exc:
+            # 409 (ended: its code says why), 401; or None: the retries ran out on no answer
+            result.final = exc.status or 0
+            result.code = exc.code
+        else:
+            result.final = 200
+            result.applied = answer.applied
+        result.answers = [result.final]
+        result.times = [time.time()]  # when the final answer came
         with self._lock:
             self.callbacks.append(result)
+            self.callback_tries += tries[0]
 
-    def _post_retrying(
-        self,
-        request: dict[str, Any],
-        path: str,
-        body: dict[str, Any],
-        patience: float,
-        answer: dict[str, Any],
-        times: list[float] | None = None,
-    ) -> list[int]:
-        """POST to a random gateway until an answer below 500 or ``patience`` runs out;
-        the statuses of every try, and the final answer's JSON body into ``answer``."""
-        tail = request["callback"]["url"].split("/tasks/", 1)[1].rsplit("/", 1)[0]
-        headers = {
-            "Authorization": f"Bearer {request['callback']['token']}",
-            "Content-Type": "application/json",
-        }
-        payload = json.dumps(body).encode()
-        answers: list[int] = []
-        give_up = time.monotonic() + patience
-        pause = 0.1
-        while True:
-            with self._rng_lock:
-                gateway = self._rng.choice(self.gateways)
-            with self._lock:
-                self.callback_tries += 1
-            try:
-                response = self._http.request(
-                    "POST", f"{gateway}/tasks/{tail}/{path}", body=payload, headers=headers
-                )
-            except urllib3.exceptions.HTTPError:
-                answers.append(0)  # no connection, or no answer
-                if times is not None:
-                    times.append(time.time())
-            else:
-                answers.append(response.status)
-                if times is not None:
-                    times.append(time.time())
-                if response.status < 500:
-                    with contextlib.suppress(ValueError):
-                        answer.update(json.loads(response.data or b"{}"))
-                    return answers
-            if time.monotonic() + pause > give_up or self._stopping.is_set():
-                return answers
-            time.sleep(pause)
-            pause = min(1.0, pause * 2)
+    def _via_a_gateway(
+        self, attempt: Attempt, attempts: int, tries: list[int] | None = None
+    ) -> Attempt:
+        """The attempt, its callback URL at a random worker's gateway, retrying with
+        backoff from 0.1 s doubling to at most 1 s (``tries[0]`` counts the tries)."""
+        with self._rng_lock:
+            gateway = self._rng.choice(self.gateways)
+        tail = attempt.request.callback.url.split("/tasks/", 1)[1]
+        callback = attempt.request.callback.model_copy(update={"url": f"{gateway}/tasks/{tail}"})
+
+        def sleep(seconds: float) -> None:
+            if tries is not None:
+                tries[0] += 1
+            self._sleep(seconds)
+
+        policy = RetryPolicy(attempts=attempts, base_seconds=0.1, max_seconds=1.0, sleep=sleep)
+        return Attempt(
+            attempt.request.model_copy(update={"callback": callback}), retry=policy, timeout=15.0
+        )
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stopping.wait(seconds):
+            raise _Stopping

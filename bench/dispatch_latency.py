@@ -10,9 +10,11 @@ loopback, through the real handlers:
   period (rate(1 minute): median 30 s), which is added to the measured medians.
 
 Also: end-to-end throughput of one algorithm at its cap with 50 ms jobs, against
-the ceiling cap / job time. Here every function runs as a single instance (as one
-Lambda container each) and AWS is moto on loopback, so this is a floor for what
-the deployed stack does, where callbacks run concurrently.
+the ceiling cap / job time. The algorithm service is built on the client SDK
+(tests.support.sdk_algorithm_service): it verifies each signed dispatch request,
+uploads with a checksum and calls back, as a real one does. Here every function runs
+as a single instance (as one Lambda container each) and AWS is moto on loopback, so
+this is a floor for what the deployed stack does, where callbacks run concurrently.
 
     python -m bench.dispatch_latency [--samples 200]
 """
@@ -38,10 +40,10 @@ from baton.schema import upgrade_database
 from baton.settings import load_settings
 from moto.server import ThreadedMotoServer
 
-from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.gateway import CallbackGateway
 from tests.support.handlers import Handlers
+from tests.support.sdk_algorithm_service import SdkAlgorithmService
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
@@ -58,7 +60,7 @@ TICK_WAIT_MEDIAN_S = 30.0  # rate(1 minute): the next tick is uniform over [0, 6
 @contextmanager
 def stack(
     fast_path: bool, cap: int
-) -> Iterator[tuple[Handlers, AlgorithmService, Callable[[], None]]]:
+) -> Iterator[tuple[Handlers, SdkAlgorithmService, Callable[[], None]]]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     run = uuid.uuid4().hex[:8]
     database = f"baton_bench_{run}"
@@ -78,7 +80,8 @@ def stack(
     )
     topic = session.client("sns").create_topic(Name=f"bench-{run}")["TopicArn"]
     handlers = Handlers()
-    service = AlgorithmService(default_run_seconds=0.05).start()
+    # No heartbeat: a 50 ms job has no need of one, and the figures stay comparable.
+    service = SdkAlgorithmService(default_run_seconds=0.05, default_heartbeats=0).start()
     gateway = CallbackGateway(handlers).start()
     client = redis.Redis.from_url(REDIS)
     prefix = f"baton-bench-{run}"
@@ -98,7 +101,9 @@ def stack(
             "BATON_FAST_PATH": str(fast_path).lower(),
         }
     )
-    set_runtime(build_runtime(settings, redis_client=client, boto_session=session))
+    runtime = build_runtime(settings, redis_client=client, boto_session=session)
+    set_runtime(runtime)
+    service.secrets["ocr"] = [one.secret for one in runtime.config.signing_keys.secrets_of("ocr")]
 
     def tick() -> None:
         handlers.invoke("promote", schedule_event("promote"))

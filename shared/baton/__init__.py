@@ -7,13 +7,16 @@ which wire the rest together):
 - ``faults``: named crash points for the fault-injection tests (no-ops in production).
 - ``observability``: the one Powertools Logger, Tracer and Metrics.
 - ``records``: task and attempt states, and the records the layers hand each other.
-- ``contracts``: every shape that crosses the boundary (messages, requests, answers).
+- ``contracts``: every shape that crosses the boundary (messages, requests, answers),
+  as the client SDK (``baton_sdk.contracts``) defines them.
 - ``input_hygiene``: what any input from outside is checked for (depth, duplicate
   keys), and error descriptions that never echo a value.
 - ``registry``, ``apps``: the algorithm registry; the app registry (who may send as an
   app, its share and limits) and how senders and callers are matched.
 - ``registries``: the registries in force, re-read from SSM when due.
 - ``tokens``: callback tokens and the keyring that signs them.
+- ``signing``: the keys that sign dispatch requests (Standard Webhooks), one secret per
+  algorithm.
 - ``backoff``: retry delays, exponential with equal jitter.
 - ``settings``: the environment, validated once; secrets and the registries resolved.
 - ``models``, ``database``, ``schema``: the tables, the engine, the Alembic migrations
@@ -48,9 +51,9 @@ function's docstring starts with its step:
        ``queue.TaskQueue.enqueue`` (enqueue.lua), ``queue.TaskQueue.admit`` (admit.lua)
 6      An execution row is written for the attempt.
        ``repository.Repository.start_attempt``
-7-8    The attempt is taken from the queue and sent to the algorithm.
+7-8    The attempt is taken from the queue and sent, signed, to the algorithm.
        ``scheduling.dispatch_ready_tasks``, ``scheduling.dispatch_attempt``,
-       ``dispatch_client.HttpDispatchClient.send``
+       ``dispatch_client.HttpDispatchClient.send``, ``signing.SigningKeyring.dispatch_headers``
 9      It waits in the running set, scored by its deadline; overdue attempts are
        removed and the app is told.
        ``queue.TaskQueue.confirm_slot`` (confirm.lua), ``sweep.sweep_overdue_attempts``

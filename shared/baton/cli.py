@@ -224,6 +224,34 @@ def _algorithm_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _algorithm_secret(args: argparse.Namespace) -> int:
+    from baton.runtime import get_runtime
+
+    config = get_runtime().config
+    if args.name not in config.registry:
+        # Still printed: a service is set up with its secret before it is registered.
+        print(f"baton: warning: algorithm {args.name!r} is not registered", file=sys.stderr)
+    secrets = config.signing_keys.secrets_of(args.name)
+    if args.json:
+        document = {
+            "algorithm": args.name,
+            "current": secrets[0].secret,
+            "keys": [
+                {"key_id": one.key_id, "secret": one.secret, "current": one.current}
+                for one in secrets
+            ],
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    # The first line alone is the secret to configure; during a rotation every key
+    # signs, and a service may accept any of them until the old key is retired.
+    print(secrets[0].secret)
+    if len(secrets) > 1:
+        for one in secrets:
+            print(f"{one.key_id} {one.secret}{' (current)' if one.current else ''}")
+    return 0
+
+
 def _reconcile(_args: argparse.Namespace) -> int:
     from baton.reconcile import reconcile_all
     from baton.runtime import get_runtime
@@ -617,7 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", default="cancelled by operator")
     cancel.set_defaults(run=_task_cancel, needs="runtime")
 
-    algorithm = commands.add_parser("algorithm", help="pause or resume one algorithm")
+    algorithm = commands.add_parser(
+        "algorithm", help="pause or resume one algorithm, or print its signing secret"
+    )
     algorithm_commands = algorithm.add_subparsers(dest="algorithm", required=True)
     pause = algorithm_commands.add_parser(
         "pause", help="admit no more of its tasks (running attempts finish)", parents=operator
@@ -628,6 +658,15 @@ def build_parser() -> argparse.ArgumentParser:
     resume = algorithm_commands.add_parser("resume", help="admit its tasks again", parents=operator)
     resume.add_argument("name")
     resume.set_defaults(run=_algorithm_resume, needs="runtime")
+    secret = algorithm_commands.add_parser(
+        "secret",
+        help="print the whsec_... secret its service verifies dispatch requests with "
+        "(during a rotation, then each key's, with its key id)",
+        parents=operator,
+    )
+    secret.add_argument("name")
+    secret.add_argument("--json", action="store_true", help="one JSON document")
+    secret.set_defaults(run=_algorithm_secret, needs="runtime")
 
     reconcile = commands.add_parser(
         "reconcile", help="rebuild Redis state from the database", parents=operator

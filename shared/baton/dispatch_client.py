@@ -1,8 +1,10 @@
-"""The HTTP side of dispatch: POST the dispatch request and classify the answer."""
+"""The HTTP side of dispatch: sign and POST the dispatch request, classify the answer."""
 
 from __future__ import annotations
 
 import enum
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -11,6 +13,7 @@ from typing import Protocol
 import urllib3
 
 from baton.contracts import DispatchRequest
+from baton.signing import SigningKeyring
 
 
 class DispatchVerdict(enum.Enum):
@@ -60,9 +63,21 @@ class DispatchClient(Protocol):
 
 class HttpDispatchClient:
     """urllib3 with a connection pool per cold start and no automatic retries: the
-    scheduler owns retrying, with backoff and an attempt budget."""
+    scheduler owns retrying, with backoff and an attempt budget.
 
-    def __init__(self, timeout_seconds: float) -> None:
+    Each request is signed with the algorithm's secrets (``baton.signing``) over the
+    exact bytes it sends, at the moment it sends them: ``wall`` is real time, not the
+    scheduler's clock, because the service checks the timestamp against its own clock.
+    """
+
+    def __init__(
+        self,
+        timeout_seconds: float,
+        signing_keys: SigningKeyring,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._signing_keys = signing_keys
+        self._wall = wall
         self._pool = urllib3.PoolManager(
             num_pools=32,
             maxsize=8,
@@ -71,26 +86,31 @@ class HttpDispatchClient:
         )
 
     def send(self, endpoint: str, request: DispatchRequest) -> DispatchAnswer:
-        """Step 8: POST the dispatch request and classify the answer; never raises."""
+        """Step 8: POST the signed dispatch request and classify the answer; never raises."""
+        body = request.model_dump_json().encode()
+        # The signature covers these bytes, so they are what goes out, unchanged.
+        signature = self._signing_keys.dispatch_headers(
+            request.algorithm, request.task_id, request.attempt, body, int(self._wall())
+        )
         try:
             response = self._pool.request(
                 "POST",
                 endpoint,
-                body=request.model_dump_json().encode(),
+                body=body,
                 headers={
                     "Content-Type": "application/json",
                     "User-Agent": "baton-dispatch/1",
                     "Idempotency-Key": f"{request.task_id}:{request.attempt}",
+                    **signature,
                 },
                 redirect=False,
                 preload_content=True,
             )
         except urllib3.exceptions.HTTPError as exc:
             return DispatchAnswer(DispatchVerdict.RETRY, None, f"no answer: {type(exc).__name__}")
-        body = response.data[:200].decode(errors="replace")
         return DispatchAnswer(
             classify(response.status),
             response.status,
-            body,
+            response.data[:200].decode(errors="replace"),
             parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC)),
         )

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
 from baton.apps import AppRegistry, sender_matches
-from baton.contracts import TaskMessage
+from baton.contracts import TaskMessage, derive_idempotency_key
 from baton.errors import InvalidTaskMessage
 from baton.faults import crash_point
 from baton.input_hygiene import describe_validation_error, duplicate_key, inspect_json
@@ -29,6 +27,17 @@ from baton.records import NewTask
 from baton.registry import AlgorithmRegistry
 from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
+
+__all__ = [
+    "AcceptedTask",
+    "accept_task_message",
+    # The SDK's derivation, the one a business app applies before it sends: the same
+    # message has the same key on both sides (and keeps the key it always had).
+    "derive_idempotency_key",
+    "enforce_app_registry",
+    "ingest_task_batch",
+    "parse_task_message",
+]
 
 
 @dataclass(frozen=True)
@@ -93,20 +102,6 @@ def _parse_task_message(
             f"{message.algorithm!r} can run at once on one endpoint"
         )
     return message
-
-
-def derive_idempotency_key(message: TaskMessage) -> str:
-    """The same message content is the same task, however often it is delivered."""
-    # A field added to the message since keys were first derived is left out while it
-    # has its default, so the same message keeps the key it always had.
-    defaults = {"cost": 1, "queue_timeout_seconds": None, "total_timeout_seconds": None}
-    added_later = {name for name, value in defaults.items() if getattr(message, name) == value}
-    canonical = json.dumps(
-        message.model_dump(mode="json", exclude={"idempotency_key", *added_later}),
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def enforce_app_registry(

@@ -115,7 +115,8 @@ def build_runtime(
             settings.result_bucket,
         ),
         notifier=Notifier(session.client("sns"), settings.notification_topic_arn),
-        dispatcher=dispatcher or HttpDispatchClient(settings.dispatch_timeout_seconds),
+        dispatcher=dispatcher
+        or HttpDispatchClient(settings.dispatch_timeout_seconds, config.signing_keys),
         clock=clock,
     )
 

@@ -28,6 +28,7 @@ from baton.apps import AppRegistry, parse_app_registry
 from baton.errors import SettingsError
 from baton.registries import Monotonic, Registries, RegistrySource, WallClock, utc_now
 from baton.registry import AlgorithmRegistry, parse_algorithm_registry
+from baton.signing import SigningKeyring
 from baton.tokens import TokenKeyring
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
@@ -60,6 +61,13 @@ class Settings(BaseSettings):
 
     token_secret: SecretStr | None = None
     token_secret_arn: str | None = None
+    signing_secret: SecretStr | None = Field(
+        default=None,
+        description="The key (or keyring) from which each algorithm's dispatch signing "
+        "secret is derived. Neither this nor signing_secret_arn: derived from the token "
+        "secret (baton.signing).",
+    )
+    signing_secret_arn: str | None = None
 
     algorithms: SecretStr | None = Field(
         default=None, description="The registry as JSON (kept opaque so it never reaches a log)."
@@ -124,6 +132,8 @@ class Settings(BaseSettings):
         _exactly_one(self, "algorithms", "algorithms_parameter")
         if self.apps is not None and self.apps_parameter is not None:
             raise ValueError("set at most one of BATON_APPS or BATON_APPS_PARAMETER")
+        if self.signing_secret is not None and self.signing_secret_arn is not None:
+            raise ValueError("set at most one of BATON_SIGNING_SECRET or BATON_SIGNING_SECRET_ARN")
         return self
 
     @property
@@ -172,6 +182,8 @@ class Config:
     redis_url: str
     token_keys: TokenKeyring
     registries: Registries
+    signing_keys: SigningKeyring
+    """Sign the dispatch requests (derived from the token keys unless set apart)."""
 
     @property
     def registry(self) -> AlgorithmRegistry:
@@ -228,13 +240,27 @@ def resolve_config(
         clock=clock,
         monotonic=monotonic,
     )
+    token_keys = TokenKeyring.from_secret(token_secret)
     return Config(
         settings=settings,
         database_url=database_url,
         redis_url=settings.redis_url.get_secret_value(),
-        token_keys=TokenKeyring.from_secret(token_secret),
+        token_keys=token_keys,
         registries=Registries(algorithms, apps),
+        signing_keys=resolve_signing_keys(settings, token_keys, fetch_secret),
     )
+
+
+def resolve_signing_keys(
+    settings: Settings, token_keys: TokenKeyring, fetch_secret: SecretFetcher
+) -> SigningKeyring:
+    """``BATON_SIGNING_SECRET``, the secret behind ``BATON_SIGNING_SECRET_ARN``, or else
+    the keys derived from the token keyring (``baton.signing``)."""
+    if settings.signing_secret is not None:
+        return SigningKeyring.from_secret(settings.signing_secret.get_secret_value())
+    if settings.signing_secret_arn is not None:
+        return SigningKeyring.from_secret(fetch_secret(settings.signing_secret_arn))
+    return SigningKeyring.derived_from(token_keys)
 
 
 def _registry_source(

@@ -31,8 +31,11 @@ class TokenKeyring:
     keys: Mapping[str, bytes]
 
     @classmethod
-    def from_secret(cls, secret: str) -> TokenKeyring:
-        """A plain string is one key; ``{"current": id, "keys": {id: key}}`` is a keyring."""
+    def from_secret(cls, secret: str, what: str = "token secret") -> TokenKeyring:
+        """A plain string is one key; ``{"current": id, "keys": {id: key}}`` is a keyring.
+
+        ``what`` names the secret in errors (the dispatch signing secret is read alike).
+        """
         text = secret.strip()
         if text.startswith("{"):
             try:
@@ -41,19 +44,19 @@ class TokenKeyring:
                 current = str(document["current"])
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise SettingsError(
-                    'token secret: a keyring must be {"current": "<id>", "keys": {"<id>": "<key>"}}'
+                    f'{what}: a keyring must be {{"current": "<id>", "keys": {{"<id>": "<key>"}}}}'
                 ) from None
             if current not in keys:
-                raise SettingsError("token secret: the current key id is not in keys")
+                raise SettingsError(f"{what}: the current key id is not in keys")
             if not all(KEY_ID.fullmatch(kid) for kid in keys):
                 raise SettingsError(
-                    "token secret: key ids are letters, digits, '_' and '-' (1-64 characters)"
+                    f"{what}: key ids are letters, digits, '_' and '-' (1-64 characters)"
                 )
         else:
             keys = {hashlib.sha256(text.encode()).hexdigest()[:8]: text.encode()}
             current = next(iter(keys))
         if any(len(key) < 32 for key in keys.values()):
-            raise SettingsError("token secret: every key must be at least 32 characters")
+            raise SettingsError(f"{what}: every key must be at least 32 characters")
         return cls(current=current, keys=keys)
 
 

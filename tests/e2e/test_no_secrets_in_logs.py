@@ -4,10 +4,12 @@ carry secret-looking values - with every line captured: the Powertools logger's 
 on stdout (at DEBUG), the metrics Powertools prints, and every other logger of the
 process at INFO, the functions' level in the template. None of them may contain the
 token signing key, a callback token (or its MAC), a presigned URL signature, the
-database password, or an input marked secret."""
+dispatch signing keys, an algorithm's signing secret or a dispatch request's signature,
+the database password, or an input marked secret."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -279,6 +281,16 @@ def test_no_secret_reaches_any_log_line(
         secrets[f"token MAC of {request['task_id']}:{request['attempt']}"] = token.rsplit(".", 1)[1]
         for signature in signatures(request["result"]["upload_url"]):
             secrets[f"upload URL signature {signature[:6]}"] = signature
+    for delivery in algorithm_service.deliveries:
+        for signature in delivery.headers["webhook-signature"].split(" "):
+            secrets[f"dispatch signature {signature[3:9]}"] = signature.removeprefix("v1,")
+    signing = runtime.config.signing_keys
+    for kid, key in signing.keys.items():
+        secrets[f"signing key {kid} (base64)"] = base64.b64encode(key).decode()
+        secrets[f"signing key {kid} (hex)"] = key.hex()
+    for algorithm in ("ocr", "nlp"):
+        for one in signing.secrets_of(algorithm):
+            secrets[f"secret of {algorithm} {one.key_id}"] = one.secret.removeprefix("whsec_")
     for signature in signatures(fresh_upload_url):
         secrets[f"fresh upload URL signature {signature[:6]}"] = signature
     for notification in notifications:
@@ -299,7 +311,7 @@ def test_no_secret_reaches_any_log_line(
         if piece in text
     }
     assert leaks == {}
-    for marker in ("Signature=", "X-Amz-Signature", "X-Amz-Credential", "bt1."):
+    for marker in ("Signature=", "X-Amz-Signature", "X-Amz-Credential", "bt1.", "whsec_", "v1,"):
         assert marker not in text, next(line for line in lines if marker in line)[:300]
 
 

@@ -38,17 +38,31 @@ def read_pins(text: str) -> dict[NormalizedName, Version]:
     return pins
 
 
+SIBLINGS = ("local/pyproject.toml", "sdk/python/pyproject.toml")
+"""The other distributions of this checkout, which scripts/bootstrap.sh installs from it
+(editable) beside baton: they have no pin, their version is the checkout's."""
+
+
+def sibling_versions() -> dict[NormalizedName, Version]:
+    projects = [tomllib.loads((ROOT / path).read_text())["project"] for path in SIBLINGS]
+    return {canonicalize_name(p["name"]): Version(p["version"]) for p in projects}
+
+
 def dev_requirements() -> list[Requirement]:
     """What `pip install -e '.[dev]'` asks for by name: the package's dependencies, the
-    dev extra, and the extras of the package that the dev extra names."""
+    dev extra, and the extras of the package that the dev extra names (but not the
+    distributions of this checkout, see ``SIBLINGS``)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     own = canonicalize_name(project["name"])
+    siblings = sibling_versions()
     extras: dict[str, list[str]] = project["optional-dependencies"]
     pending = [Requirement(line) for line in [*project["dependencies"], *extras["dev"]]]
     expanded = {"dev"}
     found: list[Requirement] = []
     while pending:
         requirement = pending.pop(0)
+        if canonicalize_name(requirement.name) in siblings:
+            continue
         if canonicalize_name(requirement.name) != own:
             found.append(requirement)
             continue
@@ -96,3 +110,16 @@ def test_the_check_catches_a_missing_pin_and_a_pin_outside_its_range() -> None:
 
     # Then both are reported, and nothing else
     assert [problem.split(":")[0].split(">")[0] for problem in problems] == ["pytest", "ruff"]
+
+
+def test_baton_asks_for_the_sdk_of_this_checkout() -> None:
+    # baton.contracts re-exports baton_sdk's models: the two move together, so the
+    # range baton gives must hold the version the checkout's SDK has.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (sdk,) = [
+        Requirement(line)
+        for line in project["dependencies"]
+        if canonicalize_name(Requirement(line).name) == "baton-sdk"
+    ]
+    assert sdk.specifier.contains(sibling_versions()[canonicalize_name("baton-sdk")])
+    assert "baton-sdk" not in CONSTRAINTS.read_text()

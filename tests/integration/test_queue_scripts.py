@@ -540,7 +540,7 @@ def test_every_key_is_hash_tagged_by_algorithm(
         task_queue.confirm_slot(algorithm, admitted, DEADLINE)
         task_queue.restore(algorithm, [], tasks, task_queue.mark_snapshot(algorithm))
         task_queue.extend_slot(algorithm, admitted.task_id, admitted.attempt, DEADLINE)
-        task_queue.cool_down(algorithm, ENDPOINT, NOW + timedelta(seconds=30))
+        task_queue.cool_down(algorithm, ENDPOINT, NOW + timedelta(seconds=30), NOW)
         task_queue.hold(algorithm, True)
         leftover = task_queue.mark_snapshot(algorithm)  # a reconcile that died reading
         names = task_queue.keys(algorithm)
@@ -611,8 +611,8 @@ def test_admit_takes_nothing_while_the_endpoint_cools_down(task_queue: TaskQueue
     arm(task_queue, ALGO, CAP)
     task = queued()
     task_queue.enqueue(ALGO, [task])
-    task_queue.cool_down(ALGO, ENDPOINT, NOW + timedelta(seconds=30))
-    task_queue.cool_down(ALGO, ENDPOINT, NOW + timedelta(seconds=5))  # a shorter pause loses
+    task_queue.cool_down(ALGO, ENDPOINT, NOW + timedelta(seconds=30), NOW)
+    task_queue.cool_down(ALGO, ENDPOINT, NOW + timedelta(seconds=5), NOW)  # a shorter pause loses
 
     during = task_queue.admit(ALGO, LEASE, 10, NOW + timedelta(seconds=29))
     assert during.slots == []
@@ -640,9 +640,9 @@ def test_cool_down_of_one_algorithm_leaves_the_others_alone(task_queue: TaskQueu
         arm(task_queue, name, CAP)
     task_queue.enqueue("nlp", [queued()])
     # The same endpoint URL: the cool-down is still the algorithm's own.
-    task_queue.cool_down(ALGO, ENDPOINT, NOW + timedelta(seconds=30))
+    task_queue.cool_down(ALGO, ENDPOINT, NOW + timedelta(seconds=30), NOW)
     assert len(task_queue.admit("nlp", LEASE, 10, NOW).slots) == 1
-    assert task_queue.cooling_until("nlp", ENDPOINT) is None
+    assert task_queue.cooling_until("nlp", ENDPOINT, NOW) is None
 
 
 def test_cool_down_of_one_endpoint_leaves_the_other_endpoints_alone(
@@ -652,7 +652,7 @@ def test_cool_down_of_one_endpoint_leaves_the_other_endpoints_alone(
     arm(task_queue, ALGO, policy=Policy(capacity=4, endpoints=[(busy, 2), (free, 2)]))
     tasks = [queued(age_seconds=60 - i) for i in range(3)]
     task_queue.enqueue(ALGO, tasks)
-    task_queue.cool_down(ALGO, busy, NOW + timedelta(seconds=30))
+    task_queue.cool_down(ALGO, busy, NOW + timedelta(seconds=30), NOW)
 
     during = task_queue.admit(ALGO, LEASE, 10, NOW + timedelta(seconds=29))
 
@@ -661,7 +661,7 @@ def test_cool_down_of_one_endpoint_leaves_the_other_endpoints_alone(
     assert {s.endpoint for s in during.slots} == {free}
     assert during.stopped is AdmissionStop.COOLING_DOWN
     assert task_queue.cooling_until(ALGO, busy, NOW) == NOW + timedelta(seconds=30)
-    assert task_queue.cooling_until(ALGO, free) is None
+    assert task_queue.cooling_until(ALGO, free, NOW) is None
     assert task_queue.ready_count(ALGO) == 1
     after = task_queue.admit(ALGO, LEASE, 10, NOW + timedelta(seconds=31))
     assert [(s.task_id, s.attempt, s.endpoint) for s in after.slots] == [(*member(tasks[2]), busy)]

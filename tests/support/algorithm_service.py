@@ -9,7 +9,10 @@ calls back with its token. Each task's ``input.test`` steers it:
 - ``run_seconds``: how long the work takes (default 0.02)
 - ``retry_after``: the Retry-After header sent with a refusal
 
-It records every request (with the moment it arrived), every callback answer, and the
+It reads the contract raw (JSON and HTTP by hand, no SDK): it is the outside view that
+a bug shared by Baton and the SDK cannot hide from (tests.support.sdk_algorithm_service
+is the service built on the SDK). It records every request (its exact bytes and headers
+too, in ``deliveries``, with the moment it arrived), every callback answer, and the
 most tasks it ever had in flight per path (an algorithm's endpoint): from receiving a
 request to sending its callback; and per algorithm the most cost in flight. A path can
 be made to refuse every request for a while (``refuse``), as a failing server does.
@@ -37,10 +40,20 @@ class CallbackRecord:
     answer: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A dispatch request as it came over the wire: the bytes its signature covers."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]
+
+
 @dataclass
 class AlgorithmService:
     server: ThreadingHTTPServer | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
     callbacks: list[CallbackRecord] = field(default_factory=list)
     in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     max_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -65,8 +78,11 @@ class AlgorithmService:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                request = json.loads(self.rfile.read(length))
+                raw = self.rfile.read(length)
+                request = json.loads(raw)
                 path = self.path.strip("/")
+                with service._lock:
+                    service.deliveries.append(Delivery(path, raw, dict(self.headers.items())))
                 status, retry_after = service._accept(path, request)
                 self.send_response(status)
                 if status >= 300 and retry_after is not None:
@@ -225,3 +241,7 @@ class AlgorithmService:
     def requests_for(self, task_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return [r for r in self.requests if r["task_id"] == task_id]
+
+    def deliveries_for(self, task_id: str) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self.deliveries if json.loads(d.body)["task_id"] == task_id]

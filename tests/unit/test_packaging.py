@@ -1,6 +1,7 @@
-"""The product ships alone: the baton package, the BatonLayer build and the baton wheel
-hold no emulator, no demo and no demo documents (those are baton-local's, in local/);
-and without baton-local the console script says how to get its commands."""
+"""The product ships alone: the baton package, the BatonLayer build (baton, and the
+client SDK whose contracts and signing it uses) and the baton wheel hold no emulator,
+no demo and no demo documents (those are baton-local's, in local/); and without
+baton-local the console script says how to get its commands."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_the_baton_package_has_no_emulator_or_demo_module() -> None:
     assert not [m for m in modules if set(m.split(".")[1:]) & set(DEVELOPMENT_ONLY)]
 
 
-def test_the_layer_ships_the_baton_package_alone(tmp_path: Path) -> None:
+def test_the_layer_ships_the_baton_package_and_the_sdk_alone(tmp_path: Path) -> None:
     subprocess.run(
         ["make", "-s", "-f", "shared/Makefile", "build-BatonLayer", f"ARTIFACTS_DIR={tmp_path}"],
         cwd=ROOT,
@@ -33,7 +34,13 @@ def test_the_layer_ships_the_baton_package_alone(tmp_path: Path) -> None:
     )
     files = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
     assert "python/baton/__init__.py" in files
-    assert all(f.startswith("python/baton/") for f in files), files
+    # baton_sdk defines the contracts baton re-exports, and signs what it sends
+    assert "python/baton_sdk/__init__.py" in files
+    assert "python/baton_sdk/py.typed" in files
+    assert {f.split("/")[1] for f in files} == {"baton", "baton_sdk"}, files
+    assert all(f.startswith(("python/baton/", "python/baton_sdk/")) for f in files), files
+    assert not [f for f in files if "__pycache__" in f or f.endswith((".pyc", ".pyo"))]
+    assert not [f for f in files if ".egg-info" in f]
     assert not [f for f in files if set(f.split("/")[2:-1]) & set(DEVELOPMENT_ONLY)]
     assert not [f for f in files if f.endswith(".txt")]
     # what the package needs at run time is there

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
+import baton_sdk.contracts
 import pytest
 from baton.contracts import MAX_PRIORITY, TaskMessage
 from baton.errors import InvalidTaskMessage
@@ -409,3 +410,38 @@ def test_utc_written_as_z_or_as_offset_gives_the_same_key() -> None:
     z = parse(message_with(not_before="2030-01-01T00:00:00Z"))
     assert derive_idempotency_key(utc) == derive_idempotency_key(z)
     assert utc.not_before == datetime(2030, 1, 1, tzinfo=timezone(timedelta(0)))
+
+
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        (FULL, "sha256:ad7e3c256909953864ad3a432ce70e687db09d1d001ed708fc2ca8ac2fbebe1f"),
+        (
+            {"app": "contracts", "algorithm": "ocr", "input": {"document": "doc-1"}},
+            "sha256:12e6563d8cbe900b64b65a15740067ee96f34e2fccc8fa648839d541de87e715",
+        ),
+        (
+            {"app": "contracts", "algorithm": "ocr", "input": {"document": "doc-1"}, "cost": 1},
+            "sha256:12e6563d8cbe900b64b65a15740067ee96f34e2fccc8fa648839d541de87e715",
+        ),
+        (
+            {"app": "contracts", "algorithm": "ocr", "input": {"document": "doc-1"}, "cost": 3},
+            "sha256:8975725ef0c9e4cee607d9949b493de2f40e75754eb4feece722e1821103e281",
+        ),
+    ],
+)
+def test_derived_keys_of_known_messages_never_change(fields: dict[str, Any], key: str) -> None:
+    # Stored tasks carry these keys: a message sent again after an upgrade must find its
+    # task, so the derivation is pinned (the SDK's is the same function: a business app
+    # that derives the key before sending gets the one Baton stores).
+    message = parse(json.dumps(fields))
+    assert derive_idempotency_key(message) == key
+    assert baton_sdk.contracts.derive_idempotency_key(message) == key
+    assert baton_sdk.contracts.TaskMessage is TaskMessage
+
+
+@pytest.mark.parametrize("name", ["queue_timeout_seconds", "total_timeout_seconds"])
+def test_every_option_of_the_sdks_message_is_taken_not_ignored(name: str) -> None:
+    # The SDK's message has it, and this Baton enforces it (the sweep ends the task).
+    assert getattr(parse(message_with(**{name: 600})), name) == 600
+    assert getattr(parse(message_with(**{name: None})), name) is None

@@ -245,6 +245,17 @@ def test_result_missing_is_not_attempt_ended() -> None:
 
 
 def test_gives_up_after_the_policy_runs_out() -> None:
-    with loopback(lambda _: error(500, "internal")) as server, pytest.raises(Unavailable):
+    with (
+        loopback(lambda _: error(500, "internal")) as server,
+        pytest.raises(Unavailable) as caught,
+    ):
         attempt_at(server.url, attempts=3).succeed()
     assert len(server.seen) == 3
+    assert caught.value.status == 500  # the last answer's
+
+
+def test_giving_up_without_any_answer_has_no_status() -> None:
+    with loopback(lambda _: DROP) as server, pytest.raises(Unavailable) as caught:
+        attempt_at(server.url, attempts=2).succeed()
+    assert len(server.seen) == 2
+    assert caught.value.status is None

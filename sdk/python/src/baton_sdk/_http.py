@@ -128,6 +128,7 @@ class RetryPolicy:
 def with_retries(send: Callable[[], Response], policy: RetryPolicy, what: str) -> Response:
     """``send()`` until it gets an answer below 500, or the policy gives up."""
     last = ""
+    last_status: int | None = None
     retry_after: float | None = None
     for retry in range(policy.attempts):
         if retry:
@@ -136,13 +137,17 @@ def with_retries(send: Callable[[], Response], policy: RetryPolicy, what: str) -
         try:
             response = send()
         except TransportError as exc:
-            last = str(exc)
+            last, last_status = str(exc), None
             continue
         if response.status < 500:
             return response
         retry_after = retry_after_seconds(response.headers.get("retry-after"))
-        last = f"{response.status} {error_text(response)}"
-    raise Unavailable(f"{what}: gave up after {policy.attempts} tries; last: {last}")
+        last, last_status = f"{response.status} {error_text(response)}", response.status
+    # The last answer's status (None: the last try got no answer), for a caller that
+    # tells "Baton kept failing" from "Baton could not be reached" without the text.
+    raise Unavailable(
+        f"{what}: gave up after {policy.attempts} tries; last: {last}", status=last_status
+    )
 
 
 def error_code(response: Response) -> tuple[str | None, str]:

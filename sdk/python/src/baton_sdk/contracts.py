@@ -36,6 +36,8 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 """An app or algorithm name: letters, digits, ``.``, ``_`` and ``-``, 1-64 characters."""
 
 MAX_PRIORITY = 1_000_000
+MAX_COST = 100_000
+"""The largest ``cost`` a message may ask (no endpoint has more capacity than this)."""
 MAX_TASK_TIMEOUT_SECONDS = 30 * 24 * 3600
 """The longest ``queue_timeout_seconds`` or ``total_timeout_seconds`` a message may ask."""
 
@@ -103,7 +105,11 @@ class TaskMessage(_Inbound):
     not_before: StartTime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     cost: int = Field(
-        default=1, ge=1, description="Units of the algorithm's capacity the task takes"
+        default=1,
+        ge=1,
+        le=MAX_COST,
+        description="Units of the algorithm's capacity the task takes (pages, GPUs); "
+        "at most what its largest endpoint can run",
     )
     queue_timeout_seconds: int | None = Field(
         default=None, ge=1, le=MAX_TASK_TIMEOUT_SECONDS, description=INTEGER_AS_WRITTEN

@@ -49,7 +49,9 @@ class InvalidRequest(BatonError):
 
 
 class Unavailable(BatonError):
-    """Baton kept answering 5xx, or could not be reached, until the retries ran out."""
+    """Baton kept answering 5xx, or could not be reached, until the retries ran out.
+
+    ``status`` is the last answer's (a 5xx), or None when the last try got no answer."""
 
 
 class ApiError(BatonError):

@@ -67,8 +67,12 @@ def _missing_settings(needs: str, environ: Mapping[str, str]) -> list[str]:
 
 
 def _check_settings(args: argparse.Namespace) -> None:
+    from baton.runtime import has_runtime
+
     needs = getattr(args, "needs", None)
     if needs is None or (needs == "database" and getattr(args, "database_url", None)):
+        return
+    if needs == "runtime" and has_runtime():  # built already (the process set it up)
         return
     missing = _missing_settings(needs, os.environ)
     if missing:
@@ -666,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     secret.add_argument("name")
     secret.add_argument("--json", action="store_true", help="one JSON document")
-    secret.set_defaults(run=_algorithm_secret, needs="runtime")
+    secret.set_defaults(run=_algorithm_secret)
 
     reconcile = commands.add_parser(
         "reconcile", help="rebuild Redis state from the database", parents=operator

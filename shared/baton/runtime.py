@@ -132,6 +132,11 @@ def get_runtime() -> Runtime:
     return _runtime
 
 
+def has_runtime() -> bool:
+    """Whether this process has its runtime already (built, or installed)."""
+    return _runtime is not None
+
+
 def set_runtime(runtime: Runtime | None) -> None:
     """Install (or, with None, forget) the process runtime: tests and the local emulator."""
     global _runtime  # noqa: PLW0603

@@ -16,17 +16,19 @@ from baton.records import NewTask
 
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.aws import AwsResources
-from tests.support.dispatchers import dispatch_for
+from tests.support.dispatchers import dispatch_for, record_arrivals
 from tests.support.runtime import TOKEN_SECRET, RuntimeFactory
 from tests.support.services import REDIS_URL
 
 PROCESSES = 8
 SECONDS = 20.0
 RATE, PER, BURST = 20, 1.0, 5
-JITTER_SECONDS = 0.1
-"""What a request may gain on its way from admission to the service, on this busy
-two-core machine (8 dispatching processes and the service share it): the bound is
-checked with this much slack in T."""
+JITTER_SECONDS = 0.25
+"""What a request may gain on its way from the moment it took its request from the
+limit (confirm.lua, just before the send) to the service, on this two-core machine that
+the 8 dispatching processes, MariaDB, Redis and the service share: a process can be put
+aside between the two. The bound is checked with this much slack in T; the test prints
+what its worst interval needed (0.02-0.07 s in runs of its own)."""
 
 
 def test_eight_dispatchers_never_exceed_the_rate_limit(
@@ -37,11 +39,16 @@ def test_eight_dispatchers_never_exceed_the_rate_limit(
     key_prefix: str,
 ) -> None:
     # Given an algorithm with room for everything but a rate limit, and a backlog of
-    # twice what the limit lets through in the run
-    algorithm_service.default_run_seconds = 0.0
+    # twice what the limit lets through in the run; its endpoint records what arrives,
+    # in a process of its own (the test process's threads must not delay it)
+    context = multiprocessing.get_context("spawn")
+    ports, stop, recorded = context.Queue(), context.Event(), context.Queue()
+    recorder = context.Process(target=record_arrivals, args=(ports, stop, recorded))
+    recorder.start()
+    port = ports.get(timeout=60)
     registry = {
         "llm": {
-            "endpoint": algorithm_service.endpoint("llm"),
+            "endpoint": f"http://127.0.0.1:{port}/llm",
             "max_concurrency": 10_000,
             "timeout_seconds": 3600,
             "rate_limit": {"requests": RATE, "per_seconds": PER, "burst": BURST},
@@ -78,7 +85,6 @@ def test_eight_dispatchers_never_exceed_the_rate_limit(
     }
 
     # When 8 processes dispatch it at once for 20 s
-    context = multiprocessing.get_context("spawn")
     go = context.Event()
     ready = [context.Event() for _ in range(PROCESSES)]
     workers: list[Any] = [
@@ -95,7 +101,9 @@ def test_eight_dispatchers_never_exceed_the_rate_limit(
         assert worker.exitcode == 0
 
     # Then in no interval of T seconds did more than burst + rate * T requests arrive
-    arrivals = sorted(algorithm_service.arrivals_at("llm"))
+    stop.set()
+    arrivals = sorted(recorded.get(timeout=30))
+    recorder.join(30)
     needed = 0.0  # the slack in T that the worst interval needed
     for first, start in enumerate(arrivals):
         for last in range(first, len(arrivals)):

@@ -37,4 +37,38 @@ def dispatch_for(
         promote_and_dispatch(runtime, [algorithm])
         # A pause between rounds, as a function between invocations: eight processes
         # spinning on two cores would delay the service, not test the limit.
-        time.sleep(0.05)
+        time.sleep(0.2)
+
+
+def record_arrivals(ports: Any, stop: Any, arrivals: Any) -> None:
+    """Entry point of a spawned process: an algorithm endpoint that accepts every
+    dispatch (202) and records when each arrived (the system's monotonic clock, which
+    every process shares), away from the test process's own threads. Puts its port on
+    ``ports`` once it listens, and the arrival times on ``arrivals`` once ``stop`` is set."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[float] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            moment = time.monotonic()
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with lock:
+                seen.append(moment)
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ports.put(server.server_address[1])
+    stop.wait()
+    server.shutdown()
+    with lock:
+        arrivals.put(list(seen))

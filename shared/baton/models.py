@@ -139,6 +139,8 @@ class TaskExecution(Base):
         UniqueConstraint("task_id", "attempt"),
         # Sweep: active attempts past their deadline.
         Index("ix_task_execution_status_deadline", "status", "deadline"),
+        # Reconcile: the attempts still draining (a short range: set only while draining).
+        Index("ix_task_execution_drain_until", "drain_until"),
     )
 
     id: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=True)
@@ -161,6 +163,21 @@ class TaskExecution(Base):
     progress: Mapped[int | None] = mapped_column(Integer)
     progress_message: Mapped[str | None] = mapped_column(Text)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    drain_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Set while the attempt drains: it ended without its algorithm's say-so and keeps
+    its slot until its endpoint acknowledges the cancel request, or until this moment
+    (the end plus the algorithm's ``cancel_grace_seconds``). NULL again once drained."""
+    drained_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When a drained attempt gave its slot back (acknowledged, or at the grace)."""
+    cancel_reason: Mapped[str | None] = mapped_column(String(32))
+    """What the cancel request says: ``timed_out``, ``cancelled`` or ``deadline_exceeded``."""
+    cancel_tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancel_http_status: Mapped[int | None] = mapped_column(Integer)
+    """The endpoint's last answer to the cancel request (None: no answer, or none sent)."""
+    refused_callbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Callbacks of this attempt that Baton refused (a bad token, a missing result)."""
+    last_refusal: Mapped[str | None] = mapped_column(String(64))
+    """The error code of the last refused callback, for the timeout's message."""
 
 
 class AlgorithmHold(Base):
@@ -182,6 +199,19 @@ class PolicyGap(Base):
 
     algorithm: Mapped[str] = mapped_column(_NAME, primary_key=True)
     since: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CancelTombstone(Base):
+    """A cancel by idempotency key that arrived before its task (SQS keeps no order):
+    the task, if it arrives before ``expires_at``, ends cancelled without a dispatch."""
+
+    __tablename__ = "cancel_tombstone"
+
+    app: Mapped[str] = mapped_column(_NAME, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class NotificationOutbox(Base):

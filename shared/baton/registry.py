@@ -24,6 +24,11 @@ class EndpointConfig(BaseModel):
 
     url: AnyHttpUrl
     max_concurrency: int = Field(ge=1, le=MAX_CAPACITY)
+    cancel_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Where Baton sends the signed cancel request of an attempt it ended; "
+        "without one the attempt's slot is freed at once",
+    )
 
 
 class RateLimit(BaseModel):
@@ -52,6 +57,9 @@ class AlgorithmConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     endpoint: AnyHttpUrl | None = None
+    cancel_url: AnyHttpUrl | None = Field(
+        default=None, description="With endpoint: that endpoint's cancel URL"
+    )
     endpoints: tuple[EndpointConfig, ...] | None = Field(default=None, min_length=1, max_length=64)
     max_concurrency: int | None = Field(
         default=None,
@@ -96,6 +104,13 @@ class AlgorithmConfig(BaseModel):
         "deadline_exceeded; a message may only shorten it",
     )
     rate_limit: RateLimit | None = None
+    cancel_grace_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=86_400,
+        description="How long an attempt Baton ended keeps its slot while its endpoint "
+        "has not acknowledged the cancel request, counted from the end",
+    )
     paused: bool = False
 
     @model_validator(mode="after")
@@ -106,6 +121,8 @@ class AlgorithmConfig(BaseModel):
             raise ValueError("max_run_seconds must be at least the longest timeout")
         if (self.endpoint is None) == (self.endpoints is None):
             raise ValueError("give exactly one of endpoint and endpoints")
+        if self.endpoints is not None and self.cancel_url is not None:
+            raise ValueError("cancel_url goes with endpoint; with endpoints, give each its own")
         if self.endpoints is None:
             if self.max_concurrency is None:
                 raise ValueError("max_concurrency is required with endpoint")
@@ -127,7 +144,24 @@ class AlgorithmConfig(BaseModel):
             return self.endpoints
         assert self.endpoint is not None
         assert self.max_concurrency is not None
-        return (EndpointConfig(url=self.endpoint, max_concurrency=self.max_concurrency),)
+        return (
+            EndpointConfig(
+                url=self.endpoint, max_concurrency=self.max_concurrency, cancel_url=self.cancel_url
+            ),
+        )
+
+    def cancel_url_of(self, endpoint: str | None) -> str | None:
+        """The cancel URL of the endpoint whose dispatch URL is ``endpoint`` (None: it has
+        none, or the registry no longer lists it)."""
+        for each in self.endpoint_list:
+            if str(each.url) == endpoint and each.cancel_url is not None:
+                return str(each.cancel_url)
+        return None
+
+    @property
+    def draining_endpoints(self) -> frozenset[str]:
+        """The dispatch URLs of the endpoints that have a cancel URL."""
+        return frozenset(str(e.url) for e in self.endpoint_list if e.cancel_url is not None)
 
     @property
     def capacity(self) -> int:

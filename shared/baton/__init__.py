@@ -29,11 +29,14 @@ which wire the rest together):
 - ``storage``, ``notifications``, ``dispatch_client``: S3, SNS and HTTP to the algorithms.
 - ``dead_letters``: the intake queue's dead-letter queue: its messages, and moving them back.
 - ``runtime``: the collaborators each operation receives, built once per cold start.
-- ``outbox``, ``attempts``, ``repair``: publishing notifications, ending an attempt,
-  repairing one algorithm's Redis state.
-- ``scheduling``, ``intake``, ``sweep``, ``completion``, ``cancellation``, ``reconcile``:
-  the lifecycle operations; ``pausing``: operators pause and resume an algorithm;
-  ``retrying``: operators retry final tasks (each retry a new outcome).
+- ``outbox``, ``draining``, ``attempts``, ``repair``: publishing notifications, stopping
+  an attempt Baton ended at its algorithm (cancel requests; the slot held until the
+  service stops or the grace ends), ending an attempt, repairing one algorithm's Redis
+  state.
+- ``scheduling``, ``cancellation``, ``intake``, ``sweep``, ``completion``, ``reconcile``:
+  the lifecycle operations (``cancellation`` also takes the apps' cancel messages);
+  ``pausing``: operators pause and resume an algorithm; ``retrying``: operators retry
+  final tasks (each retry a new outcome).
 - ``waiting``: why a task waits (the rule that holds it, the tasks ahead of it).
 - ``callback_api``, ``openapi``: the callback API and its OpenAPI document.
 - ``deployment``: the schema custom resource; ``cli``: the console script (operators).
@@ -73,9 +76,10 @@ function's docstring starts with its step:
 
 Each function's handler calls one of these: ``functions/intake`` steps 1-3 (then the
 fast path, 4-10), ``functions/promote`` 4-5, ``functions/dispatch`` 4-10,
-``functions/sweep`` 9 (ending an overdue attempt: 13-16), ``functions/callback``
-12-16. Reconcile (``reconcile.reconcile_all``, ``repair.repair_algorithm_state``,
-restore.lua) is the safety net behind 5 and 9: it rebuilds Redis from the database.
+``functions/sweep`` 9 (ending an overdue attempt: 13-16; the cancel requests of
+draining attempts, ``draining.drain_attempts``), ``functions/callback`` 12-16.
+Reconcile (``reconcile.reconcile_all``, ``repair.repair_algorithm_state``, restore.lua)
+is the safety net behind 5 and 9: it rebuilds Redis from the database.
 """
 
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from baton.backoff import backoff_seconds
+from baton.draining import hold_slot
 from baton.faults import crash_point
 from baton.outbox import publish_notification
 from baton.records import AttemptOutcome, ExecutionStatus, FinishedAttempt, TaskStatus
@@ -44,12 +45,16 @@ def retry_time(runtime: Runtime, algorithm: str, attempt: int, now: datetime) ->
 def end_attempt(
     runtime: Runtime, algorithm: str, task_id: str, attempt: int, outcome: AttemptOutcome
 ) -> FinishedAttempt | None:
-    """Steps 13-14: record how the attempt ended; None when another actor ended it first."""
+    """Steps 13-14: record how the attempt ended; None when another actor ended it first.
+    The slot is freed, or, for an attempt that drains, held until its service stops."""
     finished = runtime.repository.finish_attempt(task_id, attempt, runtime.clock(), outcome)
     if finished is None:
         return None
     crash_point("attempt.after_finish")
-    runtime.queue.release(algorithm, task_id, attempt, runtime.clock())
+    if finished.draining is not None:
+        hold_slot(runtime, algorithm, finished.draining)  # freed once the service stops
+    else:
+        runtime.queue.release(algorithm, task_id, attempt, runtime.clock())
     if finished.terminal:
         crash_point("attempt.after_release")
         publish_notification(runtime, task_id)

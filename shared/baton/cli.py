@@ -185,12 +185,44 @@ def _task_show(args: argparse.Namespace) -> int:
 
 
 def _task_cancel(args: argparse.Namespace) -> int:
-    from baton.cancellation import cancel_task
+    from pydantic import ValidationError
+
+    from baton.cancellation import CancelOutcome, cancel_task, cancel_task_by_key
+    from baton.retrying import TaskRef, task_summary
     from baton.runtime import get_runtime
 
-    task = cancel_task(get_runtime(), args.task_id, args.reason)
-    print(f"task {task.id} cancelled")
-    return 0
+    try:
+        ref = TaskRef(task_id=args.task_id, app=args.app, idempotency_key=args.key)
+    except ValidationError as exc:
+        return _invalid(exc)
+    runtime = get_runtime()
+    # The cancel message's own implementation: the task ends cancelled with its one
+    # notification, and a running attempt is stopped at its algorithm.
+    if ref.task_id is not None:
+        result = _quietly(lambda: cancel_task(runtime, ref.task_id or "", args.reason))
+    else:
+        result = _quietly(
+            lambda: cancel_task_by_key(
+                runtime, ref.app or "", ref.idempotency_key or "", args.reason
+            )
+        )
+    document: dict[str, Any] = {"outcome": result.outcome.value}
+    if result.task is not None:
+        document |= task_summary(result.task)
+    if args.json:
+        _print_document(document)
+    elif result.outcome is CancelOutcome.CANCELLED:
+        print(f"task {document['task_id']} cancelled")
+    elif result.outcome is CancelOutcome.KEPT:
+        print(
+            f"no task of {ref.app} with that key yet: the cancel is kept, and the task "
+            "will end cancelled if it arrives"
+        )
+    elif result.outcome is CancelOutcome.ALREADY_FINAL:
+        print(f"baton: task {document['task_id']} is already {document['status']}", file=sys.stderr)
+    else:
+        print(f"baton: task {ref.task_id} does not exist", file=sys.stderr)
+    return 0 if result.outcome in (CancelOutcome.CANCELLED, CancelOutcome.KEPT) else _REFUSED_EXIT
 
 
 def _task_why(args: argparse.Namespace) -> int:
@@ -645,8 +677,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = task_commands.add_parser(
         "cancel", help="cancel a task that has not finished", parents=operator
     )
-    cancel.add_argument("task_id")
+    cancel.add_argument("task_id", nargs="?", help="or --app and --key")
+    cancel.add_argument("--app", help="with --key: the task of this app ...")
+    cancel.add_argument("--key", help="... with this idempotency key (kept if not arrived)")
     cancel.add_argument("--reason", default="cancelled by operator")
+    cancel.add_argument("--json", action="store_true", help="one JSON document")
     cancel.set_defaults(run=_task_cancel, needs="runtime")
 
     algorithm = commands.add_parser(

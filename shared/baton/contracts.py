@@ -1,5 +1,5 @@
-"""Every shape that crosses Baton's boundary, as Baton uses it: the task message, the
-dispatch request, the callback and heartbeat API, and the notification.
+"""Every shape that crosses Baton's boundary, as Baton uses it: the task and cancel
+messages, the dispatch and cancel requests, the callback and heartbeat API, and the notification.
 
 They are defined once, in the client SDK (``baton_sdk.contracts``), which business
 apps and algorithm services install: what they build and parse is what Baton
@@ -24,6 +24,10 @@ from baton_sdk.contracts import (
     CallbackAnswer,
     CallbackBody,
     CallbackTarget,
+    CancelById,
+    CancelByKey,
+    CancelMessage,
+    CancelRequest,
     DispatchRequest,
     ErrorAnswer,
     ErrorDetail,
@@ -47,6 +51,10 @@ __all__ = [
     "CallbackAnswer",
     "CallbackBody",
     "CallbackTarget",
+    "CancelById",
+    "CancelByKey",
+    "CancelMessage",
+    "CancelRequest",
     "DispatchRequest",
     "ErrorAnswer",
     "ErrorDetail",

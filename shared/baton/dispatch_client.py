@@ -1,4 +1,5 @@
-"""The HTTP side of dispatch: sign and POST the dispatch request, classify the answer."""
+"""The HTTP side of dispatch: sign and POST the dispatch request (and the cancel request
+of an attempt Baton ended), classify the answer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Protocol
 
 import urllib3
 
-from baton.contracts import DispatchRequest
+from baton.contracts import CancelRequest, DispatchRequest
 from baton.signing import SigningKeyring
 
 
@@ -28,6 +29,13 @@ class DispatchAnswer:
     http_status: int | None
     detail: str
     retry_after_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class CancelAnswer:
+    acknowledged: bool  # 2xx or 404: the service stopped, or never had the attempt
+    http_status: int | None  # None: no answer
+    detail: str
 
 
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -59,6 +67,8 @@ def classify(status: int) -> DispatchVerdict:
 
 class DispatchClient(Protocol):
     def send(self, endpoint: str, request: DispatchRequest) -> DispatchAnswer: ...
+
+    def cancel(self, cancel_url: str, request: CancelRequest) -> CancelAnswer: ...
 
 
 class HttpDispatchClient:
@@ -93,19 +103,7 @@ class HttpDispatchClient:
             request.algorithm, request.task_id, request.attempt, body, int(self._wall())
         )
         try:
-            response = self._pool.request(
-                "POST",
-                endpoint,
-                body=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "User-Agent": "baton-dispatch/1",
-                    "Idempotency-Key": f"{request.task_id}:{request.attempt}",
-                    **signature,
-                },
-                redirect=False,
-                preload_content=True,
-            )
+            response = self._post(endpoint, body, f"{request.task_id}:{request.attempt}", signature)
         except urllib3.exceptions.HTTPError as exc:
             return DispatchAnswer(DispatchVerdict.RETRY, None, f"no answer: {type(exc).__name__}")
         return DispatchAnswer(
@@ -113,4 +111,40 @@ class HttpDispatchClient:
             response.status,
             response.data[:200].decode(errors="replace"),
             parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC)),
+        )
+
+    def cancel(self, cancel_url: str, request: CancelRequest) -> CancelAnswer:
+        """POST the signed cancel request of an attempt Baton ended; never raises. Each
+        try is signed afresh (a new timestamp) under the same id."""
+        body = request.model_dump_json().encode()
+        signature = self._signing_keys.cancel_headers(
+            request.algorithm, request.task_id, request.attempt, body, int(self._wall())
+        )
+        try:
+            response = self._post(
+                cancel_url, body, f"{request.task_id}:{request.attempt}:cancel", signature
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            return CancelAnswer(False, None, f"no answer: {type(exc).__name__}")
+        return CancelAnswer(
+            200 <= response.status < 300 or response.status == 404,
+            response.status,
+            response.data[:200].decode(errors="replace"),
+        )
+
+    def _post(
+        self, url: str, body: bytes, idempotency_key: str, signature: dict[str, str]
+    ) -> urllib3.BaseHTTPResponse:
+        return self._pool.request(
+            "POST",
+            url,
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "baton-dispatch/1",
+                "Idempotency-Key": idempotency_key,
+                **signature,
+            },
+            redirect=False,
+            preload_content=True,
         )

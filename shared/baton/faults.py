@@ -30,8 +30,12 @@ AFTER_FINAL_CRASH_POINTS = (
     "notify.before_republish",  # a duplicate of a final task found, nothing published again
     "notify.after_republish",  # published again, the duplicate's SQS record not acknowledged
     "retry.after_reset",  # a final task back to PENDING, not yet promoted or dispatched
+    "cancel.after_end",  # an attempt ended by Baton and draining, no cancel request sent
+    "cancel.after_ack",  # the cancel acknowledged and recorded, the slot not yet released
+    "cancel.after_keep",  # a cancel kept for its task, the task not yet checked again
 )
-"""Reached only once a task is final: its message comes again, or an operator retries it."""
+"""Reached only once a task is final: its message comes again, an operator retries it,
+or Baton stops the attempt it ended at its algorithm."""
 
 KNOWN_CRASH_POINTS = CRASH_POINTS + AFTER_FINAL_CRASH_POINTS
 

@@ -1,8 +1,9 @@
 """Intake: validate a task message, check that its app may send it, and store it once
-(steps 1-3)."""
+(steps 1-3). The same queue carries the apps' cancel messages (``baton.cancellation``)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,12 +18,13 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
 from baton.apps import AppRegistry, sender_matches
+from baton.cancellation import accept_cancel_message, parse_cancel_message
 from baton.contracts import TaskMessage, derive_idempotency_key
 from baton.errors import InvalidTaskMessage
 from baton.faults import crash_point
 from baton.input_hygiene import describe_validation_error, duplicate_key, inspect_json
 from baton.observability import logger
-from baton.outbox import republish_notification
+from baton.outbox import publish_notification, republish_notification
 from baton.records import NewTask
 from baton.registry import AlgorithmRegistry
 from baton.runtime import Runtime
@@ -30,12 +32,14 @@ from baton.scheduling import run_fast_path
 
 __all__ = [
     "AcceptedTask",
+    "accept_cancel",
     "accept_task_message",
     # The SDK's derivation, the one a business app applies before it sends: the same
     # message has the same key on both sides (and keeps the key it always had).
     "derive_idempotency_key",
     "enforce_app_registry",
     "ingest_task_batch",
+    "is_cancel_message",
     "parse_task_message",
 ]
 
@@ -163,6 +167,16 @@ def accept_task_message(
     )
     task, created = runtime.repository.add_task(new)
     crash_point("intake.after_task_commit")
+    if created and task.status.is_terminal:
+        # Its cancel came first: stored cancelled, never dispatched, announced once.
+        logger.info(
+            "task arrived after its cancel",
+            task_id=task.id,
+            app=task.app,
+            idempotency_key=task.idempotency_key,
+        )
+        publish_notification(runtime, task.id)
+        return AcceptedTask(task.id, task.algorithm, created=False)
     if created:
         logger.info("task accepted", task_id=task.id, app=task.app, algorithm=task.algorithm)
     elif task.status.is_terminal:
@@ -186,6 +200,32 @@ def accept_task_message(
     return AcceptedTask(task.id, task.algorithm, created)
 
 
+def is_cancel_message(body: str | bytes) -> bool:
+    """A cancel message has ``cancel`` at its top level and no ``algorithm``; anything
+    else is read (and refused, if need be) as a task message."""
+    marker = '"cancel"' if isinstance(body, str) else b'"cancel"'
+    if marker not in body:  # type: ignore[operator]  # str in str, bytes in bytes
+        return False
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "cancel" in data and "algorithm" not in data
+
+
+def accept_cancel(runtime: Runtime, body: str | bytes, sender_id: str | None = None) -> str:
+    """A cancel message: validated, its sender checked like a task message's, then
+    applied (``baton.cancellation``); returns what it did."""
+    size = len(body.encode() if isinstance(body, str) else body)
+    if size > runtime.settings.max_message_bytes:
+        raise InvalidTaskMessage(
+            f"body: message is {size} bytes; the limit is {runtime.settings.max_message_bytes}"
+        )
+    message = parse_cancel_message(body)
+    enforce_app_registry(runtime.config.apps, message.app, sender_id)
+    return accept_cancel_message(runtime, message).outcome.value
+
+
 def ingest_task_batch(runtime: Runtime, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Steps 1-2: accept an SQS batch: bad records become batch item failures (SQS retries them,
     then moves them to the DLQ), good ones are stored regardless; new tasks then go
@@ -195,6 +235,8 @@ def ingest_task_batch(runtime: Runtime, event: dict[str, Any], context: Any) -> 
     def accept_record(record: SQSRecord) -> str:
         sender_id: str | None = record.attributes.get("SenderId")
         try:
+            if is_cancel_message(record.body):
+                return accept_cancel(runtime, record.body, sender_id)
             accepted = accept_task_message(runtime, record.body, sender_id)
         except InvalidTaskMessage as exc:
             logger.warning(

@@ -122,6 +122,40 @@ class StartedAttempt:
     upload_expires_at: datetime
 
 
+CANCEL_REASONS = {
+    "timeout": "timed_out",
+    "queue_timeout": "timed_out",
+    "deadline_exceeded": "deadline_exceeded",
+    "cancelled": "cancelled",
+}
+"""The cancel request's ``reason`` for each way Baton ends an attempt on its own."""
+
+
+@dataclass(frozen=True)
+class Drain:
+    """How an attempt that Baton ends on its own (a timeout, a cancel, a deadline) gives
+    its slot back: an attempt on one of ``endpoints`` (those with a cancel URL) drains,
+    holding its slot until the endpoint acknowledges the cancel request or ``until``
+    (the end plus the algorithm's ``cancel_grace_seconds``); any other frees it at once."""
+
+    until: datetime
+    endpoints: frozenset[str]
+    reason: str
+    settle_seconds: float = 0.0
+    """How long a request still being dispatched may take to arrive."""
+
+
+@dataclass(frozen=True)
+class Draining:
+    """An attempt that ended and drains: its first cancel request goes out at
+    ``cancel_from`` (later than now for an attempt whose dispatch may still be on its
+    way, so that the cancel does not overtake it)."""
+
+    task_id: str
+    attempt: int
+    cancel_from: datetime
+
+
 @dataclass(frozen=True)
 class AttemptOutcome:
     """How an attempt ended. ``retry_at`` set: back to PENDING if attempts remain."""
@@ -138,9 +172,22 @@ class AttemptOutcome:
     counts_attempt: bool = True
     """False for "busy, come back later" (429, 503 with Retry-After): the retry does not
     use up one of the task's attempts (its queue and total timeouts bound how long)."""
+    drain: Drain | None = None
+    """Set when Baton ends the attempt on its own (a timeout): it may drain."""
 
 
 @dataclass(frozen=True)
 class FinishedAttempt:
     task: Task
     terminal: bool
+    draining: Draining | None = None
+
+
+@dataclass(frozen=True)
+class EndedTask:
+    """A task ended without its algorithm's say-so; ``running_attempt`` is the attempt
+    that ended with it (0: none was running), ``draining`` set if that one drains."""
+
+    task: Task
+    running_attempt: int
+    draining: Draining | None = None

@@ -8,7 +8,7 @@ Locks are always taken task row first, then execution row.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,11 +18,21 @@ from sqlalchemy import CursorResult, Select, delete, func, or_, select, tuple_, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from baton.models import AlgorithmHold, NotificationOutbox, PolicyGap, Task, TaskExecution
+from baton.models import (
+    AlgorithmHold,
+    CancelTombstone,
+    NotificationOutbox,
+    PolicyGap,
+    Task,
+    TaskExecution,
+)
 from baton.records import (
     ACTIVE_EXECUTION_STATUSES,
     ActiveAttempt,
     AttemptOutcome,
+    Drain,
+    Draining,
+    EndedTask,
     ExecutionStatus,
     FinishedAttempt,
     NewTask,
@@ -243,12 +253,34 @@ class Repository:
         try:
             with self._transaction() as session:
                 session.add(task)
+                session.flush()
+                self._apply_kept_cancel(session, task, new.created_at)
             return task, True
         except IntegrityError:
             existing = self.find_task(new.app, new.idempotency_key)
             if existing is None:  # the constraint that fired was not the idempotency key
                 raise
             return existing, False
+
+    def _apply_kept_cancel(self, session: Session, task: Task, now: datetime) -> None:
+        """A cancel by this task's key arrived first: the task is stored cancelled, so
+        that nothing ever dispatches it. The read locks the key, so a cancel kept at this
+        moment waits for this commit, and its own check of the task then finds it."""
+        kept = session.scalars(
+            select(CancelTombstone)
+            .where(
+                CancelTombstone.app == task.app,
+                CancelTombstone.idempotency_key == task.idempotency_key,
+                CancelTombstone.expires_at > now,
+            )
+            .with_for_update()
+        ).one_or_none()
+        if kept is None:
+            return
+        task.error_code = "cancelled"
+        task.error_message = kept.reason or "cancelled before the task arrived"
+        self._finalize(session, task, TaskStatus.CANCELLED, now)
+        session.delete(kept)
 
     def find_task(self, app: str, idempotency_key: str) -> Task | None:
         with self._sessions() as session:
@@ -431,6 +463,7 @@ class Repository:
             task = self._lock_task(session, task_id)
             if task is None or task.status != TaskStatus.RUNNING or task.attempts != attempt:
                 return None
+            drain_values, draining = self._drain_of(session, task_id, attempt, outcome.drain, now)
             if not self._move_execution(
                 session,
                 task_id,
@@ -442,6 +475,7 @@ class Repository:
                 error_code=outcome.error_code,
                 error_message=outcome.error_message,
                 http_status=outcome.http_status,
+                **drain_values,
             ):
                 return None
             task.updated_at = now
@@ -452,7 +486,7 @@ class Repository:
             if outcome.retry_at is not None and attempt < task.max_attempts:
                 task.status = TaskStatus.PENDING
                 task.not_before = outcome.retry_at
-                return FinishedAttempt(task, terminal=False)
+                return FinishedAttempt(task, terminal=False, draining=draining)
             self._finalize(session, task, outcome.task_status, now)
             if outcome.task_status == TaskStatus.SUCCEEDED:
                 task.result_key = session.scalars(
@@ -460,7 +494,29 @@ class Repository:
                         TaskExecution.task_id == task_id, TaskExecution.attempt == attempt
                     )
                 ).one()
-            return FinishedAttempt(task, terminal=True)
+            return FinishedAttempt(task, terminal=True, draining=draining)
+
+    @staticmethod
+    def _drain_of(
+        session: Session, task_id: str, attempt: int, drain: Drain | None, now: datetime
+    ) -> tuple[dict[str, Any], Draining | None]:
+        """The values that make an ending attempt drain, if ``drain`` says its endpoint
+        has a cancel URL. An attempt still dispatching may have its request on the way:
+        its first cancel waits until that request has had time to arrive."""
+        if drain is None:
+            return {}, None
+        row = session.execute(
+            select(TaskExecution.status, TaskExecution.endpoint, TaskExecution.created_at).where(
+                TaskExecution.task_id == task_id, TaskExecution.attempt == attempt
+            )
+        ).one_or_none()
+        if row is None or not row.status.is_active or row.endpoint not in drain.endpoints:
+            return {}, None
+        cancel_from = now
+        if row.status == ExecutionStatus.DISPATCHING:
+            cancel_from = max(now, row.created_at + timedelta(seconds=drain.settle_seconds))
+        values = {"drain_until": max(drain.until, cancel_from), "cancel_reason": drain.reason}
+        return values, Draining(task_id, attempt, cancel_from)
 
     @staticmethod
     def _finalize(session: Session, task: Task, status: TaskStatus, now: datetime) -> None:
@@ -474,11 +530,6 @@ class Repository:
             )
         )
 
-    def cancel_task(self, task_id: str, now: datetime, reason: str) -> tuple[Task, int] | None:
-        """Any non-terminal task -> CANCELLED; returns the task and the attempt whose slot
-        to release (0 if none ran), or None if it was already terminal or unknown."""
-        return self.end_task(task_id, now, TaskStatus.CANCELLED, "cancelled", reason)
-
     def end_task(
         self,
         task_id: str,
@@ -489,11 +540,12 @@ class Repository:
         *,
         waiting_only: bool = False,
         never_accepted: bool = False,
-    ) -> tuple[Task, int] | None:
+        drain: Callable[[str], Drain | None] | None = None,
+    ) -> EndedTask | None:
         """End a task that is not final without its algorithm's say-so (cancelled, timed
         out in the queue or past its total deadline, its algorithm gone): its active
-        attempt ends with it. Returns the task and the attempt whose slot to release (0
-        if none ran), or None if it is final, unknown, or no longer as required
+        attempt ends with it, and drains if ``drain`` (given the task's algorithm) says
+        so. None if the task is final, unknown, or no longer as required
         (``waiting_only``: pending or queued; ``never_accepted``: no attempt accepted)."""
         with self._transaction() as session:
             task = self._lock_task(session, task_id)
@@ -503,6 +555,11 @@ class Repository:
             if (waiting_only and not waiting) or (never_accepted and task.first_accepted_at):
                 return None
             running_attempt = task.attempts if task.status == TaskStatus.RUNNING else 0
+            drain_values, draining = (
+                self._drain_of(session, task_id, running_attempt, drain(task.algorithm), now)
+                if running_attempt and drain is not None
+                else ({}, None)
+            )
             execution_status = (
                 ExecutionStatus.CANCELLED
                 if status == TaskStatus.CANCELLED
@@ -521,13 +578,89 @@ class Repository:
                     finished_at=now,
                     error_code=error_code,
                     error_message=message,
+                    **drain_values,
                 )
             )
             task.error_code = error_code
             task.error_message = message
             task.updated_at = now
             self._finalize(session, task, status, now)
-            return task, running_attempt
+            return EndedTask(task, running_attempt, draining)
+
+    # -- draining attempts --------------------------------------------------------------
+
+    def record_cancel_answer(self, task_id: str, attempt: int, http_status: int | None) -> None:
+        """Count one more cancel request sent to a draining attempt's endpoint, and its answer."""
+        with self._transaction() as session:
+            session.execute(
+                update(TaskExecution)
+                .where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.attempt == attempt,
+                    TaskExecution.drain_until.is_not(None),
+                )
+                .values(cancel_tries=TaskExecution.cancel_tries + 1, cancel_http_status=http_status)
+            )
+
+    def mark_drained(
+        self, task_id: str, attempt: int, now: datetime, http_status: int | None = None
+    ) -> bool:
+        """A draining attempt gives its slot back (acknowledged, or at its grace): True for
+        the one caller that moved it, who releases the slot."""
+        values: dict[str, Any] = {"drain_until": None, "drained_at": now}
+        if http_status is not None:
+            values["cancel_tries"] = TaskExecution.cancel_tries + 1
+            values["cancel_http_status"] = http_status
+        with self._transaction() as session:
+            result = session.execute(
+                update(TaskExecution)
+                .where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.attempt == attempt,
+                    TaskExecution.drain_until.is_not(None),
+                )
+                .values(**values)
+            )
+            return _rowcount(result) == 1
+
+    # -- cancels that arrive before their task ------------------------------------------
+
+    def keep_cancel(
+        self, app: str, idempotency_key: str, reason: str | None, now: datetime, until: datetime
+    ) -> None:
+        """Keep a cancel by key whose task has not arrived (SQS keeps no order), until
+        ``until``. The first one kept stays: a repeat changes nothing."""
+        try:
+            with self._transaction() as session:
+                session.add(
+                    CancelTombstone(
+                        app=app,
+                        idempotency_key=idempotency_key,
+                        reason=reason,
+                        created_at=now,
+                        expires_at=until,
+                    )
+                )
+        except IntegrityError:
+            pass
+
+    def purge_expired_cancels(self, now: datetime, limit: int) -> int:
+        with self._transaction() as session:
+            keys = session.execute(
+                select(CancelTombstone.app, CancelTombstone.idempotency_key)
+                .where(CancelTombstone.expires_at < now)
+                .limit(limit)
+            ).all()
+            if not keys:
+                return 0
+            session.execute(
+                delete(CancelTombstone).where(
+                    tuple_(CancelTombstone.app, CancelTombstone.idempotency_key).in_(
+                        [tuple(key) for key in keys]
+                    )
+                )
+            )
+            return len(keys)
 
     def tasks_past_queue_deadline(self, now: datetime, limit: int) -> list[str]:
         """Waiting tasks no attempt of which was accepted by their queue deadline."""
@@ -609,7 +742,8 @@ class Repository:
     # -- sweep and reconcile ------------------------------------------------------------
 
     def ended_attempts(self, attempts: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
-        """Of the given (task id, attempt) pairs, those recorded and no longer active."""
+        """Of the given (task id, attempt) pairs, those recorded that hold no slot: not
+        active, and not draining."""
         pairs = list(attempts)
         if not pairs:
             return set()
@@ -618,11 +752,14 @@ class Repository:
                 select(TaskExecution.task_id, TaskExecution.attempt).where(
                     tuple_(TaskExecution.task_id, TaskExecution.attempt).in_(pairs),
                     TaskExecution.status.not_in(ACTIVE_EXECUTION_STATUSES),
+                    TaskExecution.drain_until.is_(None),  # a draining attempt keeps its slot
                 )
             ).all()
         return {(row.task_id, row.attempt) for row in rows}
 
     def active_attempts(self, algorithm: str) -> list[ActiveAttempt]:
+        """The attempts that hold a slot: those running, and those draining (scored as
+        due at once, so that the sweep sends their cancel request again soon)."""
         with self._sessions() as session:
             rows = session.execute(
                 select(*_ACTIVE_COLUMNS).where(
@@ -630,7 +767,18 @@ class Repository:
                     TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
                 )
             ).all()
-        return [_active(row) for row in rows]
+            draining = session.execute(
+                select(
+                    *_ACTIVE_COLUMNS[:3],
+                    func.coalesce(TaskExecution.finished_at, TaskExecution.deadline).label(
+                        "deadline"
+                    ),
+                    *_ACTIVE_COLUMNS[4:],
+                ).where(
+                    TaskExecution.drain_until.is_not(None), TaskExecution.algorithm == algorithm
+                )
+            ).all()
+        return [_active(row) for row in rows] + [_active(row) for row in draining]
 
     def overdue_attempts(self, now: datetime, limit: int) -> list[ActiveAttempt]:
         with self._sessions() as session:

@@ -152,7 +152,10 @@ def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
             outcomes = list(pool.map(lambda a: dispatch_attempt(runtime, algorithm, a), admitted))
     for outcome in outcomes:
         if outcome is None:
+            # Its task ended meanwhile (a cancel, a queue timeout) or another worker has
+            # it: the room it took may be free again for the next ready task.
             report.skipped += 1
+            report.algorithms_freed.add(algorithm)
         elif outcome is DispatchVerdict.ACCEPTED:
             report.accepted += 1
         else:

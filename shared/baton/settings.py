@@ -87,6 +87,13 @@ class Settings(BaseSettings):
         "scheduling policy in Redis, may get before they are read and written again.",
     )
 
+    cancel_retention_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="How long a cancel by idempotency key waits for a task that has not "
+        "arrived yet (SQS keeps no order); the task, arriving within it, ends cancelled",
+    )
     policy_grace_seconds: int = Field(
         default=3600,
         ge=0,

@@ -33,7 +33,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from baton_sdk.signing import derive_secret, dispatch_webhook_id, sign_headers
+from baton_sdk.signing import cancel_webhook_id, derive_secret, dispatch_webhook_id, sign_headers
 
 from baton.tokens import TokenKeyring
 
@@ -100,6 +100,18 @@ class SigningKeyring:
         return sign_headers(
             [one.secret for one in self.secrets_of(algorithm)],
             dispatch_webhook_id(task_id, attempt),
+            body,
+            timestamp=timestamp,
+        )
+
+    def cancel_headers(
+        self, algorithm: str, task_id: str, attempt: int, body: bytes, timestamp: int
+    ) -> dict[str, str]:
+        """The same headers for a cancel request: ``webhook-id`` ``<task_id>:<attempt>:cancel``,
+        so that a consumer dropping repeated webhook ids still gets it."""
+        return sign_headers(
+            [one.secret for one in self.secrets_of(algorithm)],
+            cancel_webhook_id(task_id, attempt),
             body,
             timestamp=timestamp,
         )

@@ -1,5 +1,7 @@
-"""The sweep (step 9): attempts past their deadline time out, expired admission
-leases are taken back, and notifications left in the outbox are published."""
+"""The sweep (step 9): attempts past their deadline time out, tasks past their queue
+or total deadline end, draining attempts get their cancel requests again (or their
+slots back at the grace), expired admission leases are taken back, and notifications
+left in the outbox are published."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 from baton.attempts import end_attempt, retryable_outcome
 from baton.cancellation import end_task_early
+from baton.draining import DrainReport, drain_attempts, drain_for
 from baton.observability import logger, metrics
 from baton.outbox import publish_pending_notifications
 from baton.records import ExecutionStatus, QueuedTask, TaskStatus
@@ -27,10 +30,20 @@ class SweepReport:
     queue_timeouts: int = 0
     deadlines_exceeded: int = 0
     unregistered: int = 0
+    cancels_acknowledged: int = 0
+    cancels_past_grace: int = 0
+    cancels_retrying: int = 0
+    expired_cancels_purged: int = 0
     algorithms_freed: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "algorithms_freed": sorted(self.algorithms_freed)}
+
+    def add_drains(self, drains: DrainReport) -> None:
+        self.cancels_acknowledged += drains.acknowledged
+        self.cancels_past_grace += drains.past_grace
+        self.cancels_retrying += drains.retrying
+        self.algorithms_freed |= drains.algorithms_freed
 
 
 def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
@@ -52,6 +65,7 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
                 error_message=f"no callback by the deadline {overdue.deadline.isoformat()}",
             ),
             overdue_at=now,
+            drain=drain_for(runtime, overdue.algorithm, "timeout"),
         )
         finished = end_attempt(
             runtime, overdue.algorithm, overdue.task_id, overdue.attempt, outcome
@@ -74,6 +88,7 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
     _fail_tasks_of_unregistered_algorithms(runtime, report)
     for algorithm in runtime.config.registry.names():
         report.leases_recovered += _recover_expired_slots(runtime, algorithm, report)
+    report.expired_cancels_purged = runtime.repository.purge_expired_cancels(now, SWEEP_BATCH)
     report.notifications_published = publish_pending_notifications(runtime)
     if report.timed_out or report.retrying:
         metrics.add_metric(
@@ -138,15 +153,20 @@ def _fail_tasks_of_unregistered_algorithms(runtime: Runtime, report: SweepReport
 def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport) -> int:
     """Slots whose Redis score has passed but that the database does not time out:
     an admission whose worker died before recording the attempt, a slot whose attempt
-    already ended, or a deadline a heartbeat moved in the database only."""
+    already ended, a deadline a heartbeat moved in the database only, or a draining
+    attempt whose next cancel request is due."""
     repository, queue = runtime.repository, runtime.queue
     recovered = 0
+    draining: list[tuple[str, int]] = []
     for task_id, attempt, score in queue.overdue_slots(algorithm, runtime.clock(), SWEEP_BATCH):
         execution = repository.get_execution(task_id, attempt)
         if execution is not None and execution.status.is_active:
             if execution.deadline > runtime.clock():
                 queue.extend_slot(algorithm, task_id, attempt, execution.deadline)
             continue  # overdue in the database too: the loop above times it out
+        if execution is not None and execution.drain_until is not None:
+            draining.append((task_id, attempt))  # its cancel request is due
+            continue
         if execution is None:
             # An admission with no attempt row: its worker died, or it is starting the
             # attempt right now. Whatever the database said a moment ago, the slot is
@@ -174,4 +194,6 @@ def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport
             continue
         recovered += queue.release(algorithm, task_id, attempt, runtime.clock())
         report.algorithms_freed.add(algorithm)
+    if draining:
+        report.add_drains(drain_attempts(runtime, algorithm, draining))
     return recovered

@@ -11,6 +11,7 @@ from baton.models import Task
 from baton.records import (
     ActiveAttempt,
     AttemptOutcome,
+    EndedTask,
     ExecutionStatus,
     QueuedTask,
     Slot,
@@ -438,15 +439,19 @@ def test_finish_of_a_queued_task_is_refused(
 # -- cancel -----------------------------------------------------------------------------
 
 
+def cancel(repository: Repository, task_id: str, now: datetime, reason: str) -> EndedTask | None:
+    return repository.end_task(task_id, now, TaskStatus.CANCELLED, "cancelled", reason)
+
+
 def test_cancel_a_running_task_then_finish_is_refused(
     repository: Repository, new_task: NewTaskFactory, engine: sa.Engine
 ) -> None:
     task, now = start(repository, new_task)
 
-    cancelled = repository.cancel_task(task.id, now, "operator request")
+    cancelled = cancel(repository, task.id, now, "operator request")
 
     assert cancelled is not None
-    cancelled_task, running_attempt = cancelled
+    cancelled_task, running_attempt = cancelled.task, cancelled.running_attempt
     assert running_attempt == 1
     assert cancelled_task.status == TaskStatus.CANCELLED
     execution = stored_execution(repository, task.id, 1)
@@ -456,7 +461,7 @@ def test_cancel_a_running_task_then_finish_is_refused(
     before = row_snapshot(engine, task.id)
 
     assert repository.finish_attempt(task.id, 1, now, SUCCEEDED) is None
-    assert repository.cancel_task(task.id, now, "again") is None
+    assert cancel(repository, task.id, now, "again") is None
     assert row_snapshot(engine, task.id) == before
 
 
@@ -469,10 +474,10 @@ def test_cancel_a_task_that_never_ran(
     if status == "queued":
         queue_one(repository, task, now)
 
-    cancelled = repository.cancel_task(task.id, now, "not needed")
+    cancelled = cancel(repository, task.id, now, "not needed")
 
     assert cancelled is not None
-    assert cancelled[1] == 0
+    assert cancelled.running_attempt == 0
     stored = stored_task(repository, task.id)
     assert stored.status == TaskStatus.CANCELLED
     assert stored.finished_at == now
@@ -488,8 +493,8 @@ def test_cancel_a_terminal_or_unknown_task_returns_none(
     repository.finish_attempt(task.id, 1, now, SUCCEEDED)
     before = row_snapshot(engine, task.id)
 
-    assert repository.cancel_task(task.id, now, "too late") is None
-    assert repository.cancel_task("no-such-task", now, "unknown") is None
+    assert cancel(repository, task.id, now, "too late") is None
+    assert cancel(repository, "no-such-task", now, "unknown") is None
 
     assert row_snapshot(engine, task.id) == before
 

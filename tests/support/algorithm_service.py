@@ -8,6 +8,16 @@ calls back with its token. Each task's ``input.test`` steers it:
 - ``outcomes``: the outcome of attempt 1, 2, ... (the last one for any later attempt)
 - ``run_seconds``: how long the work takes (default 0.02)
 - ``retry_after``: the Retry-After header sent with a refusal
+- ``outcome: until_cancelled``: it works until Baton's cancel request for the attempt
+  arrives (then stops, silently), or for ``run_seconds`` (default 30), after which it
+  calls back "succeeded", late
+- ``cancel_status``: answers to successive cancel requests of an attempt (default 200;
+  0 drops the connection without an answer)
+
+Cancel requests come to ``<endpoint>/cancel`` (``cancel_url``); one for an attempt it
+never had is answered 404. ``true_cost_in_flight`` counts an attempt's cost from the
+moment its request arrives until its work stops (finished, or cancelled), whatever
+Baton counts: the load the service really carries.
 
 It reads the contract raw (JSON and HTTP by hand, no SDK): it is the outside view that
 a bug shared by Baton and the SDK cannot hide from (tests.support.sdk_algorithm_service
@@ -66,6 +76,15 @@ class AlgorithmService:
     refusals: dict[str, tuple[float, int, int | None]] = field(default_factory=dict)
     # (monotonic, path, tasks in flight there once this one is in) for each accepted task
     accepted_at: list[tuple[float, str, int]] = field(default_factory=list)
+    cancels: list[Delivery] = field(default_factory=list)
+    true_cost_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    max_true_cost_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    stopped_by_cancel: list[tuple[str, int]] = field(default_factory=list)
+    _cancelled: dict[tuple[str, int], threading.Event] = field(default_factory=dict)
+    _cancel_count: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
+    _directives: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    _costs: dict[tuple[str, int], int] = field(default_factory=dict)
+    _stopped: set[tuple[str, int]] = field(default_factory=set)
     default_run_seconds: float = 0.02
     callback_tries: int = 3
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,6 +100,17 @@ class AlgorithmService:
                 raw = self.rfile.read(length)
                 request = json.loads(raw)
                 path = self.path.strip("/")
+                if path.endswith("/cancel"):
+                    status = service._cancel(raw, dict(self.headers.items()), request)
+                    if status == 0:  # no answer at all: the connection just closes
+                        self.close_connection = True
+                        return
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                    return
                 with service._lock:
                     service.deliveries.append(Delivery(path, raw, dict(self.headers.items())))
                 status, retry_after = service._accept(path, request)
@@ -100,6 +130,9 @@ class AlgorithmService:
         return self
 
     def stop(self) -> None:
+        with self._lock:  # a service shutting down stops its work
+            for cancelled in self._cancelled.values():
+                cancelled.set()
         self.wait_idle()
         if self.server is not None:
             self.server.shutdown()
@@ -120,6 +153,31 @@ class AlgorithmService:
         assert self.server is not None
         host, port = self.server.server_address[:2]
         return f"http://{host!s}:{port}/{algorithm}"
+
+    def cancel_url(self, algorithm: str) -> str:
+        return f"{self.endpoint(algorithm)}/cancel"
+
+    def _cancel(self, raw: bytes, headers: dict[str, str], request: dict[str, Any]) -> int:
+        key = (str(request["task_id"]), int(request["attempt"]))
+        with self._lock:
+            self.cancels.append(Delivery("cancel", raw, headers))
+            directives = self._directives.get(key)
+            if directives is None:
+                return 404
+            nth = self._cancel_count[key]
+            self._cancel_count[key] += 1
+            answers = directives.get("cancel_status", [200])
+            status = int(answers[min(nth, len(answers) - 1)])
+            stops = directives.get("outcome") == "until_cancelled"
+            if stops and 200 <= status < 300 and not self._cancelled[key].is_set():
+                # It stops as it acknowledges: the load is gone before Baton hears so.
+                self._cancelled[key].set()
+                if key not in self._stopped:
+                    self._stopped.add(key)
+                    self.true_cost_in_flight[str(request["algorithm"])] -= int(
+                        self._costs.get(key, 1)
+                    )
+        return status
 
     def wait_idle(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -164,6 +222,14 @@ class AlgorithmService:
             self.max_cost_in_flight[algorithm] = max(
                 self.max_cost_in_flight[algorithm], self.cost_in_flight[algorithm]
             )
+            self.true_cost_in_flight[algorithm] += cost
+            self.max_true_cost_in_flight[algorithm] = max(
+                self.max_true_cost_in_flight[algorithm], self.true_cost_in_flight[algorithm]
+            )
+            key = (str(task_id), int(request["attempt"]))
+            self._directives[key] = directives
+            self._costs[key] = cost
+            self._cancelled[key] = threading.Event()
             worker = threading.Thread(
                 target=self._work, args=(path, request, directives), daemon=True
             )
@@ -175,13 +241,28 @@ class AlgorithmService:
         with self._lock:
             self.in_flight[path] -= 1
             self.cost_in_flight[str(request["algorithm"])] -= int(request.get("cost", 1))
+            key = (str(request["task_id"]), int(request["attempt"]))
+            if key not in self._stopped:
+                self._stopped.add(key)
+                self.true_cost_in_flight[str(request["algorithm"])] -= int(request.get("cost", 1))
             self.running_tasks.discard(request["task_id"])
 
     def _work(self, algorithm: str, request: dict[str, Any], directives: dict[str, Any]) -> None:
-        time.sleep(float(directives.get("run_seconds", self.default_run_seconds)))
         outcome = directives.get("outcome", "succeeded")
+        if outcome == "until_cancelled":
+            key = (str(request["task_id"]), int(request["attempt"]))
+            with self._lock:
+                cancelled = self._cancelled[key]
+            if cancelled.wait(float(directives.get("run_seconds", 30))):
+                with self._lock:
+                    self.stopped_by_cancel.append(key)
+                self._finish(algorithm, request)
+                return
+            outcome = "succeeded"
+        else:
+            time.sleep(float(directives.get("run_seconds", self.default_run_seconds)))
         by_attempt = directives.get("outcomes")
-        if by_attempt:
+        if by_attempt and outcome != "until_cancelled":
             outcome = by_attempt[min(int(request["attempt"]), len(by_attempt)) - 1]
         if outcome == "silent":
             self._finish(algorithm, request)

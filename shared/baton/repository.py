@@ -672,19 +672,21 @@ class Repository:
         with self._sessions() as session:
             return list(session.scalars(past_total_deadline_query(now, limit)))
 
-    # -- algorithms gone from the registry ----------------------------------------------
+    # -- tasks the registry no longer serves (gone, or too costly) -----------------------
 
-    def algorithms_with_waiting_tasks(self) -> list[str]:
+    def largest_waiting_costs(self) -> dict[str, int]:
+        """Per algorithm with pending or queued tasks, the largest cost among them."""
         with self._sessions() as session:
-            return sorted(
-                session.scalars(
-                    select(Task.algorithm)
-                    .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]))
-                    .group_by(Task.algorithm)
-                )
-            )
+            rows = session.execute(
+                select(Task.algorithm, func.max(Task.cost))
+                .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]))
+                .group_by(Task.algorithm)
+            ).all()
+        return {algorithm: int(cost) for algorithm, cost in rows}
 
-    def waiting_tasks_of(self, algorithm: str, limit: int) -> list[str]:
+    def waiting_tasks_of(
+        self, algorithm: str, limit: int, *, costing_more_than: int = 0
+    ) -> list[str]:
         with self._sessions() as session:
             return list(
                 session.scalars(
@@ -692,14 +694,15 @@ class Repository:
                     .where(
                         Task.algorithm == algorithm,
                         Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]),
+                        Task.cost > costing_more_than,
                     )
                     .limit(limit)
                 )
             )
 
     def open_policy_gap(self, algorithm: str, now: datetime) -> datetime:
-        """Since when ``algorithm`` has been missing from the registry (now, if this is
-        the first time it is seen missing)."""
+        """Since when the registry has no longer served tasks of ``algorithm`` (it left
+        it, or no endpoint fits their cost): now, if this is the first time seen."""
         try:
             with self._transaction() as session:
                 session.add(PolicyGap(algorithm=algorithm, since=now))

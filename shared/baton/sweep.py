@@ -30,6 +30,7 @@ class SweepReport:
     queue_timeouts: int = 0
     deadlines_exceeded: int = 0
     unregistered: int = 0
+    cost_too_large: int = 0
     cancels_acknowledged: int = 0
     cancels_past_grace: int = 0
     cancels_retrying: int = 0
@@ -85,7 +86,7 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
             retrying=not finished.terminal,
         )
     _end_overdue_tasks(runtime, report)
-    _fail_tasks_of_unregistered_algorithms(runtime, report)
+    _fail_tasks_the_registry_no_longer_serves(runtime, report)
     for algorithm in runtime.config.registry.names():
         report.leases_recovered += _recover_expired_slots(runtime, algorithm, report)
     report.expired_cancels_purged = runtime.repository.purge_expired_cancels(now, SWEEP_BATCH)
@@ -130,24 +131,43 @@ def _end_overdue_tasks(runtime: Runtime, report: SweepReport) -> None:
             logger.info("task past its total deadline", task_id=task_id, algorithm=task.algorithm)
 
 
-def _fail_tasks_of_unregistered_algorithms(runtime: Runtime, report: SweepReport) -> None:
-    """Tasks wait for an algorithm the registry no longer has: after the policy grace
-    (in which the registry may bring it back) they fail with algorithm_unregistered."""
+def _fail_tasks_the_registry_no_longer_serves(runtime: Runtime, report: SweepReport) -> None:
+    """Tasks wait for an algorithm the registry no longer has, or cost more than any of
+    its endpoints now takes: after the policy grace (in which the registry may come
+    back) they fail with algorithm_unregistered or cost_too_large."""
     repository, registry = runtime.repository, runtime.config.registry
     now = runtime.clock()
-    missing = [name for name in repository.algorithms_with_waiting_tasks() if name not in registry]
-    repository.close_policy_gaps(missing)
+    waiting = repository.largest_waiting_costs()
+    missing = [name for name in waiting if name not in registry]
+    too_costly = {
+        name: registry[name].largest_cost
+        for name, cost in waiting.items()
+        if name in registry and cost > registry[name].largest_cost
+    }
+    repository.close_policy_gaps([*missing, *too_costly])
     grace = timedelta(seconds=runtime.settings.policy_grace_seconds)
-    for algorithm in missing:
+    for algorithm in [*missing, *too_costly]:
         since = repository.open_policy_gap(algorithm, now)
         if now - since < grace:
             continue
-        for task_id in repository.waiting_tasks_of(algorithm, SWEEP_BATCH):
+        largest = too_costly.get(algorithm)
+        if largest is None:
+            code = "algorithm_unregistered"
             message = f"algorithm {algorithm!r} left the registry on {since.isoformat()}"
-            if end_task_early(
-                runtime, task_id, TaskStatus.FAILED, "algorithm_unregistered", message
-            ):
-                report.unregistered += 1
+        else:
+            code = "cost_too_large"
+            message = (
+                f"since {since.isoformat()} no endpoint of algorithm {algorithm!r} takes a "
+                f"cost above {largest}"
+            )
+        for task_id in repository.waiting_tasks_of(
+            algorithm, SWEEP_BATCH, costing_more_than=largest or 0
+        ):
+            if end_task_early(runtime, task_id, TaskStatus.FAILED, code, message):
+                if largest is None:
+                    report.unregistered += 1
+                else:
+                    report.cost_too_large += 1
 
 
 def _recover_expired_slots(runtime: Runtime, algorithm: str, report: SweepReport) -> int:

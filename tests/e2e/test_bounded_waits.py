@@ -225,3 +225,39 @@ def test_tasks_of_an_algorithm_that_left_the_registry_fail_after_the_grace(
     assert (orphan.status, orphan.error_code) == (TaskStatus.FAILED, "algorithm_unregistered")
     assert [n["error"]["code"] for n in _notified(aws, orphan)] == ["algorithm_unregistered"]
     assert _task(runtime, "holder").status == TaskStatus.RUNNING
+
+
+def test_tasks_that_no_endpoint_fits_any_more_fail_cost_too_large_after_the_grace(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    aws: AwsResources,
+    clock: ShiftableClock,
+) -> None:
+    # Given a big task waiting behind a holder on a cap of 3, and then the registry
+    # shrinks the endpoint to 2
+    ssm = aws.session.client("ssm")
+    name = f"/baton/test-{uuid.uuid4().hex[:8]}/algorithms"
+    ocr = _ocr(algorithm_service, cap=3, timeout_seconds=3600)
+    ssm.put_parameter(Name=name, Value=json.dumps(ocr), Type="String")
+    runtime = make_runtime(
+        algorithms_parameter=name, policy_refresh_seconds="1", policy_grace_seconds="600"
+    )
+    _send(handlers, "holder", input={"test": SILENT}, cost=2)
+    _send(handlers, "big", input={"n": 2, "test": SILENT}, cost=3)
+    _send(handlers, "small", input={"n": 3, "test": SILENT}, cost=1)
+    smaller = {"ocr": {**ocr["ocr"], "max_concurrency": 2}}
+    ssm.put_parameter(Name=name, Value=json.dumps(smaller), Type="String", Overwrite=True)
+    wait_for(lambda: runtime.config.registry["ocr"].largest_cost == 2, timeout=10)
+
+    # When the sweep runs within the grace, and after it
+    assert _sweep(handlers)["cost_too_large"] == 0
+    clock.advance(601)
+    assert _sweep(handlers)["cost_too_large"] == 1
+
+    # Then the big task failed with cost_too_large, told once; the others are untouched
+    big = _task(runtime, "big")
+    assert (big.status, big.error_code) == (TaskStatus.FAILED, "cost_too_large")
+    assert [n["error"]["code"] for n in _notified(aws, big)] == ["cost_too_large"]
+    assert _task(runtime, "holder").status == TaskStatus.RUNNING
+    assert not _task(runtime, "small").status.is_terminal

@@ -98,7 +98,11 @@ def test_same_message_three_times_is_one_task_and_one_notification(
     notifications = notified(aws, 1)
     algorithm_service.wait_idle()
     handlers.invoke("sweep", schedule_event("sweep"))
-    assert len(aws.notifications(wait_seconds=1)) == 1
+    # A duplicate that comes once the task is final publishes its notification again,
+    # under the same id (how an app gets a lost one back): one notification, however
+    # many copies the timing of the deliveries makes.
+    everything = notifications + aws.notifications(wait_seconds=1)
+    assert {n["notification_id"] for n in everything} == {notifications[0]["notification_id"]}
     assert len(algorithm_service.requests) == 1
     task = runtime.repository.get_task(notifications[0]["task_id"])
     assert task is not None

@@ -25,6 +25,7 @@ from tests.support.events import schedule_event, sqs_event, sqs_record, task_bod
 from tests.support.handlers import Handlers
 from tests.support.logs import captured_log_lines
 from tests.support.runtime import RuntimeFactory
+from tests.support.services import flush_prefix
 
 UNTIL_CANCELLED = {"outcome": "until_cancelled"}
 
@@ -355,6 +356,65 @@ def test_the_heartbeat_and_callback_of_an_ended_attempt_are_answered_409(
     assert heartbeat.http_status == 409, heartbeat.answer
     assert callback.http_status == 409, callback.answer
     assert _task(runtime, "stopped").status == TaskStatus.CANCELLED
+
+
+def test_a_draining_attempt_keeps_its_slot_through_a_redis_flush_and_reconcile(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    clock: ShiftableClock,
+    redis_client: Any,
+    key_prefix: str,
+) -> None:
+    # Given a draining attempt (its service refuses the first cancel) and a task behind it
+    runtime = make_runtime(algorithms=_ocr(algorithm_service))
+    _submit(handlers, "first", **UNTIL_CANCELLED, cancel_status=[503, 200])
+    _submit(handlers, "second", **UNTIL_CANCELLED)
+    clock.advance(31)
+    _sweep(handlers)
+    assert _execution(runtime, "first").drain_until is not None
+
+    # When Redis loses everything and reconcile rebuilds it from the database
+    assert flush_prefix(redis_client, key_prefix) > 0
+    handlers.invoke("reconcile", schedule_event("reconcile"))
+    handlers.invoke("dispatch", schedule_event("dispatch"))
+
+    # Then the draining attempt still holds its slot: nothing else was sent
+    assert runtime.queue.inflight_cost("ocr") == 1
+    assert _dispatched(algorithm_service, runtime, "second") == 0
+    # and the sweep's next cancel request, acknowledged, frees it for the next task
+    clock.advance(5)
+    assert _sweep(handlers)["cancels_acknowledged"] == 1
+    assert _dispatched(algorithm_service, runtime, "second") == 1
+    assert algorithm_service.max_true_cost_in_flight["ocr"] == 1
+
+
+def test_a_running_attempt_past_its_total_deadline_is_cancelled_at_the_algorithm(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    aws: AwsResources,
+    clock: ShiftableClock,
+) -> None:
+    # Given a running task that may take 60 s in all
+    runtime = make_runtime(algorithms=_ocr(algorithm_service, timeout_seconds=600))
+    body = task_body(
+        idempotency_key="bounded", input={"test": UNTIL_CANCELLED}, total_timeout_seconds=60
+    )
+    assert _send(handlers, body) == {"batchItemFailures": []}
+
+    # When the total deadline passes
+    clock.advance(61)
+    assert _sweep(handlers)["deadlines_exceeded"] == 1
+
+    # Then the algorithm was told, with the reason, and stopped; the task told once
+    task = _task(runtime, "bounded")
+    assert [json.loads(d.body)["reason"] for d in algorithm_service.cancels] == [
+        "deadline_exceeded"
+    ]
+    assert (task.id, 1) in algorithm_service.stopped_by_cancel
+    assert runtime.queue.inflight_cost("ocr") == 0
+    assert [n["error"]["code"] for n in _notified(aws, task)] == ["deadline_exceeded"]
 
 
 def _surviving(handlers: Handlers, name: str, event: dict[str, Any]) -> bool:

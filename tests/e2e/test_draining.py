@@ -358,6 +358,49 @@ def test_the_heartbeat_and_callback_of_an_ended_attempt_are_answered_409(
     assert _task(runtime, "stopped").status == TaskStatus.CANCELLED
 
 
+@pytest.mark.parametrize("cancel", [True, False], ids=["cancel_url", "no_cancel_url"])
+def test_the_service_s_true_load_stays_within_the_cap_through_many_timeouts_and_cancels(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    aws: AwsResources,
+    clock: ShiftableClock,
+    cancel: bool,
+) -> None:
+    # Given 16 tasks on a cap of 3 whose service works on each attempt until told to
+    # stop; some refuse their first cancel or two, some do not know the attempt (404)
+    runtime = make_runtime(algorithms=_ocr(algorithm_service, cancel=cancel, cap=3, max_attempts=2))
+    answers = ([200], [503, 200], [404], [0, 503, 200])
+    keys = [f"load-{n}" for n in range(16)]
+    for n, key in enumerate(keys):
+        _submit(handlers, key, **UNTIL_CANCELLED, cancel_status=answers[n % len(answers)])
+
+    # When, round after round, attempts time out and the app cancels some tasks
+    for round_ in range(40):
+        if round_ % 3 == 1:
+            running = [k for k in keys if _task(runtime, k).status == TaskStatus.RUNNING]
+            if running:
+                _cancel(handlers, idempotency_key=running[0])
+        clock.advance(16)
+        _sweep(handlers)
+        if all(_task(runtime, key).status.is_terminal for key in keys):
+            break
+
+    # Then every task ended once, and the service never carried more than the cap,
+    # by its own count of what it really ran, when the endpoint has a cancel URL
+    for _ in range(6):  # the last drains
+        clock.advance(16)
+        _sweep(handlers)
+    assert all(_task(runtime, key).status.is_terminal for key in keys)
+    notified = aws.notifications(wait_seconds=1)
+    assert len({n["task_id"] for n in notified}) == len(keys)
+    assert runtime.queue.inflight_cost("ocr") == 0
+    if cancel:
+        assert algorithm_service.max_true_cost_in_flight["ocr"] == 3
+    else:
+        assert algorithm_service.max_true_cost_in_flight["ocr"] > 3
+
+
 def test_a_draining_attempt_keeps_its_slot_through_a_redis_flush_and_reconcile(
     make_runtime: RuntimeFactory,
     handlers: Handlers,

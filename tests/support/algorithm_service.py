@@ -12,7 +12,7 @@ calls back with its token. Each task's ``input.test`` steers it:
   arrives (then stops, silently), or for ``run_seconds`` (default 30), after which it
   calls back "succeeded", late
 - ``cancel_status``: answers to successive cancel requests of an attempt (default 200;
-  0 drops the connection without an answer)
+  0 drops the connection without an answer); a 2xx or 404 stops the work
 
 Cancel requests come to ``<endpoint>/cancel`` (``cancel_url``); one for an attempt it
 never had is answered 404. ``true_cost_in_flight`` counts an attempt's cost from the
@@ -169,7 +169,9 @@ class AlgorithmService:
             answers = directives.get("cancel_status", [200])
             status = int(answers[min(nth, len(answers) - 1)])
             stops = directives.get("outcome") == "until_cancelled"
-            if stops and 200 <= status < 300 and not self._cancelled[key].is_set():
+            # A 404 says "not running here" (lost in a restart): nothing runs on either way.
+            acknowledged = 200 <= status < 300 or status == 404
+            if stops and acknowledged and not self._cancelled[key].is_set():
                 # It stops as it acknowledges: the load is gone before Baton hears so.
                 self._cancelled[key].set()
                 if key not in self._stopped:

@@ -50,11 +50,17 @@ def cancel_task(
 ) -> CancelResult:
     """Cancel a task by id (``app`` given: only a task of that app; another's is not
     found). A final task is left as it is."""
+    if app is not None:
+        # Another app's task is not found, as if it did not exist: an app learns
+        # nothing of, and changes nothing in, another's tasks.
+        owned = runtime.repository.get_task(task_id)
+        if owned is None or owned.app != app:
+            return CancelResult(CancelOutcome.NOT_FOUND)
     task = _cancel(runtime, task_id, reason)
     if task is not None:
         return CancelResult(CancelOutcome.CANCELLED, task)
     found = runtime.repository.get_task(task_id)
-    if found is None or (app is not None and found.app != app):
+    if found is None:
         return CancelResult(CancelOutcome.NOT_FOUND)
     return CancelResult(CancelOutcome.ALREADY_FINAL, found)
 

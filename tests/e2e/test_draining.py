@@ -319,7 +319,10 @@ def test_a_cancel_from_a_sender_not_the_app_s_is_refused_and_changes_nothing(
     algorithm_service: AlgorithmService,
 ) -> None:
     # Given an app registry and a running task of contracts
-    apps = {"contracts": {"senders": ["AROAEXAMPLEROLEID123"], "principals": []}}
+    apps = {
+        "contracts": {"senders": ["AROAEXAMPLEROLEID123"], "principals": []},
+        "billing": {"senders": ["AROAEXAMPLEBILLINGID"], "principals": []},
+    }
     runtime = make_runtime(algorithms=_ocr(algorithm_service), apps=json.dumps(apps))
     _submit(handlers, "mine", **UNTIL_CANCELLED)
     task = _task(runtime, "mine")
@@ -329,9 +332,15 @@ def test_a_cancel_from_a_sender_not_the_app_s_is_refused_and_changes_nothing(
     refused = _send(handlers, foreign, sender_id="AROAEXAMPLEOTHERID:intruder")
     malformed = _send(handlers, json.dumps({"app": "contracts", "cancel": {"id": task.id}}))
 
-    # Then both are failed batch items, and the task runs on
+    # and another registered app names the task as if it were its own
+    other = json.dumps({"app": "billing", "cancel": {"task_id": task.id}})
+    unseen = _send(handlers, other, sender_id="AROAEXAMPLEBILLINGID:billing-job")
+
+    # Then the first two are failed batch items, the third changes nothing (the task
+    # is not found for billing), and the task runs on
     assert len(refused["batchItemFailures"]) == 1
     assert len(malformed["batchItemFailures"]) == 1
+    assert unseen == {"batchItemFailures": []}
     assert _task(runtime, "mine").status == TaskStatus.RUNNING
     assert algorithm_service.cancels == []
 

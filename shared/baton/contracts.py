@@ -1,5 +1,6 @@
 """Every shape that crosses Baton's boundary, as Baton uses it: the task message, the
-dispatch request, the callback and heartbeat API, and the notification.
+dispatch request, the callback and heartbeat API, the status API's task, and the
+notification.
 
 They are defined once, in the client SDK (``baton_sdk.contracts``), which business
 apps and algorithm services install: what they build and parse is what Baton
@@ -27,6 +28,7 @@ from baton_sdk.contracts import (
     DispatchRequest,
     ErrorAnswer,
     ErrorDetail,
+    ExecutionView,
     HeartbeatAnswer,
     HeartbeatBody,
     IdempotencyKey,
@@ -37,6 +39,9 @@ from baton_sdk.contracts import (
     ResultTarget,
     StartTime,
     TaskMessage,
+    TaskView,
+    Waiting,
+    WaitingReason,
     derive_idempotency_key,
 )
 
@@ -50,6 +55,7 @@ __all__ = [
     "DispatchRequest",
     "ErrorAnswer",
     "ErrorDetail",
+    "ExecutionView",
     "HeartbeatAnswer",
     "HeartbeatBody",
     "IdempotencyKey",
@@ -60,5 +66,8 @@ __all__ = [
     "ResultTarget",
     "StartTime",
     "TaskMessage",
+    "TaskView",
+    "Waiting",
+    "WaitingReason",
     "derive_idempotency_key",
 ]

@@ -108,17 +108,22 @@ def _endpoints(state: PolicyState) -> list[tuple[str, int]]:
 
 
 def _ahead(runtime: Runtime, task: Task, state: PolicyState) -> int:
-    """Ready tasks of the algorithm that admission takes before this one: those ahead
-    of it in its app's queue (higher priority, then older), and of each other app as
-    many as it gets (by weight and pass) while this app works through them.
+    """Ready tasks of the algorithm that admission takes before this one, as admit.lua
+    would order them now: those ahead of it in its app's queue (higher priority, then
+    older), and each other app's tasks admitted while that app's pass stays below this
+    app's pass at this task's turn (on a tie, the app whose next task is older first).
+    Each admission adds cost / weight to its app's pass; tasks are counted as of one cost
+    unit, and run times as usual (the settling of passes when attempts end is not known
+    ahead).
 
-    A pending task is counted where promotion will put it. While Redis is being
-    rebuilt, the ready queues are read from the database, as reconcile will restore
-    them."""
+    A pending task is counted where promotion will put it (an app that starts waiting
+    joins at the lowest pass of those already waiting). While Redis is being rebuilt,
+    the ready queues are read from the database, as reconcile will restore them."""
     queues = _ready_queues(runtime, task.algorithm, state)
     entry = QueuedTask(task.id, task.attempts + 1, task.priority, task.created_at, task.app)
     score, member, _ = ready_entry(entry)
-    own = sum(1 for other in queues.get(task.app, ()) if other < (score, member))
+    mine = queues.get(task.app, ())
+    own = sum(1 for other in mine if other < (score, member))
 
     def weight(app: str) -> float:
         return float(state.policy.get(f"weight:{app}", "1"))
@@ -126,15 +131,27 @@ def _ahead(runtime: Runtime, task: Task, state: PolicyState) -> int:
     def pass_of(app: str) -> float:
         return float(state.counts.get(f"pass:{app}", "0"))
 
-    # Its app's pass when this task's turn comes (tasks of one cost unit ahead of it);
-    # each other app is admitted while its own pass is below that.
-    turn = pass_of(task.app) + own / weight(task.app)
-    others = sum(
-        min(len(entries), max(0, math.ceil((turn - pass_of(app)) * weight(app))))
-        for app, entries in queues.items()
-        if app != task.app
-    )
+    start = pass_of(task.app)
+    if not mine and queues:
+        start = max(start, min(pass_of(app) for app in queues))
+    turn = start + own / weight(task.app)
+    created = _created_ms(member)
+    others = 0
+    for app, entries in queues.items():
+        if app == task.app:
+            continue
+        for position, (_, other) in enumerate(entries):
+            before = pass_of(app) + position / weight(app)
+            tie = math.isclose(before, turn, rel_tol=1e-9, abs_tol=1e-9)
+            if not (before < turn and not tie) and not (tie and _created_ms(other) < created):
+                break
+            others += 1
     return own + others
+
+
+def _created_ms(member: str) -> int:
+    """The creation time a ready member starts with (``<created_ms>:<task>:<attempt>``)."""
+    return int(member.partition(":")[0])
 
 
 def _ready_queues(

@@ -7,14 +7,20 @@ with ``/``, ``?`` and ``%`` included."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+import boto3
 import pytest
 from baton.contracts import TaskView
 from baton.errors import SettingsError
 from baton.runtime import Runtime
 from baton.settings import load_settings
+from baton_local.emulator.sigv4 import IamCaller, Refusal, verify
+from baton_sdk import BatonClient, Forbidden, TaskNotFound
 
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import sqs_event, sqs_record, task_body
@@ -41,6 +47,7 @@ APPS = {
     "billing": {"senders": [SENDER], "principals": [OTHER_APP]},
 }
 SILENT = {"test": {"outcome": "silent"}}
+REGION = "eu-west-1"
 
 Send = Callable[..., str]
 
@@ -257,3 +264,91 @@ def test_an_unknown_route_lists_the_status_routes(registered: Runtime, handlers:
     assert status == 404
     assert answer["error"]["code"] == "route_not_found"
     assert "GET /tasks/{task_id}" in answer["error"]["message"]
+
+
+class SignedGateway:
+    """API Gateway in front of the callback handler on loopback, for an AWS_IAM route:
+    the request's SigV4 signature checked (with the emulator's botocore-based check),
+    then the handler called with the signer's identity. An access key per principal."""
+
+    def __init__(self, handlers: Handlers, callers: dict[str, IamCaller]) -> None:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                gateway.forward(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.handlers = handlers
+        self.callers = callers
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/dev"
+
+    def forward(self, request: BaseHTTPRequestHandler) -> None:
+        headers = list(request.headers.items())
+        checked = verify("GET", request.path, headers, b"", region=REGION, callers=self.callers)
+        if isinstance(checked, Refusal):
+            status, body = 403, {"error": {"code": checked.response_type, "message": "no"}}
+        else:
+            parts = urlsplit(request.path.removeprefix("/dev"))
+            segments = [unquote(part) for part in parts.path.strip("/").split("/")]
+            if segments[0] == "tasks":
+                resource, parameters = "/tasks/{task_id}", {"task_id": segments[1]}
+            else:
+                resource, parameters = "/apps/{app}/tasks", {"app": segments[1]}
+            query: dict[str, list[str]] = {}
+            for name, value in parse_qsl(parts.query, keep_blank_values=True):
+                query.setdefault(name, []).append(value)
+            event = status_event(resource, parameters, query or None, checked.arn)
+            status, body = answer_of(self.handlers.invoke("callback", event))
+        payload = json.dumps(body).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sdk(gateway: SignedGateway, caller: IamCaller) -> BatonClient:
+    session = boto3.session.Session(
+        aws_access_key_id=caller.access_key_id,
+        aws_secret_access_key=caller.secret_access_key,
+        region_name=REGION,
+    )
+    return BatonClient("https://sqs.invalid/queue", api_url=gateway.url, session=session)
+
+
+def test_the_sdk_looks_tasks_up_through_the_handler(
+    registered: Runtime, handlers: Handlers, send: Send
+) -> None:
+    owner = IamCaller("AKIAOWNER", "owner-secret", session_arn("contracts-portal", "sdk"))
+    other = IamCaller("AKIAOTHER", "other-secret", OTHER_APP)
+    stranger = IamCaller("AKIASTRANGER", "stranger-secret", NOBODY)
+    gateway = SignedGateway(handlers, {c.access_key_id: c for c in (owner, other, stranger)})
+    try:
+        task_id = send(ODD_KEY, input=SILENT)
+
+        view = _sdk(gateway, owner).status(task_id)
+        assert (view.task_id, view.status, view.idempotency_key) == (task_id, "running", ODD_KEY)
+        assert _sdk(gateway, owner).status_by_key("contracts", ODD_KEY).task_id == task_id
+        with pytest.raises(TaskNotFound):
+            _sdk(gateway, other).status(task_id)
+        with pytest.raises(TaskNotFound):
+            _sdk(gateway, other).status_by_key("contracts", ODD_KEY)
+        with pytest.raises(Forbidden):
+            _sdk(gateway, stranger).status(task_id)
+        forged = IamCaller(owner.access_key_id, "not-the-secret", owner.arn)
+        with pytest.raises(Forbidden):
+            _sdk(gateway, forged).status(task_id)
+    finally:
+        gateway.stop()

@@ -25,6 +25,7 @@ from baton_sdk import BatonClient, Forbidden, TaskNotFound
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.events import sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.logs import captured_log_lines
 from tests.support.runtime import RuntimeFactory
 from tests.support.status_api import (
     answer_of,
@@ -231,10 +232,16 @@ def test_a_bad_key_lookup_is_a_422(
 def test_without_an_app_registry_every_iam_caller_is_allowed(
     make_runtime: RuntimeFactory, handlers: Handlers, send: Send
 ) -> None:
-    make_runtime()
-    task_id = send("open-1", input=SILENT)
+    with captured_log_lines() as logs:
+        make_runtime()
+        task_id = send("open-1", input=SILENT)
+        for _ in range(3):
+            assert get_task(handlers, task_id, NOBODY)[0] == 200
 
-    assert get_task(handlers, task_id, NOBODY)[0] == 200
+    # Said once, at the cold start, and not again on each request
+    warnings = [line for line in logs.records if "status API answers every" in line["message"]]
+    assert len(warnings) == 1
+    assert warnings[0]["level"] == "WARNING"
     assert get_task_by_key(handlers, "contracts", "open-1", OTHER_APP)[0] == 200
     assert get_task(handlers, task_id, None)[0] == 403
 

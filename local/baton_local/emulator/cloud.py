@@ -60,7 +60,7 @@ from baton_local.emulator.functions import (
     LambdaSettings,
     LayerProvider,
 )
-from baton_local.emulator.gateway import RestApi
+from baton_local.emulator.gateway import AWS_IAM, RestApi
 from baton_local.emulator.lambdas import Invocation, preload
 from baton_local.emulator.profiles import LocalProfile, ProfileContext, ProfileFactory
 from baton_local.emulator.sigv4 import DEFAULT_CALLER_ARN, IamCaller, callers_by_key
@@ -564,6 +564,10 @@ class LocalCloud:
                 out(f"  {line}")
         for logical_id, url in self.urls.items():
             out(f"  API {logical_id}  {url}")
+        if any(
+            route.authorization == AWS_IAM for api in self.apis.values() for route in api.routes
+        ):
+            out(f"  IAM caller  {self.callers[DUMMY_KEY_ID].arn} (the local credentials, SigV4)")
         out(f"  functions   {', '.join(self.lambdas.functions)}")
         out(f"  logs        {self.state_dir / 'logs'}/<function>.log")
         out(f"  outputs     {self.state_dir / OUTPUTS_FILE} and {self.state_dir / ENV_FILE}")

@@ -44,6 +44,12 @@ def add_local(commands: Commands) -> None:
     local.add_argument("--region", default="eu-west-1")
     local.add_argument("--stack-name", default="local")
     local.add_argument(
+        "--caller-arn",
+        metavar="ARN",
+        help="the IAM principal the local credentials stand for on the AWS_IAM routes (the "
+        "task status API); default the local account's user baton-local",
+    )
+    local.add_argument(
         "--concurrency",
         nargs="+",
         default=[],
@@ -113,6 +119,7 @@ def _local(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from baton_local.emulator.cloud import LocalCloud, LocalOptions, run_until_interrupted
+    from baton_local.emulator.sigv4 import DEFAULT_CALLER_ARN
     from baton_local.profile import baton_profile
     from baton_local.samples import SampleServices, registry_json
 
@@ -158,6 +165,7 @@ def _local(args: argparse.Namespace) -> int:
                 aws_port=args.aws_port,
                 api_port=args.api_port,
                 activity="errors" if args.quiet else "all" if args.verbose else "summary",
+                caller_arn=args.caller_arn or DEFAULT_CALLER_ARN,
             ),
             [baton_profile(args.redis_url, args.database_url, redis_port=args.redis_port)],
             after_start=add_samples,

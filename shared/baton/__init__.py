@@ -19,6 +19,7 @@ which wire the rest together):
   algorithm.
 - ``backoff``: retry delays, exponential with equal jitter.
 - ``settings``: the environment, validated once; secrets and the registries resolved.
+- ``callers``: who asks the status API, and which apps' tasks they may see.
 - ``models``, ``database``, ``schema``: the tables, the engine, the Alembic migrations
   (``migrations/``).
 - ``repository``: every read and write of the database, one unit of work per method.
@@ -38,7 +39,9 @@ which wire the rest together):
   ``pausing``: operators pause and resume an algorithm; ``retrying``: operators retry
   final tasks (each retry a new outcome).
 - ``waiting``: why a task waits (the rule that holds it, the tasks ahead of it).
-- ``callback_api``, ``openapi``: the callback API and its OpenAPI document.
+- ``status``: a task as the status API answers it, looked up for a caller allowed to see it.
+- ``status_api``, ``callback_api``, ``openapi``: the status API's routes, the callback API
+  (which serves both), and their OpenAPI document.
 - ``deployment``: the schema custom resource; ``cli``: the console script (operators).
 
 The lifecycle (the 17 steps of the design) and where each step lives; every step

@@ -20,9 +20,8 @@ SenderId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][\x21-\x7e]{0,
 """An SQS ``SenderId``: an IAM unique id (``AIDA...``, ``AROA...``), or a role session's
 ``AROA...:session`` to admit that one session only."""
 
-PrincipalArn = Annotated[
-    str, StringConstraints(pattern=r"^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:[\x21-\x7e]{1,1024}$")
-]
+PRINCIPAL_ARN_PATTERN = r"^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:[\x21-\x7e]{1,1024}$"
+PrincipalArn = Annotated[str, StringConstraints(pattern=PRINCIPAL_ARN_PATTERN)]
 """An IAM user or role ARN, or an assumed-role session ARN."""
 
 

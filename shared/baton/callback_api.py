@@ -1,5 +1,6 @@
 """The callback API (REST, payload 1.0): routing, request limits, and the one place
-where domain errors become HTTP answers with a JSON error body."""
+where domain errors become HTTP answers with a JSON error body. The status API's
+routes (``status_api``) are served by the same resolver, and so answered alike."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from baton.errors import (
 from baton.input_hygiene import describe_validation_error, duplicate_key, field_name
 from baton.observability import logger
 from baton.runtime import Runtime
+from baton.status_api import ROUTES as STATUS_ROUTES
+from baton.status_api import router as status_router
 from baton.tokens import authenticate_token, bearer_token
 
 MAX_BODY_BYTES = 64 * 1024
@@ -31,6 +34,7 @@ MAX_MESSAGE_CHARS = 1024  # ErrorDetail.message
 M = TypeVar("M", bound=BaseModel)
 
 app = APIGatewayRestResolver(strip_prefixes=None)
+app.include_router(status_router)
 
 
 def _error(
@@ -126,7 +130,8 @@ def post_heartbeat(task_id: str) -> Response[str]:
 
 @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
 def answer_api_error(exc: ApiError) -> Response[str]:
-    logger.info("callback refused", status=exc.status, code=exc.code, reason=exc.message)
+    what = "status request" if app.current_event.http_method == "GET" else "callback"
+    logger.info(f"{what} refused", status=exc.status, code=exc.code, reason=exc.message)
     headers = {"Retry-After": "5"} if isinstance(exc, ServiceUnavailable) else None
     return _error(exc.status, exc.code, exc.message, headers)
 
@@ -146,7 +151,7 @@ def answer_not_found(_exc: Exception) -> Response[str]:
         404,
         "route_not_found",
         f"no route for {field_name(event.http_method, 16)} {field_name(event.path, 200)}; "
-        "POST /tasks/{task_id}/callback or /tasks/{task_id}/heartbeat",
+        "POST /tasks/{task_id}/callback or /tasks/{task_id}/heartbeat, " + ", ".join(STATUS_ROUTES),
     )
 
 

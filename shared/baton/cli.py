@@ -238,7 +238,7 @@ def _task_why(args: argparse.Namespace) -> int:
     if waiting is None:
         print(f"task {task.id} is {task.status.value}: it is not waiting")
         return 0
-    print(json.dumps(waiting.as_dict(), indent=2))
+    print(json.dumps(waiting.model_dump(mode="json"), indent=2))
     return 0
 
 

@@ -1,5 +1,6 @@
 """Every shape that crosses Baton's boundary, as Baton uses it: the task and cancel
-messages, the dispatch and cancel requests, the callback and heartbeat API, and the notification.
+messages, the dispatch and cancel requests, the callback and heartbeat API, the status
+API's task, and the notification.
 
 They are defined once, in the client SDK (``baton_sdk.contracts``), which business
 apps and algorithm services install: what they build and parse is what Baton
@@ -31,6 +32,7 @@ from baton_sdk.contracts import (
     DispatchRequest,
     ErrorAnswer,
     ErrorDetail,
+    ExecutionView,
     HeartbeatAnswer,
     HeartbeatBody,
     IdempotencyKey,
@@ -41,6 +43,9 @@ from baton_sdk.contracts import (
     ResultTarget,
     StartTime,
     TaskMessage,
+    TaskView,
+    Waiting,
+    WaitingReason,
     derive_idempotency_key,
 )
 
@@ -58,6 +63,7 @@ __all__ = [
     "DispatchRequest",
     "ErrorAnswer",
     "ErrorDetail",
+    "ExecutionView",
     "HeartbeatAnswer",
     "HeartbeatBody",
     "IdempotencyKey",
@@ -68,5 +74,8 @@ __all__ = [
     "ResultTarget",
     "StartTime",
     "TaskMessage",
+    "TaskView",
+    "Waiting",
+    "WaitingReason",
     "derive_idempotency_key",
 ]

@@ -17,7 +17,7 @@ class InvalidTaskMessage(BatonError):
 
 
 class ApiError(BatonError):
-    """An error answered to a caller of the callback API."""
+    """An error answered to a caller of the callback or status API."""
 
     status: int = 400
     code: str = "bad_request"
@@ -30,6 +30,13 @@ class ApiError(BatonError):
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    """A status API caller who is no app's principal and no operator (or has no identity)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class TaskNotFound(ApiError):

@@ -1,12 +1,13 @@
-"""The callback API as an OpenAPI 3.1 document, generated from the same pydantic
-models that validate the requests, so the published contract cannot drift from the
-code. ``baton openapi`` prints it; docs/callback-api.openapi.json is its copy."""
+"""The callback API and the task status API as an OpenAPI 3.1 document, generated from
+the same pydantic models that validate the requests and shape the answers, so the
+published contract cannot drift from the code. ``baton openapi`` prints it;
+docs/callback-api.openapi.json is its copy."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from baton.contracts import (
@@ -15,6 +16,8 @@ from baton.contracts import (
     ErrorAnswer,
     HeartbeatAnswer,
     HeartbeatBody,
+    IdempotencyKey,
+    TaskView,
 )
 
 _REFUSALS = {
@@ -59,6 +62,69 @@ def _operation(
     }
 
 
+_STATUS_REFUSALS = {
+    "403": "Not signed by an IAM identity (API Gateway), not allowed to invoke the API, or "
+    "the caller is no app's principal and no operator",
+    "404": "No such task, or a task of an app the caller may not see (the same answer)",
+    "503": "A dependency is briefly unavailable; retry after Retry-After seconds",
+}
+
+
+def _status_operation(
+    summary: str, parameters: list[dict[str, Any]], refusals: dict[str, str]
+) -> dict[str, Any]:
+    """A status API route: SigV4 (AWS_IAM), answered with the task."""
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "The task",
+            "content": {"application/json": {"schema": _ref(TaskView)}},
+        }
+    }
+    for status, text in sorted(refusals.items()):
+        responses[status] = {
+            "description": text,
+            "content": {"application/json": {"schema": _ref(ErrorAnswer)}},
+        }
+    return {
+        "summary": summary,
+        "security": [{"sigv4": []}],
+        "parameters": parameters,
+        "responses": responses,
+    }
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def status_api_paths() -> dict[str, Any]:
+    """The status API's routes (the cancel routes join these)."""
+    key_schema = TypeAdapter(IdempotencyKey).json_schema()
+    return {
+        "/tasks/{task_id}": {
+            "get": _status_operation(
+                "Look a task up by its id", [_path_parameter("task_id")], _STATUS_REFUSALS
+            )
+        },
+        "/apps/{app}/tasks": {
+            "get": _status_operation(
+                "Look a task up by its app's idempotency key (in the query string: a key "
+                "may hold /, ? and %)",
+                [
+                    _path_parameter("app"),
+                    {
+                        "name": "idempotency_key",
+                        "in": "query",
+                        "required": True,
+                        "schema": key_schema,
+                    },
+                ],
+                {**_STATUS_REFUSALS, "422": "No idempotency_key, more than one, or not a key"},
+            )
+        },
+    }
+
+
 def callback_api_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
         CallbackBody,
@@ -66,6 +132,7 @@ def callback_api_document() -> dict[str, Any]:
         CallbackAnswer,
         HeartbeatAnswer,
         ErrorAnswer,
+        TaskView,
     ]
     _, schemas = models_json_schema(
         [(model, "validation") for model in models],
@@ -74,10 +141,11 @@ def callback_api_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "Baton callback API",
+            "title": "Baton callback and task status API",
             "version": "1",
             "description": "Algorithm services report the outcome of an attempt and send "
-            'heartbeats. Every refusal has a JSON body {"error": {"code", "message"}}.',
+            "heartbeats (bearer token); business apps and operators look tasks up (SigV4, "
+            '"execute-api"). Every refusal has a JSON body {"error": {"code", "message"}}.',
         },
         "paths": {
             "/tasks/{task_id}/callback": {
@@ -96,6 +164,7 @@ def callback_api_document() -> dict[str, Any]:
                     "The new deadline, and a fresh upload URL when the old one is close to expiry",
                 )
             },
+            **status_api_paths(),
         },
         "components": {
             "schemas": schemas.get("$defs", {}),
@@ -104,7 +173,16 @@ def callback_api_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "callback.token of the dispatch request: one task, one attempt",
-                }
+                },
+                "sigv4": {
+                    "type": "apiKey",
+                    "name": "Authorization",
+                    "in": "header",
+                    "x-amazon-apigateway-authtype": "awsSigv4",
+                    "description": "AWS Signature Version 4 (service execute-api), checked by "
+                    "API Gateway (AWS_IAM); the caller must be one of the app's principals "
+                    "or an operator",
+                },
             },
         },
     }

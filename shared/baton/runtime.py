@@ -97,7 +97,8 @@ def build_runtime(
     if config.apps is None:
         logger.warning(
             "no app registry (BATON_APPS or BATON_APPS_PARAMETER): open mode, any app name "
-            "is accepted from any sender, with weight 1 and no limits"
+            "is accepted from any sender, with weight 1 and no limits, and the status API "
+            "answers every IAM-authenticated caller about every app's tasks"
         )
     engine = create_database_engine(config.database_url)
     session = boto_session or boto3.session.Session()

@@ -8,6 +8,7 @@ A missing or invalid setting raises ``SettingsError`` naming the variable.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL
 
-from baton.apps import AppRegistry, parse_app_registry
+from baton.apps import PRINCIPAL_ARN_PATTERN, AppRegistry, parse_app_registry
 from baton.errors import SettingsError
 from baton.registries import Monotonic, Registries, RegistrySource, WallClock, utc_now
 from baton.registry import AlgorithmRegistry, parse_algorithm_registry
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
         "Neither this nor apps_parameter: open mode, any app name is accepted.",
     )
     apps_parameter: str | None = None
+    operator_principals: str | None = Field(
+        default=None,
+        description="Comma-separated IAM ARNs allowed on every app's tasks in the status "
+        "API (a role also matches its assumed-role sessions).",
+    )
     policy_refresh_seconds: int = Field(
         default=60,
         ge=1,
@@ -132,6 +138,22 @@ class Settings(BaseSettings):
             raise ValueError("must not end with a slash")
         return value
 
+    @field_validator("operator_principals")
+    @classmethod
+    def _principal_arns(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for position, arn in enumerate(_comma_separated(value), start=1):
+            if not re.fullmatch(PRINCIPAL_ARN_PATTERN, arn):
+                # The position, not the value: an ARN names an account.
+                raise ValueError(f"entry {position} is not an IAM or STS ARN")
+        return value
+
+    @property
+    def operators(self) -> tuple[str, ...]:
+        """``BATON_OPERATOR_PRINCIPALS`` as a list (empty: no operator)."""
+        return _comma_separated(self.operator_principals or "")
+
     @model_validator(mode="after")
     def _one_source_each(self) -> Self:
         _exactly_one(self, "database_url", "database_secret_arn")
@@ -146,6 +168,10 @@ class Settings(BaseSettings):
     @property
     def callback_base(self) -> str:
         return str(self.callback_base_url).rstrip("/")
+
+
+def _comma_separated(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def _exactly_one(settings: Settings, first: str, second: str) -> None:

@@ -3,49 +3,27 @@ that holds it, how many ready tasks go before it, and the algorithm's running co
 against its cap (what the status API's ``waiting`` and ``baton task why`` answer).
 
 Read from the same live policy and counts that admission uses, so the answer is the
-rule admission applies right now, not a guess from the registry.
+rule admission applies right now, not a guess from the registry. The answer's shape,
+and the list of reasons, are the client SDK's (``baton.contracts.Waiting``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from typing import cast
 
+from baton.contracts import Waiting, WaitingReason
 from baton.models import Task
 from baton.queue import PolicyState, ready_entry
 from baton.records import QueuedTask, TaskStatus
 from baton.runtime import Runtime
 
-Reason = Literal[
-    "not_before",
-    "backoff",
-    "capacity",
-    "app_limit",
-    "rate_limit",
-    "cooling_down",
-    "paused",
-    "recovering",
-]
+__all__ = ["Waiting", "WaitingReason", "explain_waiting"]
 
-
-@dataclass(frozen=True)
-class Waiting:
-    reason: Reason
-    detail: str
-    ahead: int
-    running: int
-    max_concurrency: int
-    until: datetime | None
-    eta: datetime | None
-
-    def as_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        for moment in ("until", "eta"):
-            if values[moment] is not None:
-                values[moment] = values[moment].isoformat()
-        return values
+ReadyEntry = tuple[float, str]
+"""(score, member) of a ready queue: ascending is the order admission takes them in."""
 
 
 def explain_waiting(runtime: Runtime, task: Task) -> Waiting | None:  # noqa: PLR0911 - a rule each
@@ -57,10 +35,19 @@ def explain_waiting(runtime: Runtime, task: Task) -> Waiting | None:  # noqa: PL
     running = state.count("inflight")
     cap = int(state.policy.get("cap", "0")) or _registry_cap(runtime, task.algorithm)
     ahead = _ahead(runtime, task, state)
-    eta = _eta(state, now, ahead, cap)
 
-    def waiting(reason: Reason, detail: str, until: datetime | None = None) -> Waiting:
-        return Waiting(reason, detail, ahead, running, cap, until, eta)
+    def waiting(reason: WaitingReason, detail: str, until: datetime | None = None) -> Waiting:
+        # A pause has no known end, so neither has the wait.
+        eta = None if reason == "paused" else _eta(state, max(now, until or now), ahead, cap)
+        return Waiting(
+            reason=reason,
+            detail=detail,
+            ahead=ahead,
+            running=running,
+            max_concurrency=cap,
+            until=until,
+            eta=eta,
+        )
 
     if task.status == TaskStatus.PENDING and task.not_before > now:
         if task.attempts == 0:
@@ -121,21 +108,22 @@ def _endpoints(state: PolicyState) -> list[tuple[str, int]]:
 
 
 def _ahead(runtime: Runtime, task: Task, state: PolicyState) -> int:
-    """Ready tasks of the algorithm that admission takes before this one: those ahead
-    of it in its app's queue, and of each other app as many as it gets (by weight)
-    while this app works through them. A pending task has every ready task ahead."""
-    queue = runtime.queue
-    keys = queue.keys(task.algorithm)
-    client = queue.client
-    apps = queue.apps_with_ready_tasks(task.algorithm) | {task.app}
-    sizes = {app: int(client.zcard(keys.ready(app))) for app in apps}
-    if task.status == TaskStatus.PENDING:
-        return sum(sizes.values())
+    """Ready tasks of the algorithm that admission takes before this one, as admit.lua
+    would order them now: those ahead of it in its app's queue (higher priority, then
+    older), and each other app's tasks admitted while that app's pass stays below this
+    app's pass at this task's turn (on a tie, the app whose next task is older first).
+    Each admission adds cost / weight to its app's pass; tasks are counted as of one cost
+    unit, and run times as usual (the settling of passes when attempts end is not known
+    ahead).
+
+    A pending task is counted where promotion will put it (an app that starts waiting
+    joins at the lowest pass of those already waiting). While Redis is being rebuilt,
+    the ready queues are read from the database, as reconcile will restore them."""
+    queues = _ready_queues(runtime, task.algorithm, state)
     entry = QueuedTask(task.id, task.attempts + 1, task.priority, task.created_at, task.app)
-    rank = client.zrank(keys.ready(task.app), ready_entry(entry)[1])
-    if rank is None:
-        return 0
-    own = int(cast("int", rank))
+    score, member, _ = ready_entry(entry)
+    mine = queues.get(task.app, ())
+    own = sum(1 for other in mine if other < (score, member))
 
     def weight(app: str) -> float:
         return float(state.policy.get(f"weight:{app}", "1"))
@@ -143,20 +131,56 @@ def _ahead(runtime: Runtime, task: Task, state: PolicyState) -> int:
     def pass_of(app: str) -> float:
         return float(state.counts.get(f"pass:{app}", "0"))
 
-    # Its app's pass when this task's turn comes (tasks of one cost unit ahead of it).
-    turn = pass_of(task.app) + own / weight(task.app)
-    others = sum(
-        min(size, max(0, math.ceil((turn - pass_of(app)) * weight(app))))
-        for app, size in sizes.items()
-        if app != task.app
-    )
+    start = pass_of(task.app)
+    if not mine and queues:
+        start = max(start, min(pass_of(app) for app in queues))
+    turn = start + own / weight(task.app)
+    created = _created_ms(member)
+    others = 0
+    for app, entries in queues.items():
+        if app == task.app:
+            continue
+        for position, (_, other) in enumerate(entries):
+            before = pass_of(app) + position / weight(app)
+            tie = math.isclose(before, turn, rel_tol=1e-9, abs_tol=1e-9)
+            if not (before < turn and not tie) and not (tie and _created_ms(other) < created):
+                break
+            others += 1
     return own + others
 
 
-def _eta(state: PolicyState, now: datetime, ahead: int, cap: int) -> datetime | None:
-    """When it should finish, from the algorithm's usual run time: the tasks ahead go
-    ``cap`` at a time, then it runs once."""
+def _created_ms(member: str) -> int:
+    """The creation time a ready member starts with (``<created_ms>:<task>:<attempt>``)."""
+    return int(member.partition(":")[0])
+
+
+def _ready_queues(
+    runtime: Runtime, algorithm: str, state: PolicyState
+) -> dict[str, Sequence[ReadyEntry]]:
+    """Each app's ready queue of ``algorithm``, in admission order."""
+    if not state.whole:
+        queues: dict[str, list[ReadyEntry]] = {}
+        for queued in runtime.repository.queued_tasks(algorithm):
+            score, member, _ = ready_entry(queued)
+            queues.setdefault(queued.app, []).append((score, member))
+        return {app: sorted(entries) for app, entries in queues.items()}
+    queue = runtime.queue
+    keys = queue.keys(algorithm)
+    result: dict[str, Sequence[ReadyEntry]] = {}
+    for app in queue.apps_with_ready_tasks(algorithm):
+        entries = cast(
+            "list[tuple[bytes, float]]",
+            queue.client.zrange(keys.ready(app), 0, -1, withscores=True),
+        )
+        result[app] = [(float(score), raw.decode()) for raw, score in entries]
+    return result
+
+
+def _eta(state: PolicyState, start: datetime, ahead: int, cap: int) -> datetime | None:
+    """When it should finish, from the algorithm's recent run times (``dref``, the moving
+    average release.lua keeps): from ``start`` (now, or the end of its wait), the tasks
+    ahead go ``cap`` at a time, then it runs once. None before any attempt has ended."""
     usual = float(state.counts.get("dref", "0"))
     if usual <= 0 or cap <= 0:
         return None
-    return now + timedelta(seconds=usual * (ahead / cap + 1))
+    return start + timedelta(seconds=usual * (ahead / cap + 1))

@@ -77,3 +77,21 @@ def test_local_environment_sets_one_source_per_setting() -> None:
     assert settings.database_secret_arn is None
     assert settings.token_secret_arn is None
     assert settings.algorithms_parameter is None
+
+
+def test_status_sample_is_a_rest_proxy_event_signed_with_sigv4() -> None:
+    event = _event("status")
+    assert event["resource"] == "/tasks/{task_id}"
+    assert event["httpMethod"] == "GET"
+    assert event["path"] == f"/tasks/{event['pathParameters']['task_id']}"
+    assert event["headers"]["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+    assert "/execute-api/aws4_request" in event["headers"]["Authorization"]
+    assert event["requestContext"]["resourcePath"] == event["resource"]
+    # What API Gateway fills in for AWS_IAM: here an assumed-role session
+    identity = event["requestContext"]["identity"]
+    assert identity["userArn"].startswith("arn:aws:sts::123456789012:assumed-role/")
+    assert identity["caller"] == identity["user"]
+    assert identity["caller"].startswith("AROA")
+    assert identity["accessKey"]
+    assert identity["accountId"] == "123456789012"
+    assert event["body"] is None

@@ -414,6 +414,10 @@ def test_timers(resources: dict[str, Any], name: str, rate: str) -> None:
     assert event["Properties"]["Schedule"] == rate
 
 
+CALLBACK_ROUTES = {("post", "/tasks/{task_id}/callback"), ("post", "/tasks/{task_id}/heartbeat")}
+STATUS_ROUTES = {("get", "/tasks/{task_id}"), ("get", "/apps/{app}/tasks")}
+
+
 def test_callback_api_routes_reach_the_callback_function(resources: dict[str, Any]) -> None:
     api = props(resources, "BatonApi")
     assert resources["BatonApi"]["Type"] == "AWS::Serverless::Api"
@@ -424,19 +428,86 @@ def test_callback_api_routes_reach_the_callback_function(resources: dict[str, An
     assert is_getatt(api["AccessLogSetting"]["DestinationArn"], "ApiAccessLogGroup", "Arn")
     assert is_ref(api["Variables"]["callbackFunction"], "CallbackFunction")
     paths = api["DefinitionBody"]["paths"]
-    assert set(paths) == {"/tasks/{task_id}/callback", "/tasks/{task_id}/heartbeat"}
-    for path, methods in paths.items():
-        integration = methods["post"]["x-amazon-apigateway-integration"]
+    routes = {(method, path) for path, methods in paths.items() for method in methods}
+    assert routes == CALLBACK_ROUTES | STATUS_ROUTES
+    for method, path in routes:
+        integration = paths[path][method]["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy", path  # REST payload 1.0 proxy events
-        assert integration["httpMethod"] == "POST", path
+        assert integration["httpMethod"] == "POST", path  # Lambda is always invoked by POST
         assert "${!stageVariables.callbackFunction}" in integration["uri"]["Fn::Sub"], path
     granted = {
-        body["Properties"]["SourceArn"]["Fn::Sub"].rsplit("/", 1)[-1]
+        body["Properties"]["SourceArn"]["Fn::Sub"].split("/${Stage}/", 1)[1]
         for body in of_type(resources, "AWS::Lambda::Permission").values()
         if is_ref(body["Properties"]["FunctionName"], "CallbackFunction")
         and body["Properties"]["Principal"] == "apigateway.amazonaws.com"
     }
-    assert granted == {"callback", "heartbeat"}
+    assert granted == {
+        "POST/tasks/*/callback",
+        "POST/tasks/*/heartbeat",
+        "GET/tasks/*",
+        "GET/apps/*/tasks",
+    }
+
+
+def test_only_the_status_routes_take_iam_authorization(resources: dict[str, Any]) -> None:
+    definition = props(resources, "BatonApi")["DefinitionBody"]
+    schemes = definition["components"]["securitySchemes"]
+    iam = {
+        name
+        for name, scheme in schemes.items()
+        if scheme.get("x-amazon-apigateway-authtype") == "awsSigv4"
+    }
+    assert iam == {"sigv4"}
+    assert schemes["sigv4"] == {
+        "type": "apiKey",
+        "name": "Authorization",
+        "in": "header",
+        "x-amazon-apigateway-authtype": "awsSigv4",
+    }
+    # No API-wide security (it would apply to every route) and no SAM Auth (it would
+    # add a default authorizer): each route says its own.
+    assert "security" not in definition
+    assert "Auth" not in props(resources, "BatonApi")
+    for path, methods in definition["paths"].items():
+        for method, operation in methods.items():
+            security = operation.get("security", [])
+            if (method, path) in STATUS_ROUTES:
+                assert security == [{"sigv4": []}], (method, path)
+            else:
+                # The callback routes keep their bearer tokens, checked by the function.
+                assert not any(name in iam for entry in security for name in entry), path
+    by_key = definition["paths"]["/apps/{app}/tasks"]["get"]["parameters"]
+    assert {"name": "idempotency_key", "in": "query", "required": True}.items() <= next(
+        parameter for parameter in by_key if parameter["name"] == "idempotency_key"
+    ).items()
+
+
+def test_callers_of_the_status_api_get_a_policy_for_its_routes_only(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    (statement,) = props(resources, "StatusApiCallerPolicy")["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "execute-api:Invoke"
+    routes = {resource["Fn::Sub"].split("/${Stage}/", 1)[1] for resource in statement["Resource"]}
+    assert routes == {"GET/tasks/*", "GET/apps/*/tasks"}
+    for resource in statement["Resource"]:
+        assert resource["Fn::Sub"].startswith(
+            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${BatonApi}/"
+        )
+    outputs = template["Outputs"]
+    assert is_ref(outputs["StatusApiCallerPolicyArn"]["Value"], "StatusApiCallerPolicy")
+    assert outputs["StatusApiUrl"]["Value"] == outputs["CallbackBaseUrl"]["Value"]
+    assert "GET/apps/*/tasks" in outputs["StatusApiInvokeArns"]["Value"]["Fn::Sub"]
+
+
+def test_operators_of_the_status_api_are_a_parameter(template: dict[str, Any]) -> None:
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert is_ref(variables["BATON_OPERATOR_PRINCIPALS"], "OperatorPrincipals")
+    parameter = template["Parameters"]["OperatorPrincipals"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    for accepted in ("", "arn:aws:iam::123456789012:role/ops,arn:aws:iam::123456789012:user/a"):
+        assert pattern.fullmatch(accepted), accepted
+    assert not pattern.fullmatch("ops")
 
 
 def test_schema_migrates_before_the_functions_start(resources: dict[str, Any]) -> None:

@@ -1,16 +1,19 @@
 """``AWS::Serverless::Api``: each REST API of the template gets its loopback gateway
-(``gateway``), with the routes of its OpenAPI body and of the functions' ``Api`` events."""
+(``gateway``), with the routes of its OpenAPI body and of the functions' ``Api`` events.
+A route whose OpenAPI security scheme is ``x-amazon-apigateway-authtype: awsSigv4``, or
+whose ``Api`` event says ``Auth: {Authorizer: AWS_IAM}``, takes SigV4 (``sigv4``)."""
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from baton_local.emulator.functions import LambdaService
-from baton_local.emulator.gateway import ANY, HTTP_METHODS, RestApi, Route
+from baton_local.emulator.gateway import ANY, AWS_IAM, HTTP_METHODS, RestApi, Route
 from baton_local.emulator.lambdas import Invocation
+from baton_local.emulator.sigv4 import IamCaller
 from baton_local.emulator.stack import Created, Stack
 from baton_local.emulator.template import IMPLICIT_API, TemplateError, load_template_file
 
@@ -20,11 +23,16 @@ class ApiProvider:
     be rewritten to the local one wherever it is built); routes once every function exists."""
 
     def __init__(
-        self, service: LambdaService, apis: dict[str, RestApi], first_port: int = 0
+        self,
+        service: LambdaService,
+        apis: dict[str, RestApi],
+        first_port: int = 0,
+        callers: Mapping[str, IamCaller] | None = None,
     ) -> None:
         self.service = service
         self.apis = apis
         self.first_port = first_port
+        self.callers = dict(callers or {})
 
     def validate(self, stack: Stack, logical_id: str, resource: dict[str, Any]) -> None:
         properties = resource["Properties"]
@@ -45,6 +53,7 @@ class ApiProvider:
         api = RestApi(
             logical_id, api_id, str(stage), stack.template.region, self._invoke, port=port
         )
+        api.callers = self.callers
         self.apis[logical_id] = api
         host = re.escape(api.public_host)
         stack.add_replacement(f"https://{host}", api.local_root)
@@ -90,11 +99,13 @@ class ApiProvider:
                 if target not in (logical_id, api.api_id):
                     continue
                 method = str(event_properties["Method"]).upper()
+                auth = event_properties.get("Auth") or {}
                 api.add_route(
                     Route(
                         ANY if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD") else method,
                         str(event_properties["Path"]),
                         function.logical_id,
+                        authorization=AWS_IAM if auth.get("Authorizer") == AWS_IAM else "NONE",
                     )
                 )
 
@@ -107,13 +118,27 @@ class ApiProvider:
         if body is None:
             return []
         definition = stack.resolve(body, f"{logical_id} DefinitionBody")
+        schemes = {
+            **(definition.get("securityDefinitions") or {}),  # Swagger 2
+            **((definition.get("components") or {}).get("securitySchemes") or {}),
+        }
+        iam_schemes = {
+            name
+            for name, scheme in schemes.items()
+            if str((scheme or {}).get("x-amazon-apigateway-authtype", "")).lower() == "awssigv4"
+        }
         routes: list[Route] = []
         for path, operations in (definition.get("paths") or {}).items():
             for key, operation in (operations or {}).items():
                 method = "ANY" if key == "x-amazon-apigateway-any-method" else key.upper()
                 if method not in HTTP_METHODS and method != ANY:
                     continue
-                routes.append(self._route(stack, api, str(path), method, operation or {}))
+                route = self._route(stack, api, str(path), method, operation or {})
+                # An operation's own security replaces the document's, as in OpenAPI.
+                security = (operation or {}).get("security", definition.get("security")) or []
+                if any(name in iam_schemes for entry in security for name in entry or {}):
+                    route.authorization = AWS_IAM
+                routes.append(route)
         return routes
 
     def _route(

@@ -60,9 +60,10 @@ from baton_local.emulator.functions import (
     LambdaSettings,
     LayerProvider,
 )
-from baton_local.emulator.gateway import RestApi
+from baton_local.emulator.gateway import AWS_IAM, RestApi
 from baton_local.emulator.lambdas import Invocation, preload
 from baton_local.emulator.profiles import LocalProfile, ProfileContext, ProfileFactory
+from baton_local.emulator.sigv4 import DEFAULT_CALLER_ARN, IamCaller, callers_by_key
 from baton_local.emulator.stack import Provider, Stack
 from baton_local.emulator.template import (
     ACCOUNT_ID,
@@ -94,7 +95,11 @@ class LocalOptions:
     are fixed ports, so that a restarted stack has the same URLs; 0 takes free ones.
     Unless ``quiet``, the banner and the activity go to ``output``: ``activity`` is
     "errors" (failed invocations only), "summary" (scheduled runs summed up every
-    ``summary_seconds``, each request and batch on a line) or "all"."""
+    ``summary_seconds``, each request and batch on a line) or "all".
+
+    ``caller_arn`` is the IAM principal the local credentials stand for on ``AWS_IAM``
+    routes (what API Gateway reports as ``userArn``); ``iam_callers`` are more access
+    keys, each standing for its own principal."""
 
     template: Path = Path("template.yaml")
     env_file: Path | None = None
@@ -113,6 +118,8 @@ class LocalOptions:
     api_port: int = 0
     activity: str = "summary"
     summary_seconds: float = 10.0
+    caller_arn: str = DEFAULT_CALLER_ARN
+    iam_callers: Sequence[IamCaller] = ()
 
 
 class LocalCloud:
@@ -164,7 +171,10 @@ class LocalCloud:
             self._record,
             [profile.environment for profile in self.profiles],
         )
-        self._api_provider = ApiProvider(self.lambdas, self.apis, options.api_port)
+        self.callers = callers_by_key(
+            [IamCaller(DUMMY_KEY_ID, DUMMY_SECRET, options.caller_arn), *options.iam_callers]
+        )
+        self._api_provider = ApiProvider(self.lambdas, self.apis, options.api_port, self.callers)
         self.console = ActivityConsole(self._out, options.activity, options.summary_seconds)
 
     # -- the public surface -------------------------------------------------------------------
@@ -472,7 +482,10 @@ class LocalCloud:
                 "region": self.options.region,
                 "access_key_id": DUMMY_KEY_ID,
                 "secret_access_key": DUMMY_SECRET,
+                # Who a request signed with these credentials is on AWS_IAM routes.
+                "caller_arn": self.callers[DUMMY_KEY_ID].arn,
             },
+            "iam_callers": {key: caller.arn for key, caller in self.callers.items()},
             "functions": {
                 logical_id: {
                     "name": function.name,
@@ -551,6 +564,10 @@ class LocalCloud:
                 out(f"  {line}")
         for logical_id, url in self.urls.items():
             out(f"  API {logical_id}  {url}")
+        if any(
+            route.authorization == AWS_IAM for api in self.apis.values() for route in api.routes
+        ):
+            out(f"  IAM caller  {self.callers[DUMMY_KEY_ID].arn} (the local credentials, SigV4)")
         out(f"  functions   {', '.join(self.lambdas.functions)}")
         out(f"  logs        {self.state_dir / 'logs'}/<function>.log")
         out(f"  outputs     {self.state_dir / OUTPUTS_FILE} and {self.state_dir / ENV_FILE}")

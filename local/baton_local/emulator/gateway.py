@@ -2,7 +2,8 @@
 ThreadingHTTPServer on 127.0.0.1 that turns requests into proxy events (payload 1.0),
 routed by the API's paths (OpenAPI ``DefinitionBody`` and the functions' ``Api``
 events), and turns the function's answer back into the HTTP response. What API Gateway
-answers itself (no route, a failed function) is rendered through the API's
+answers itself (no route, a failed function, a request to an ``AWS_IAM`` route that is
+not signed by a local caller: ``sigv4``) is rendered through the API's
 ``GatewayResponses`` templates when it has them, else as ``{"message": ...}``."""
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from baton_local.emulator.lambdas import Invocation, PoolStopped
+from baton_local.emulator.sigv4 import IamCaller, Refusal, verify
 from baton_local.emulator.template import ACCOUNT_ID, PortInUse
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 ANY = "ANY"
+AWS_IAM = "AWS_IAM"
 
 Invoke = Callable[[str, dict[str, Any], str, Callable[[Invocation], str]], Invocation]
 """(function logical id, event, source description, how to word its outcome) -> the
@@ -40,6 +43,8 @@ class Route:
     resource: str
     function: str | None
     problem: str | None = None
+    authorization: str = "NONE"
+    """``AWS_IAM``: API Gateway checks the SigV4 signature before the function runs."""
     regex: re.Pattern[str] = field(init=False)
     names: list[str] = field(init=False)
     rank: tuple[int, int, int] = field(init=False)
@@ -101,6 +106,8 @@ class RestApi:
         self.stage_variables: dict[str, str] = {}
         self.binary_media_types: list[str] = []
         self.gateway_responses: dict[str, Any] = {}
+        self.callers: dict[str, IamCaller] = {}
+        """Access key id -> the principal it stands for, for ``AWS_IAM`` routes."""
         self.requests = 0
         api = self
 
@@ -221,6 +228,14 @@ class RestApi:
             return self._gateway_answer(
                 500, "API_CONFIGURATION_ERROR", route.problem or "", request_id
             )
+        caller: IamCaller | None = None
+        if route.authorization == AWS_IAM:
+            checked = verify(
+                method, target, headers, body, region=self.region, callers=self.callers
+            )
+            if isinstance(checked, Refusal):
+                return self._gateway_answer(403, checked.response_type, checked.message, request_id)
+            caller = checked
         event = self._event(
             method=method,
             path=path,
@@ -231,6 +246,7 @@ class RestApi:
             body=body,
             source_ip=source_ip,
             request_id=request_id,
+            caller=caller,
         )
         answers: list[Answer] = []
 
@@ -277,6 +293,7 @@ class RestApi:
         body: bytes,
         source_ip: str,
         request_id: str,
+        caller: IamCaller | None = None,
     ) -> dict[str, Any]:
         single: dict[str, str] = {}
         multi: dict[str, list[str]] = {}
@@ -318,7 +335,9 @@ class RestApi:
                 "domainPrefix": self.api_id,
                 "extendedRequestId": secrets.token_urlsafe(12),
                 "httpMethod": method,
-                "identity": {
+                "identity": caller.identity(source_ip, user_agent)
+                if caller is not None
+                else {
                     "accessKey": None,
                     "accountId": None,
                     "caller": None,

@@ -4,32 +4,32 @@ routes (``status_api``) are served by the same resolver, and so answered alike."
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, TypeVar
 
 import redis
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
 from baton.completion import complete_attempt, record_heartbeat
 from baton.contracts import CallbackBody, ErrorAnswer, ErrorDetail, HeartbeatBody
 from baton.errors import (
     ApiError,
-    InvalidRequest,
-    PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
 )
-from baton.input_hygiene import describe_validation_error, duplicate_key, field_name
+from baton.input_hygiene import (
+    check_body_size,
+    field_name,
+    parse_request_body,
+    request_body_bytes,
+)
 from baton.observability import logger
 from baton.runtime import Runtime
 from baton.status_api import ROUTES as STATUS_ROUTES
 from baton.status_api import router as status_router
 from baton.tokens import authenticate_token, bearer_token
 
-MAX_BODY_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 1024  # ErrorDetail.message
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,25 +54,6 @@ def _json(model: BaseModel) -> Response[str]:
     )
 
 
-def _body_bytes(body: str | None, base64_encoded: bool) -> tuple[bytes, str | None]:
-    """The request body as bytes, and what is wrong with its encoding, if anything.
-
-    API Gateway hands over text, or base64 when it treats the body as binary; neither
-    has to be valid (a caller can send any bytes), so a bad one is a 422, never a crash.
-    """
-    if not body:
-        return b"", None
-    if base64_encoded:
-        try:
-            return base64.b64decode(body, validate=True), None
-        except (binascii.Error, ValueError):
-            return body.encode(errors="replace"), "body: not valid base64"
-    try:
-        return body.encode(), None
-    except UnicodeEncodeError:
-        return body.encode(errors="replace"), "body: not valid UTF-8 text"
-
-
 def _authorization(event: Any) -> str | None:
     """The one Authorization header. Two of them make the request ambiguous (a proxy
     may check one and Baton read the other), so they are refused like a bad token."""
@@ -92,25 +73,11 @@ def _authenticated_body(runtime: Runtime, task_id: str, model: type[M]) -> tuple
     """Size first, then the token's authenticity, then the body: a caller without a
     valid token learns nothing about what the body should be."""
     event = app.current_event
-    raw, encoding_problem = _body_bytes(event.body, bool(event.is_base64_encoded))
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
+    raw, encoding_problem = request_body_bytes(event.body, bool(event.is_base64_encoded))
+    check_body_size(raw)
     token = bearer_token(_authorization(event))
     authenticate_token(runtime.config.token_keys, token, task_id, runtime.clock())
-    if encoding_problem is not None:
-        raise InvalidRequest(encoding_problem)
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        raise InvalidRequest("body: not valid UTF-8 text") from None
-    try:
-        body = model.model_validate_json(text or "null")
-    except ValidationError as exc:
-        raise InvalidRequest(describe_validation_error(exc)) from None
-    duplicate = duplicate_key(text)
-    if duplicate is not None:
-        raise InvalidRequest(f"{duplicate}: duplicate key in one JSON object")
-    return token, body
+    return token, parse_request_body(raw, encoding_problem, model)
 
 
 @app.post("/tasks/<task_id>/callback")

@@ -5,11 +5,19 @@ JSON depth, numbers JSON cannot carry, and duplicate keys.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+from baton.errors import InvalidRequest, PayloadTooLarge
+
+M = TypeVar("M", bound=BaseModel)
+MAX_BODY_BYTES = 64 * 1024
+"""What the callback and status APIs take in one request body."""
 
 MAX_REPORTED_PROBLEMS = 10
 """A body with thousands of bad fields gets a reason of bounded size."""
@@ -92,3 +100,46 @@ def duplicate_key(text: str | bytes) -> str | None:
         elif isinstance(value, list):
             stack.extend((child, f"{path}.{index}") for index, child in enumerate(value))
     return None
+
+
+def request_body_bytes(body: str | None, base64_encoded: bool) -> tuple[bytes, str | None]:
+    """An API request's body as bytes, and what is wrong with its encoding, if anything.
+
+    API Gateway hands over text, or base64 when it treats the body as binary; neither
+    has to be valid (a caller can send any bytes), so a bad one is a 422, never a crash.
+    """
+    if not body:
+        return b"", None
+    if base64_encoded:
+        try:
+            return base64.b64decode(body, validate=True), None
+        except (binascii.Error, ValueError):
+            return body.encode(errors="replace"), "body: not valid base64"
+    try:
+        return body.encode(), None
+    except UnicodeEncodeError:
+        return body.encode(errors="replace"), "body: not valid UTF-8 text"
+
+
+def check_body_size(raw: bytes) -> None:
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body is over {MAX_BODY_BYTES} bytes")
+
+
+def parse_request_body(raw: bytes, encoding_problem: str | None, model: type[M]) -> M:
+    """The validated body (an empty one read as ``null``), or ``InvalidRequest`` naming
+    each field and problem."""
+    if encoding_problem is not None:
+        raise InvalidRequest(encoding_problem)
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequest("body: not valid UTF-8 text") from None
+    try:
+        body = model.model_validate_json(text or "null")
+    except ValidationError as exc:
+        raise InvalidRequest(describe_validation_error(exc)) from None
+    duplicate = duplicate_key(text)
+    if duplicate is not None:
+        raise InvalidRequest(f"{duplicate}: duplicate key in one JSON object")
+    return body

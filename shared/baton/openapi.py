@@ -11,8 +11,12 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from baton.contracts import (
+    AlreadyFinalAnswer,
     CallbackAnswer,
     CallbackBody,
+    CancelByKeyBody,
+    CancelKeptAnswer,
+    CancelTaskBody,
     ErrorAnswer,
     HeartbeatAnswer,
     HeartbeatBody,
@@ -93,12 +97,37 @@ def _status_operation(
     }
 
 
+def _cancel_operation(
+    summary: str, parameter: str, body: type[BaseModel], required: bool
+) -> dict[str, Any]:
+    """A cancel route: as the cancel message, answered with the task once cancelled."""
+    operation = _status_operation(
+        summary,
+        [_path_parameter(parameter)],
+        {
+            **_STATUS_REFUSALS,
+            "413": "Body over 64 KiB",
+            "422": "Invalid body (unknown fields included)",
+        },
+    )
+    operation["responses"]["200"]["description"] = "The task, now cancelled"
+    operation["responses"]["409"] = {
+        "description": "The task is already final: nothing changed",
+        "content": {"application/json": {"schema": _ref(AlreadyFinalAnswer)}},
+    }
+    operation["requestBody"] = {
+        "required": required,
+        "content": {"application/json": {"schema": _ref(body)}},
+    }
+    return operation
+
+
 def _path_parameter(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def status_api_paths() -> dict[str, Any]:
-    """The status API's routes (the cancel routes join these)."""
+    """The status API's routes: look-ups and cancels."""
     key_schema = TypeAdapter(IdempotencyKey).json_schema()
     return {
         "/tasks/{task_id}": {
@@ -122,7 +151,31 @@ def status_api_paths() -> dict[str, Any]:
                 {**_STATUS_REFUSALS, "422": "No idempotency_key, more than one, or not a key"},
             )
         },
+        "/tasks/{task_id}/cancel": {
+            "post": _cancel_operation(
+                "Cancel a task by its id (a running attempt is stopped at its algorithm)",
+                "task_id",
+                CancelTaskBody,
+                required=False,
+            )
+        },
+        "/apps/{app}/tasks/cancel": {"post": _by_key_cancel_operation()},
     }
+
+
+def _by_key_cancel_operation() -> dict[str, Any]:
+    operation = _cancel_operation(
+        "Cancel an app's task by its idempotency key (in the body); a task not arrived "
+        "yet is cancelled when it arrives",
+        "app",
+        CancelByKeyBody,
+        required=True,
+    )
+    operation["responses"]["202"] = {
+        "description": "No such task yet: the cancel is kept for it",
+        "content": {"application/json": {"schema": _ref(CancelKeptAnswer)}},
+    }
+    return operation
 
 
 def callback_api_document() -> dict[str, Any]:
@@ -133,6 +186,10 @@ def callback_api_document() -> dict[str, Any]:
         HeartbeatAnswer,
         ErrorAnswer,
         TaskView,
+        CancelTaskBody,
+        CancelByKeyBody,
+        AlreadyFinalAnswer,
+        CancelKeptAnswer,
     ]
     _, schemas = models_json_schema(
         [(model, "validation") for model in models],

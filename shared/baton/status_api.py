@@ -1,5 +1,6 @@
 """The status API's routes (REST, payload 1.0, ``AWS_IAM`` authorization): business
-apps and operators look a task up by id or by its app's idempotency key.
+apps and operators look a task up, or cancel it, by id or by its app's idempotency
+key (a cancel does what the cancel message does: ``baton.cancellation``).
 
 A Powertools router that ``callback_api`` includes, so both APIs share one function,
 one runtime and the one place where domain errors become answers
@@ -12,24 +13,41 @@ hold ``/``, ``?`` or ``%``.
 
 from __future__ import annotations
 
-from typing import cast
+from datetime import timedelta
+from typing import TypeVar, cast
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from baton.contracts import IdempotencyKey
-from baton.errors import InvalidRequest
+from baton.callers import access_of
+from baton.cancellation import CancelOutcome, CancelResult, cancel_task, cancel_task_by_key
+from baton.contracts import (
+    AlreadyFinalAnswer,
+    CancelByKeyBody,
+    CancelKeptAnswer,
+    CancelTaskBody,
+    ErrorDetail,
+    IdempotencyKey,
+)
+from baton.errors import InvalidRequest, TaskNotFound
+from baton.input_hygiene import check_body_size, parse_request_body, request_body_bytes
 from baton.runtime import Runtime
-from baton.status import look_up_task, look_up_task_by_key
+from baton.status import look_up_task, look_up_task_by_key, task_view, visible_task
 
 router = Router()  # type: ignore[no-untyped-call]  # Powertools leaves it untyped
 
-ROUTES = ("GET /tasks/{task_id}", "GET /apps/{app}/tasks?idempotency_key=...")
-"""What the not-found answer lists (the cancel routes join these)."""
+ROUTES = (
+    "GET /tasks/{task_id}",
+    "GET /apps/{app}/tasks?idempotency_key=...",
+    "POST /tasks/{task_id}/cancel",
+    "POST /apps/{app}/tasks/cancel",
+)
+"""What the not-found answer lists."""
 
 _KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
+M = TypeVar("M", bound=BaseModel)
 
 
 def _runtime() -> Runtime:
@@ -59,10 +77,32 @@ def _query_value(name: str) -> str:
     return values[0]
 
 
-def _json(model: BaseModel) -> Response[str]:
+def _json(model: BaseModel, status: int = 200) -> Response[str]:
     return Response(
-        status_code=200, content_type=content_types.APPLICATION_JSON, body=model.model_dump_json()
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=model.model_dump_json(),
     )
+
+
+def _body(model: type[M]) -> M:
+    event = _event()
+    raw, encoding_problem = request_body_bytes(event.body, bool(event.is_base64_encoded))
+    check_body_size(raw)
+    return parse_request_body(raw or b"{}", encoding_problem, model)
+
+
+def _cancel_answer(runtime: Runtime, result: CancelResult) -> Response[str]:
+    if result.outcome is CancelOutcome.CANCELLED and result.task is not None:
+        return _json(task_view(runtime, result.task))
+    if result.outcome is CancelOutcome.ALREADY_FINAL and result.task is not None:
+        status = result.task.status.value
+        answer = AlreadyFinalAnswer(
+            error=ErrorDetail(code="already_final", message=f"the task is already {status}"),
+            status=status,
+        )
+        return _json(answer, 409)
+    raise TaskNotFound("no such task")
 
 
 @router.get("/tasks/<task_id>")
@@ -81,8 +121,25 @@ def get_task_by_key(app: str) -> Response[str]:
     return _json(look_up_task_by_key(_runtime(), _caller(), app, key))
 
 
-# The cancel routes (POST /tasks/<task_id>/cancel, POST /apps/<app>/tasks/cancel) go
-# here, each one call into ``baton``: ``access_of(runtime.config, _caller())``, then
-# ``visible_task`` (or the app check of ``look_up_task_by_key``) before cancelling, so a
-# task of another app is a 404 there as here. Their paths join ROUTES, template.yaml's
-# DefinitionBody (with the same sigv4 security) and ``openapi.status_api_paths``.
+@router.post("/tasks/<task_id>/cancel")
+def cancel_task_by_id(task_id: str) -> Response[str]:
+    runtime = _runtime()
+    access = access_of(runtime.config, _caller())
+    task = visible_task(runtime, access, task_id)  # another app's task: 404, as unknown
+    body = _body(CancelTaskBody)
+    return _cancel_answer(runtime, cancel_task(runtime, task.id, body.reason, app=task.app))
+
+
+@router.post("/apps/<app>/tasks/cancel")
+def cancel_task_of_app(app: str) -> Response[str]:
+    runtime = _runtime()
+    access = access_of(runtime.config, _caller())
+    body = _body(CancelByKeyBody)
+    if not access.sees(app):
+        raise TaskNotFound("no such task")
+    result = cancel_task_by_key(runtime, app, body.idempotency_key, body.reason)
+    if result.outcome is CancelOutcome.KEPT:
+        until = runtime.clock() + timedelta(seconds=runtime.settings.cancel_retention_seconds)
+        kept = CancelKeptAnswer(app=app, idempotency_key=body.idempotency_key, kept_until=until)
+        return _json(kept, 202)
+    return _cancel_answer(runtime, result)

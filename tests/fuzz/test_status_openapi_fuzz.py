@@ -1,12 +1,12 @@
 """A schema-driven fuzz of the task status API: schemathesis generates requests from
 docs/callback-api.openapi.json (valid ones and, in negative mode, invalid ones) for
-``GET /tasks/{task_id}`` and ``GET /apps/{app}/tasks`` and sends them to the real
-callback handler through a WSGI adapter that does what API Gateway does for an AWS_IAM
-route: a request without a valid signature is its 403, a signed one becomes a REST
-proxy event carrying the signer's identity. With the identities of the owner app's
-principal, an operator, another app's principal, nobody's, and forged or missing
-signatures, and with real, foreign and unknown tasks and keys: never a 5xx, every
-status documented, every body as the document says."""
+``GET /tasks/{task_id}``, ``GET /apps/{app}/tasks`` and the two cancel routes, and sends
+them to the real callback handler through a WSGI adapter that does what API Gateway does
+for an AWS_IAM route: a request without a valid signature is its 403, a signed one
+becomes a REST proxy event carrying the signer's identity. With the identities of the
+owner app's principal, an operator, another app's principal, nobody's, and forged or
+missing signatures, and with real, foreign and unknown tasks and keys: never a 5xx,
+every status documented, every body as the document says."""
 
 from __future__ import annotations
 
@@ -67,8 +67,10 @@ SIGNATURES = {
     for n, arn in enumerate([OWNER, session_arn("contracts-portal"), OPERATOR, OTHER, NOBODY])
 }
 ROUTES = [
-    (re.compile(r"^/tasks/(?P<task_id>[^/]+)$"), "/tasks/{task_id}"),
-    (re.compile(r"^/apps/(?P<app>[^/]+)/tasks$"), "/apps/{app}/tasks"),
+    (re.compile(r"^/tasks/(?P<task_id>[^/]+)$"), "GET", "/tasks/{task_id}"),
+    (re.compile(r"^/apps/(?P<app>[^/]+)/tasks$"), "GET", "/apps/{app}/tasks"),
+    (re.compile(r"^/tasks/(?P<task_id>[^/]+)/cancel$"), "POST", "/tasks/{task_id}/cancel"),
+    (re.compile(r"^/apps/(?P<app>[^/]+)/tasks/cancel$"), "POST", "/apps/{app}/tasks/cancel"),
 ]
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -85,11 +87,16 @@ def iam_gateway(handlers: Handlers, statuses: Counter[int]) -> WsgiApp:
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace")
         authorization = environ.get("HTTP_AUTHORIZATION")
+        method = environ["REQUEST_METHOD"]
         matched = next(
-            ((found, resource) for pattern, resource in ROUTES if (found := pattern.match(path))),
+            (
+                (found, resource)
+                for pattern, route_method, resource in ROUTES
+                if route_method == method and (found := pattern.match(path))
+            ),
             None,
         )
-        if matched is None or environ["REQUEST_METHOD"] != "GET":
+        if matched is None:
             statuses[403] += 1  # what API Gateway answers for a resource it does not have
             return _gateway_refusal(
                 start_response, "MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"
@@ -110,6 +117,11 @@ def iam_gateway(handlers: Handlers, statuses: Counter[int]) -> WsgiApp:
         found, resource = matched
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         event = status_event(resource, found.groupdict(), query or None, caller)
+        if method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length) if length else b""
+            event["httpMethod"] = event["requestContext"]["httpMethod"] = "POST"
+            event["body"] = raw.decode("utf-8", "replace") if raw else None
         try:
             answer = handlers.invoke("callback", event)
         except Exception:  # what API Gateway answers when the function fails
@@ -149,20 +161,36 @@ def tasks(
     return {"own": own.id, "other": other.id, "ghost": "00000000-0000-4000-8000-000000000000"}
 
 
-@pytest.mark.parametrize("operation", ["/tasks/{task_id}", "/apps/{app}/tasks"])
+OPERATIONS = [
+    ("GET", "/tasks/{task_id}"),
+    ("GET", "/apps/{app}/tasks"),
+    ("POST", "/tasks/{task_id}/cancel"),
+    ("POST", "/apps/{app}/tasks/cancel"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "operation"), OPERATIONS, ids=[f"{m} {o}" for m, o in OPERATIONS]
+)
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_generated_status_requests_get_documented_answers_and_never_a_5xx(
-    tasks: dict[str, str], handlers: Handlers, operation: str, mode: GenerationMode
+    tasks: dict[str, str],
+    handlers: Handlers,
+    method: str,
+    operation: str,
+    mode: GenerationMode,
 ) -> None:
     statuses: Counter[int] = Counter()
     app = iam_gateway(handlers, statuses)
     schema = schemathesis.openapi.from_dict(json.loads(DOCUMENT_PATH.read_text()))
     schema.app = app  # every request, the checks' own probes included, goes to the adapter
-    api_operation = schema[operation]["GET"]
+    api_operation = schema[operation][method]
     identities = [{"Authorization": signature} for signature in SIGNATURES]
-    if operation == "/tasks/{task_id}":
+    queries: list[dict[str, Any] | None] = [None]
+    if "{task_id}" in operation:
         pinned = [{"task_id": task_id} for task_id in tasks.values()]
-        queries: list[dict[str, Any] | None] = [None]
+    elif method == "POST":
+        pinned = [{"app": "contracts"}, {"app": "billing"}]
     else:
         pinned = [{"app": "contracts"}, {"app": "billing"}]
         queries = [{"idempotency_key": KEY}, {"idempotency_key": "b-1"}, None]
@@ -192,7 +220,8 @@ def test_generated_status_requests_get_documented_answers_and_never_a_5xx(
     # The fuzz reached the logic, not only the gateway's refusals (a task id has no
     # constraint to break: invalid requests of that route break their signature alone)
     if mode is GenerationMode.POSITIVE:
-        assert statuses[200] > 0, statuses
+        # A task is cancelled once: later cancels of it are 409, of a new key 202
+        assert statuses[200] + statuses[202] + statuses[409] > 0, statuses
         assert statuses[404] > 0, statuses
-    elif operation == "/apps/{app}/tasks":
+    elif operation != "/tasks/{task_id}":
         assert statuses[422] > 0, statuses

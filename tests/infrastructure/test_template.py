@@ -415,7 +415,18 @@ def test_timers(resources: dict[str, Any], name: str, rate: str) -> None:
 
 
 CALLBACK_ROUTES = {("post", "/tasks/{task_id}/callback"), ("post", "/tasks/{task_id}/heartbeat")}
-STATUS_ROUTES = {("get", "/tasks/{task_id}"), ("get", "/apps/{app}/tasks")}
+STATUS_ROUTES = {
+    ("get", "/tasks/{task_id}"),
+    ("get", "/apps/{app}/tasks"),
+    ("post", "/tasks/{task_id}/cancel"),
+    ("post", "/apps/{app}/tasks/cancel"),
+}
+STATUS_GRANTS = {
+    "GET/tasks/*",
+    "GET/apps/*/tasks",
+    "POST/tasks/*/cancel",
+    "POST/apps/*/tasks/cancel",
+}
 
 
 def test_callback_api_routes_reach_the_callback_function(resources: dict[str, Any]) -> None:
@@ -441,12 +452,7 @@ def test_callback_api_routes_reach_the_callback_function(resources: dict[str, An
         if is_ref(body["Properties"]["FunctionName"], "CallbackFunction")
         and body["Properties"]["Principal"] == "apigateway.amazonaws.com"
     }
-    assert granted == {
-        "POST/tasks/*/callback",
-        "POST/tasks/*/heartbeat",
-        "GET/tasks/*",
-        "GET/apps/*/tasks",
-    }
+    assert granted == {"POST/tasks/*/callback", "POST/tasks/*/heartbeat"} | STATUS_GRANTS
 
 
 def test_only_the_status_routes_take_iam_authorization(resources: dict[str, Any]) -> None:
@@ -488,7 +494,7 @@ def test_callers_of_the_status_api_get_a_policy_for_its_routes_only(
     (statement,) = props(resources, "StatusApiCallerPolicy")["PolicyDocument"]["Statement"]
     assert statement["Action"] == "execute-api:Invoke"
     routes = {resource["Fn::Sub"].split("/${Stage}/", 1)[1] for resource in statement["Resource"]}
-    assert routes == {"GET/tasks/*", "GET/apps/*/tasks"}
+    assert routes == STATUS_GRANTS
     for resource in statement["Resource"]:
         assert resource["Fn::Sub"].startswith(
             "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${BatonApi}/"
@@ -496,7 +502,8 @@ def test_callers_of_the_status_api_get_a_policy_for_its_routes_only(
     outputs = template["Outputs"]
     assert is_ref(outputs["StatusApiCallerPolicyArn"]["Value"], "StatusApiCallerPolicy")
     assert outputs["StatusApiUrl"]["Value"] == outputs["CallbackBaseUrl"]["Value"]
-    assert "GET/apps/*/tasks" in outputs["StatusApiInvokeArns"]["Value"]["Fn::Sub"]
+    invoke_arns = outputs["StatusApiInvokeArns"]["Value"]["Fn::Sub"].split(",")
+    assert {arn.split("/${Stage}/", 1)[1] for arn in invoke_arns} == STATUS_GRANTS
 
 
 def test_operators_of_the_status_api_are_a_parameter(template: dict[str, Any]) -> None:

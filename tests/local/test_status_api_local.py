@@ -147,3 +147,12 @@ def test_the_status_api_answers_signed_requests_on_baton_local(
     response = HTTP.request("POST", f"{base}/tasks/{task_id}/callback", body=b"{}")
     assert response.status == 401
     assert cloud.errors == []
+
+    # The SDK cancels through the same API: a final task is no error, a key not yet
+    # seen is kept for its task
+    final = portal.cancel_via_api(task_id)
+    assert (final.outcome, final.status) == ("already_final", "succeeded")
+    kept = portal.cancel_via_api(app="contracts", idempotency_key="not-sent-yet")
+    assert kept.outcome == "kept"
+    with pytest.raises(TaskNotFound):
+        billing.cancel_via_api(task_id)

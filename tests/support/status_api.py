@@ -76,3 +76,23 @@ def get_task_by_key(
 def answer_of(answer: dict[str, Any]) -> tuple[int, Any]:
     assert response_headers(answer)["Content-Type"] == "application/json"
     return int(answer["statusCode"]), json.loads(answer["body"])
+
+
+def post_cancel(
+    handlers: Handlers,
+    caller: str | None,
+    body: dict[str, Any] | None,
+    *,
+    task_id: str | None = None,
+    app: str | None = None,
+) -> tuple[int, Any]:
+    """``POST /tasks/{task_id}/cancel`` (``task_id``) or ``POST /apps/{app}/tasks/cancel``."""
+    if task_id is not None:
+        event = status_event("/tasks/{task_id}/cancel", {"task_id": task_id}, None, caller)
+    else:
+        assert app is not None
+        event = status_event("/apps/{app}/tasks/cancel", {"app": app}, None, caller)
+    event["httpMethod"] = "POST"
+    event["requestContext"]["httpMethod"] = "POST"
+    event["body"] = None if body is None else json.dumps(body)
+    return answer_of(handlers.invoke("callback", event))

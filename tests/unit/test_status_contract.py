@@ -87,6 +87,8 @@ def test_only_the_status_routes_are_signed_with_sigv4() -> None:
         ("post", "/tasks/{task_id}/heartbeat"): [{"callbackToken": []}],
         ("get", "/tasks/{task_id}"): [{"sigv4": []}],
         ("get", "/apps/{app}/tasks"): [{"sigv4": []}],
+        ("post", "/tasks/{task_id}/cancel"): [{"sigv4": []}],
+        ("post", "/apps/{app}/tasks/cancel"): [{"sigv4": []}],
     }
 
 

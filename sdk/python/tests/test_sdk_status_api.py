@@ -16,7 +16,7 @@ from baton_sdk import BatonClient, BatonError, Forbidden, TaskNotFound
 
 REGION = "eu-west-1"
 CREDENTIALS = Credentials("AKIDEXAMPLEPORTAL", "portal-secret-key", "session-token-123")
-KEY = "doc/17?v=2&x=%41 b"
+KEY = "doc/17?v=2&x=%41+b#end"  # every character a key may hold that a path may not
 TASK: dict[str, Any] = {
     "task_id": "t-1",
     "app": "portal",

@@ -36,9 +36,12 @@ from pydantic import ValidationError
 
 from baton_sdk import _http
 from baton_sdk.contracts import (
+    AlreadyFinalAnswer,
     CancelById,
     CancelByKey,
+    CancelByKeyBody,
     CancelMessage,
+    CancelTaskBody,
     Notification,
     RejectedNotification,
     TaskMessage,
@@ -335,20 +338,21 @@ class BatonClient:
 
         A task already final is no error: ``outcome == "already_final"`` and its status.
         """
-        body: dict[str, Any] = {} if reason is None else {"reason": reason}
+        body: CancelTaskBody | CancelByKeyBody
         if task_id is not None and idempotency_key is None:
             path = f"/tasks/{quote(task_id, safe='')}/cancel"
+            body = CancelTaskBody(reason=reason)
         elif task_id is None and app is not None and idempotency_key is not None:
             path = f"/apps/{quote(app, safe='')}/tasks/cancel"
-            body["idempotency_key"] = idempotency_key
+            body = CancelByKeyBody(idempotency_key=idempotency_key, reason=reason)
         else:
             raise ValueError("give task_id, or app and idempotency_key")
-        response = self._api("POST", path, body=json.dumps(body).encode())
+        response = self._api("POST", path, body=body.model_dump_json(exclude_none=True).encode())
         if response.status == 409:
             code, _ = _http.error_code(response)
             if code == "already_final":
-                status = response.json().get("status")
-                return CancelOutcome("already_final", status=str(status) if status else None)
+                final = AlreadyFinalAnswer.model_validate_json(response.body)
+                return CancelOutcome("already_final", status=final.status)
         if response.status == 202:
             return CancelOutcome("kept")
         _http.raise_for_answer(response, f"cancel of {task_id or idempotency_key}")

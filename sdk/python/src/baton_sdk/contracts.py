@@ -244,6 +244,35 @@ class ErrorAnswer(_Outbound):
     error: ErrorDetail
 
 
+class CancelTaskBody(_Inbound):
+    """``POST /tasks/{task_id}/cancel`` (the body is optional: ``{}`` or none at all)."""
+
+    reason: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+
+class CancelByKeyBody(_Inbound):
+    """``POST /apps/{app}/tasks/cancel``: the key travels in the body, never in the path."""
+
+    idempotency_key: IdempotencyKey
+    reason: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+
+class AlreadyFinalAnswer(_Outbound):
+    """409 to a cancel of a task already final: the error, and the status it ended in."""
+
+    error: ErrorDetail
+    status: str
+
+
+class CancelKeptAnswer(_Outbound):
+    """202 to a cancel by key whose task has not arrived: kept, and the task, arriving
+    before ``kept_until``, ends cancelled without being dispatched."""
+
+    app: str
+    idempotency_key: str
+    kept_until: datetime
+
+
 # -- notifications -----------------------------------------------------------------------
 
 

@@ -35,8 +35,12 @@ which wire the rest together):
   the lifecycle operations; ``pausing``: operators pause and resume an algorithm;
   ``retrying``: operators retry final tasks (each retry a new outcome).
 - ``waiting``: why a task waits (the rule that holds it, the tasks ahead of it).
+- ``stats``: what operators read: the newest tasks, and per algorithm its backlog, its load
+  against its cap, its queue waits, run times and timeouts.
 - ``callback_api``, ``openapi``: the callback API and its OpenAPI document.
-- ``deployment``: the schema custom resource; ``cli``: the console script (operators).
+- ``deployment``: the schema custom resource; ``tables``: tables for people (rich on a
+  terminal where it is installed, plain text otherwise); ``cli``: the console script
+  (operators).
 
 The lifecycle (the 17 steps of the design) and where each step lives; every step
 function's docstring starts with its step:

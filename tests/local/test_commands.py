@@ -46,6 +46,7 @@ def test_baton_local_adds_its_commands_to_the_console_script() -> None:
         "openapi",
         "tasks",
         "dlq",
+        "stats",
         "local",
         "demo",
     ]

@@ -31,6 +31,8 @@ which wire the rest together):
 - ``runtime``: the collaborators each operation receives, built once per cold start.
 - ``outbox``, ``attempts``, ``repair``: publishing notifications, ending an attempt,
   repairing one algorithm's Redis state.
+- ``rejections``: a task message intake rejects: its reason kept, its app told once.
+- ``refusals``: callbacks Baton refused, counted against their attempt for its timeout.
 - ``scheduling``, ``intake``, ``sweep``, ``completion``, ``cancellation``, ``reconcile``:
   the lifecycle operations; ``pausing``: operators pause and resume an algorithm;
   ``retrying``: operators retry final tasks (each retry a new outcome).

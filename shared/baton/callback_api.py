@@ -18,11 +18,13 @@ from baton.errors import (
     ApiError,
     InvalidRequest,
     PayloadTooLarge,
+    ResultMissing,
     ServiceUnavailable,
     Unauthorized,
 )
 from baton.input_hygiene import describe_validation_error, duplicate_key, field_name
 from baton.observability import logger
+from baton.refusals import note_refused_callback
 from baton.runtime import Runtime
 from baton.tokens import authenticate_token, bearer_token
 
@@ -113,8 +115,15 @@ def _authenticated_body(runtime: Runtime, task_id: str, model: type[M]) -> tuple
 def post_callback(task_id: str) -> Response[str]:
     """Step 12: the algorithm reports its outcome (13-16 follow in ``complete_attempt``)."""
     runtime = _runtime()
-    token, body = _authenticated_body(runtime, task_id, CallbackBody)
-    return _json(complete_attempt(runtime, task_id, token, body))
+    try:
+        token, body = _authenticated_body(runtime, task_id, CallbackBody)
+        return _json(complete_attempt(runtime, task_id, token, body))
+    except (Unauthorized, ResultMissing) as exc:
+        event = app.current_event
+        note_refused_callback(
+            runtime, task_id, _body_bytes(event.body, bool(event.is_base64_encoded))[0], exc
+        )
+        raise
 
 
 @app.post("/tasks/<task_id>/heartbeat")

@@ -801,6 +801,24 @@ class Repository:
                 .values(notified_at=now)
             )
 
+    # -- refused callbacks --------------------------------------------------------------
+
+    def record_refused_callback(self, task_id: str, attempt: int, code: str) -> bool:
+        """Count a callback Baton refused against the attempt it names, if that attempt
+        is active: its timeout then says why no callback was taken. One UPDATE, and
+        read for nothing else (the caller may not be who it says)."""
+        with self._transaction() as session:
+            result = session.execute(
+                update(TaskExecution)
+                .where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.attempt == attempt,
+                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
+                )
+                .values(refused_callbacks=TaskExecution.refused_callbacks + 1, last_refusal=code)
+            )
+        return _rowcount(result) == 1
+
     # -- operators' views (baton tasks list, baton stats) ------------------------------
 
     def list_tasks(self, selection: TaskListing) -> list[Task]:

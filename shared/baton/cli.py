@@ -771,8 +771,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        unreachable = _unreachable(exc)
+        if unreachable is None:
+            raise
+        print(f"baton: {unreachable}", file=sys.stderr)
+        return 2
     finally:
         restore_logs()
+
+
+def _unreachable(exc: Exception) -> str | None:
+    """One line for a database or a Redis that the settings point at and that does not
+    answer (a wrong address, a local stack that is gone); None for anything else, which
+    is a bug to see whole. Their modules are loaded by then: a command that reached one
+    imported it."""
+    database = sys.modules.get("sqlalchemy.exc")
+    if database is not None and isinstance(exc, database.OperationalError):
+        first = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        return f"the database does not answer (BATON_DATABASE_URL or its secret): {first}"
+    cache = sys.modules.get("redis.exceptions")
+    if cache is not None and isinstance(exc, cache.ConnectionError | cache.TimeoutError):
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"Redis does not answer (BATON_REDIS_URL): {first}"
+    return None
 
 
 if __name__ == "__main__":

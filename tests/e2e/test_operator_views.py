@@ -5,17 +5,19 @@ the cost in flight in Redis. The tables and the JSON documents are compared whol
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 import sqlalchemy as sa
-from baton.runtime import Runtime
+from baton.runtime import Runtime, set_runtime
 
 from tests.support.clock import FrozenClock
 from tests.support.console import baton
-from tests.support.runtime import RuntimeFactory
+from tests.support.runtime import TOKEN_SECRET, RuntimeFactory
+from tests.support.services import REDIS_URL
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -416,3 +418,57 @@ def test_one_task_commands_still_answer(
     code, out, _ = baton(capsys, "algorithm", "secret", "ocr")
     assert code == 0
     assert out.startswith("whsec_")
+
+
+@pytest.fixture
+def environment(
+    monkeypatch: pytest.MonkeyPatch, clean_database: str
+) -> Iterator[Callable[..., None]]:
+    """The settings of a deployment, as an operator's shell would hold them (no runtime
+    built yet); keyword arguments replace some."""
+
+    def use(**changes: str) -> None:
+        values = {
+            "BATON_DATABASE_URL": clean_database,
+            "BATON_REDIS_URL": REDIS_URL,
+            "BATON_RESULT_BUCKET": "results",
+            "BATON_NOTIFICATION_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:baton",
+            "BATON_CALLBACK_BASE_URL": "https://api.example.com/prod",
+            "BATON_TOKEN_SECRET": TOKEN_SECRET,
+            "BATON_ALGORITHMS": json.dumps(
+                {"ocr": {"endpoint": "http://127.0.0.1:9/ocr", "max_concurrency": 2}}
+            ),
+        }
+        values.update(changes)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        set_runtime(None)
+
+    yield use
+    set_runtime(None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "changes", "said"),
+    [
+        (["stats"], {"BATON_REDIS_URL": "redis://127.0.0.1:1/0"}, "Redis does not answer"),
+        (
+            ["tasks", "list"],
+            {"BATON_DATABASE_URL": "mysql+pymysql://root@127.0.0.1:1/baton"},
+            "the database does not answer",
+        ),
+    ],
+)
+def test_a_server_that_does_not_answer_is_one_line(
+    environment: Callable[..., None],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    changes: dict[str, str],
+    said: str,
+) -> None:
+    environment(**changes)
+    code, out, err = baton(capsys, *argv)
+    assert (code, out) == (2, "")
+    # (after the cold start's warning of open mode)
+    assert err.splitlines()[-1].startswith(f"baton: {said}"), err
+    assert "Traceback" not in err

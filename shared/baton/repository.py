@@ -877,8 +877,9 @@ def task_list_query(selection: TaskListing) -> Select[Task]:
     (nothing else needs one); a task is updated when it is created and on every change,
     so one created since ``since`` was updated since then too, and the rows are found by
     ``updated_at``: ranges of ``ix_task_status_updated``, one per state asked for, of
-    which only those created since ``since`` are sorted. (Without ``since`` it is a walk
-    of the whole table: the caller bounds it, see ``baton.stats.list_tasks``.)"""
+    which only those created since ``since`` are sorted. Without ``since`` it reads every
+    task that matches: ``baton.stats.list_tasks`` asks so only when the recent windows
+    did not hold ``limit`` of them."""
     statuses = [selection.status] if selection.status is not None else list(TaskStatus)
     conditions: list[Any] = [Task.status.in_(statuses)]
     if selection.since is not None:

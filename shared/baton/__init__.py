@@ -34,15 +34,21 @@ which wire the rest together):
   an attempt Baton ended at its algorithm (cancel requests; the slot held until the
   service stops or the grace ends), ending an attempt, repairing one algorithm's Redis
   state.
+- ``rejections``: a task message intake rejects: its reason kept, its app told once.
+- ``refusals``: callbacks Baton refused, counted against their attempt for its timeout.
 - ``scheduling``, ``cancellation``, ``intake``, ``sweep``, ``completion``, ``reconcile``:
   the lifecycle operations (``cancellation`` also takes the apps' cancel messages);
   ``pausing``: operators pause and resume an algorithm; ``retrying``: operators retry
   final tasks (each retry a new outcome).
 - ``waiting``: why a task waits (the rule that holds it, the tasks ahead of it).
 - ``status``: a task as the status API answers it, looked up for a caller allowed to see it.
+- ``stats``: what operators read: the newest tasks, and per algorithm its backlog, its load
+  against its cap, its queue waits, run times and timeouts.
 - ``status_api``, ``callback_api``, ``openapi``: the status API's routes, the callback API
   (which serves both), and their OpenAPI document.
-- ``deployment``: the schema custom resource; ``cli``: the console script (operators).
+- ``deployment``: the schema custom resource; ``tables``: tables for people (rich on a
+  terminal where it is installed, plain text otherwise); ``cli``: the console script
+  (operators).
 
 The lifecycle (the 17 steps of the design) and where each step lives; every step
 function's docstring starts with its step:

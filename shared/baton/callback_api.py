@@ -15,6 +15,7 @@ from baton.completion import complete_attempt, record_heartbeat
 from baton.contracts import CallbackBody, ErrorAnswer, ErrorDetail, HeartbeatBody
 from baton.errors import (
     ApiError,
+    ResultMissing,
     ServiceUnavailable,
     Unauthorized,
 )
@@ -25,6 +26,7 @@ from baton.input_hygiene import (
     request_body_bytes,
 )
 from baton.observability import logger
+from baton.refusals import note_refused_callback
 from baton.runtime import Runtime
 from baton.status_api import ROUTES as STATUS_ROUTES
 from baton.status_api import router as status_router
@@ -84,8 +86,15 @@ def _authenticated_body(runtime: Runtime, task_id: str, model: type[M]) -> tuple
 def post_callback(task_id: str) -> Response[str]:
     """Step 12: the algorithm reports its outcome (13-16 follow in ``complete_attempt``)."""
     runtime = _runtime()
-    token, body = _authenticated_body(runtime, task_id, CallbackBody)
-    return _json(complete_attempt(runtime, task_id, token, body))
+    try:
+        token, body = _authenticated_body(runtime, task_id, CallbackBody)
+        return _json(complete_attempt(runtime, task_id, token, body))
+    except (Unauthorized, ResultMissing) as exc:
+        event = app.current_event
+        note_refused_callback(
+            runtime, task_id, request_body_bytes(event.body, bool(event.is_base64_encoded))[0], exc
+        )
+        raise
 
 
 @app.post("/tasks/<task_id>/heartbeat")
@@ -97,7 +106,11 @@ def post_heartbeat(task_id: str) -> Response[str]:
 
 @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]  # Powertools leaves it untyped
 def answer_api_error(exc: ApiError) -> Response[str]:
-    what = "status request" if app.current_event.http_method == "GET" else "callback"
+    what = (
+        "callback"
+        if app.current_event.path.endswith(("/callback", "/heartbeat"))
+        else ("status request")
+    )
     logger.info(f"{what} refused", status=exc.status, code=exc.code, reason=exc.message)
     headers = {"Retry-After": "5"} if isinstance(exc, ServiceUnavailable) else None
     return _error(exc.status, exc.code, exc.message, headers)

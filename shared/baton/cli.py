@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from baton.errors import ApiError, SettingsError
+from baton.tables import print_table
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -315,29 +316,6 @@ _USAGE_EXIT = 2
 _FLAGS = {"idempotency_key": "--key", "error_code": "--error-code", "task_id": "task_id"}
 
 
-def _plain_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Rows as aligned columns, for people. The product ships without a table library
-    (rich is in the development install only)."""
-    cells = [[_table_cell(row.get(column)) for column in columns] for row in rows]
-    widths = [
-        max([len(column), *(len(line[index]) for line in cells)])
-        for index, column in enumerate(columns)
-    ]
-    lines = [
-        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
-        for line in [list(columns), ["-" * width for width in widths], *cells]
-    ]
-    return "\n".join(lines)
-
-
-def _table_cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{key}={item}" for key, item in value.items()) or "-"
-    return str(value).replace("\n", " ")
-
-
 _RETRIED_COLUMNS = (
     "task_id",
     "app",
@@ -422,7 +400,7 @@ def _tasks_retry(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{preview.matched} {request.status} task(s) selected")
         if preview.tasks:
-            print(_plain_table(preview.tasks, (*_RETRIED_COLUMNS, "finished_at")))
+            print_table(preview.tasks, (*_RETRIED_COLUMNS, "finished_at"))
             if preview.matched > len(preview.tasks):
                 print(f"... and {preview.matched - len(preview.tasks)} more")
     if args.dry_run:
@@ -450,11 +428,15 @@ def _dlq_list(args: argparse.Namespace) -> int:
     from botocore.exceptions import ClientError
 
     from baton.dead_letters import intake_queue_urls, list_dead_letters
+    from baton.rejections import kept_reasons
     from baton.runtime import get_runtime
 
-    dlq_url, _ = intake_queue_urls(get_runtime().settings, redrive=False)
+    runtime = get_runtime()
+    dlq_url, _ = intake_queue_urls(runtime.settings, redrive=False)
     try:
-        total, letters = list_dead_letters(_sqs_client(), dlq_url, args.limit)
+        total, letters = list_dead_letters(
+            _sqs_client(), dlq_url, args.limit, lambda ids: kept_reasons(runtime, ids)
+        )
     except ClientError as exc:
         return _aws_refused(exc)
     rows = [letter.as_dict() for letter in letters]
@@ -463,11 +445,11 @@ def _dlq_list(args: argparse.Namespace) -> int:
         return 0
     print(f"about {total} message(s) in the intake DLQ; {len(rows)} shown")
     if rows:
-        print(_plain_table(rows, ("message_id", "receive_count", "app", "reason", "body")))
-        if not any(letter.reason for letter in letters):
+        print_table(rows, ("message_id", "receive_count", "app", "reason", "body"))
+        if not all(letter.reason for letter in letters):
             print(
-                "no message carries its rejection reason: the intake log has it "
-                "('task message rejected', under the message id)"
+                "a reason not shown is in the intake log ('task message rejected', under "
+                "the message id)"
             )
     return 0
 
@@ -517,20 +499,26 @@ def _aws_refused(exc: ClientError) -> int:
     return _REFUSED_EXIT
 
 
-def _add_retry_and_redrive_commands(commands: _Commands, task_commands: _Commands) -> None:
+def _add_retry_and_redrive_commands(commands: _Commands, task_commands: _Commands) -> _Commands:
+    """Returns the ``tasks`` subcommands, for the views to join."""
+    operator = [_operator_options()]
     retry = task_commands.add_parser(
-        "retry", help="give a final task a new outcome (back to pending, fresh attempts)"
+        "retry",
+        help="give a final task a new outcome (back to pending, fresh attempts)",
+        parents=operator,
     )
     retry.add_argument("task_id", nargs="?", help="or --app and --key")
     retry.add_argument("--app", help="with --key: the task of this app ...")
     retry.add_argument("--key", help="... with this idempotency key")
     retry.add_argument("--json", action="store_true", help="one JSON document")
-    retry.set_defaults(run=_task_retry)
+    retry.set_defaults(run=_task_retry, needs="runtime")
 
     tasks = commands.add_parser("tasks", help="act on many tasks at once")
     tasks_commands = tasks.add_subparsers(dest="tasks", required=True)
     bulk = tasks_commands.add_parser(
-        "retry", help="retry the final tasks that match, in batches (see --dry-run)"
+        "retry",
+        help="retry the final tasks that match, in batches (see --dry-run)",
+        parents=operator,
     )
     bulk.add_argument("--status", required=True, choices=("failed", "timed_out", "cancelled"))
     bulk.add_argument("--app")
@@ -542,15 +530,19 @@ def _add_retry_and_redrive_commands(commands: _Commands, task_commands: _Command
     bulk.add_argument("--limit", type=int, help="retry at most this many, oldest ended first")
     bulk.add_argument("--dry-run", action="store_true", help="count and show them; change nothing")
     bulk.add_argument("--json", action="store_true", help="one JSON document")
-    bulk.set_defaults(run=_tasks_retry)
+    bulk.set_defaults(run=_tasks_retry, needs="runtime")
 
     dlq = commands.add_parser("dlq", help="the intake queue's dead-letter queue")
     dlq_commands = dlq.add_subparsers(dest="dlq", required=True)
-    listing = dlq_commands.add_parser("list", help="the messages waiting there (none deleted)")
+    listing = dlq_commands.add_parser(
+        "list", help="the messages waiting there (none deleted)", parents=operator
+    )
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true", help="one JSON document")
-    listing.set_defaults(run=_dlq_list)
-    redrive = dlq_commands.add_parser("redrive", help="move them back to the intake queue")
+    listing.set_defaults(run=_dlq_list, needs="runtime")
+    redrive = dlq_commands.add_parser(
+        "redrive", help="move them back to the intake queue", parents=operator
+    )
     redrive.add_argument(
         "--method",
         choices=("auto", "move-task", "receive-send"),
@@ -561,10 +553,81 @@ def _add_retry_and_redrive_commands(commands: _Commands, task_commands: _Command
     )
     redrive.add_argument("--poll-seconds", type=float, default=2.0, help=argparse.SUPPRESS)
     redrive.add_argument("--json", action="store_true", help="one JSON document")
-    redrive.set_defaults(run=_dlq_redrive)
+    redrive.set_defaults(run=_dlq_redrive, needs="runtime")
+    return tasks_commands
 
 
 # -- end of retry and redrive -------------------------------------------------------------
+
+
+# -- the views: operators read the newest tasks and each algorithm's numbers --------------
+
+
+def _tasks_list(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from baton.runtime import get_runtime
+    from baton.stats import LIST_COLUMNS, TaskFilter, list_tasks
+
+    try:
+        request = TaskFilter(
+            app=args.app,
+            algorithm=args.algorithm,
+            status=args.status,
+            since=args.since,
+            limit=args.limit,
+        )
+    except ValidationError as exc:
+        return _invalid(exc)
+    tasks = list_tasks(get_runtime(), request)
+    if args.json:
+        _print_document(tasks)
+        return 0
+    print(f"{len(tasks)} task(s), newest first")
+    if tasks:
+        print_table(tasks, LIST_COLUMNS)
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from baton.runtime import get_runtime
+    from baton.stats import STATS_COLUMNS, algorithm_stats
+
+    report = algorithm_stats(get_runtime())
+    if args.json:
+        _print_document(report.as_dict())
+        return 0
+    print(report.heading())
+    print_table(report.rows(), STATS_COLUMNS)
+    return 0
+
+
+def _add_view_commands(commands: _Commands, tasks_commands: _Commands) -> None:
+    operator = [_operator_options()]
+    listing = tasks_commands.add_parser(
+        "list", help="the newest tasks that match, newest first", parents=operator
+    )
+    listing.add_argument("--app")
+    listing.add_argument("--algorithm")
+    listing.add_argument(
+        "--status",
+        choices=("pending", "queued", "running", "succeeded", "failed", "timed_out", "cancelled"),
+    )
+    listing.add_argument(
+        "--since", help="created at or after this time (ISO 8601 with an offset)", metavar="TIME"
+    )
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.add_argument("--json", action="store_true", help="one JSON document (an array)")
+    listing.set_defaults(run=_tasks_list, needs="runtime")
+
+    stats = commands.add_parser(
+        "stats",
+        help="per algorithm: pending, queued, running/cap, oldest pending age, queue wait "
+        "and run time p50/p95, timeouts in the last hour",
+        parents=operator,
+    )
+    stats.add_argument("--json", action="store_true", help="one JSON document, keyed by algorithm")
+    stats.set_defaults(run=_stats, needs="runtime")
 
 
 COMMANDS_GROUP = "baton.commands"
@@ -716,7 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.set_defaults(run=_openapi)
 
     # retry and redrive (task retry, tasks retry, dlq list|redrive)
-    _add_retry_and_redrive_commands(commands, task_commands)
+    tasks_commands = _add_retry_and_redrive_commands(commands, task_commands)
+    # the views (tasks list, stats)
+    _add_view_commands(commands, tasks_commands)
 
     _add_plugin_commands(commands)
     return parser
@@ -741,8 +806,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        unreachable = _unreachable(exc)
+        if unreachable is None:
+            raise
+        print(f"baton: {unreachable}", file=sys.stderr)
+        return 2
     finally:
         restore_logs()
+
+
+def _unreachable(exc: Exception) -> str | None:
+    """One line for a database or a Redis that the settings point at and that does not
+    answer (a wrong address, a local stack that is gone); None for anything else, which
+    is a bug to see whole. Their modules are loaded by then: a command that reached one
+    imported it."""
+    database = sys.modules.get("sqlalchemy.exc")
+    if database is not None and isinstance(exc, database.OperationalError):
+        first = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        return f"the database does not answer (BATON_DATABASE_URL or its secret): {first}"
+    cache = sys.modules.get("redis.exceptions")
+    if cache is not None and isinstance(exc, cache.ConnectionError | cache.TimeoutError):
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"Redis does not answer (BATON_REDIS_URL): {first}"
+    return None
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
 from baton.tokens import verify_token
 
+UPLOAD_URL_SLACK_SECONDS = 300
+"""How long an upload URL outlives its attempt's deadline (``BATON_UPLOAD_URL_TTL_SECONDS``
+is at most the timeout and this)."""
+
 _OUTCOMES = {
     "succeeded": (ExecutionStatus.SUCCEEDED, TaskStatus.SUCCEEDED),
     "failed": (ExecutionStatus.FAILED, TaskStatus.FAILED),
@@ -78,15 +82,29 @@ def _answer_ended(
         return CallbackAnswer(
             task_id=task.id, attempt=body.attempt, status=body.status, applied=False
         )
-    if execution is None or task.attempts != body.attempt:
-        raise StaleAttempt(
-            f"attempt {body.attempt} is not current; the task is on attempt {task.attempts} "
-            f"({task.status.value})"
-        )
+    ended = _refuse_if_moved_on(task, execution, body.attempt)
     raise OutcomeConflict(
-        f"attempt {body.attempt} already ended as {execution.status.value}; "
+        f"attempt {body.attempt} already ended as {ended.status.value}; "
         f"the task is {task.status.value}"
     )
+
+
+def _refuse_if_moved_on(task: Task, execution: TaskExecution | None, attempt: int) -> TaskExecution:
+    """``StaleAttempt`` when the task has moved on from this attempt: it runs a newer
+    one, or waits for its next (a retry pending after a timeout or a failed dispatch,
+    or an operator's retry). The same answer whether or not the next attempt has been
+    sent yet, so that a caller is not told one thing or the other by a race."""
+    if execution is None or task.attempts != attempt:
+        raise StaleAttempt(
+            f"attempt {attempt} is not current; the task is on attempt {task.attempts} "
+            f"({task.status.value})"
+        )
+    if task.status in (TaskStatus.PENDING, TaskStatus.QUEUED):
+        raise StaleAttempt(
+            f"attempt {attempt} is over ({execution.status.value}); the task waits for "
+            f"attempt {attempt + 1}"
+        )
+    return execution
 
 
 def record_heartbeat(
@@ -98,9 +116,8 @@ def record_heartbeat(
     verify_token(runtime.config.token_keys, token, task_id, body.attempt, runtime.clock())
     task, execution = _load(runtime, task_id, body.attempt)
     if execution is None or not execution.status.is_active:
-        if execution is None or task.attempts != body.attempt:
-            raise StaleAttempt(f"attempt {body.attempt} is not current")
-        raise OutcomeConflict(f"attempt {body.attempt} already ended as {execution.status.value}")
+        ended = _refuse_if_moved_on(task, execution, body.attempt)
+        raise OutcomeConflict(f"attempt {body.attempt} already ended as {ended.status.value}")
     settings = runtime.settings
     now = runtime.clock()
     # Never past the algorithm's max_run_seconds from the attempt's dispatch: a
@@ -110,8 +127,13 @@ def record_heartbeat(
     fresh: ResultTarget | None = None
     upload_expires = None
     if execution.upload_expires_at - now <= timedelta(seconds=settings.upload_url_refresh_seconds):
+        # The lifetime a dispatch gets, at most its timeout and five minutes: counted
+        # from now, never past the new deadline and those five minutes.
+        left = int((deadline - now).total_seconds())
         url, upload_expires = runtime.results.upload_url(
-            execution.result_key, now, settings.upload_url_ttl_seconds
+            execution.result_key,
+            now,
+            max(1, min(settings.upload_url_ttl_seconds, left + UPLOAD_URL_SLACK_SECONDS)),
         )
         fresh = ResultTarget(
             bucket=runtime.results.bucket,

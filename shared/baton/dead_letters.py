@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,9 +28,13 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 REASON_ATTRIBUTE = "rejection_reason"
-"""The message attribute that would carry why intake refused a message. Intake does not
-set it today (SQS moves a message to the DLQ as it was sent): the reason is in the
-intake log, under the message id, which the DLQ keeps."""
+"""The message attribute that would carry why intake refused a message. SQS moves a
+message to the DLQ as it was sent, so intake cannot set it: intake keeps the reason in
+Redis under the message id, which the DLQ keeps (``baton.rejections.kept_reasons``),
+and logs it under that id."""
+
+KeptReasons = Callable[[list[str]], Mapping[str, str]]
+"""The reasons intake kept, by message id."""
 
 PREVIEW_CHARS = 80
 
@@ -89,7 +93,8 @@ class DeadLetter:
     body: str
     """The first ``PREVIEW_CHARS`` characters."""
     reason: str | None
-    """The ``rejection_reason`` attribute, when the message carries one."""
+    """Why intake refused it: the ``rejection_reason`` attribute, or the reason intake
+    kept, while it has it."""
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sent_at": self.sent_at.isoformat() if self.sent_at else None}
@@ -128,10 +133,11 @@ def approximate_count(sqs: SQSClient, queue_url: str) -> int:
 
 
 def list_dead_letters(
-    sqs: SQSClient, dlq_url: str, limit: int = 50
+    sqs: SQSClient, dlq_url: str, limit: int = 50, kept: KeptReasons | None = None
 ) -> tuple[int, list[DeadLetter]]:
-    """About how many messages wait in the DLQ, and up to ``limit`` of them; none is
-    deleted, and each is visible again once the listing is done."""
+    """About how many messages wait in the DLQ, and up to ``limit`` of them, each with
+    the reason ``kept`` has for it where it carries none; none is deleted, and each is
+    visible again once the listing is done."""
     total = approximate_count(sqs, dlq_url)
     seen: dict[str, DeadLetter] = {}
     handles: list[str] = []
@@ -155,7 +161,12 @@ def list_dead_letters(
                 seen[message["MessageId"]] = _dead_letter(message)
     finally:
         _make_visible(sqs, dlq_url, handles)
-    return total, list(seen.values())
+    letters = list(seen.values())
+    reasons = kept([one.message_id for one in letters if one.reason is None]) if kept else {}
+    return total, [
+        replace(one, reason=reasons[one.message_id]) if one.message_id in reasons else one
+        for one in letters
+    ]
 
 
 def _make_visible(sqs: SQSClient, queue_url: str, handles: Sequence[str]) -> None:

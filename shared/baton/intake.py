@@ -27,6 +27,7 @@ from baton.observability import logger
 from baton.outbox import publish_notification, republish_notification
 from baton.records import NewTask
 from baton.registry import AlgorithmRegistry
+from baton.rejections import report_rejection
 from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
 
@@ -178,7 +179,13 @@ def accept_task_message(
         publish_notification(runtime, task.id)
         return AcceptedTask(task.id, task.algorithm, created=False)
     if created:
-        logger.info("task accepted", task_id=task.id, app=task.app, algorithm=task.algorithm)
+        logger.info(
+            "task accepted",
+            task_id=task.id,
+            app=task.app,
+            algorithm=task.algorithm,
+            idempotency_key=task.idempotency_key,
+        )
     elif task.status.is_terminal:
         # The design's way for an app to get a lost notification back: send the
         # message again.
@@ -234,20 +241,17 @@ def ingest_task_batch(runtime: Runtime, event: dict[str, Any], context: Any) -> 
 
     def accept_record(record: SQSRecord) -> str:
         sender_id: str | None = record.attributes.get("SenderId")
+        # Every line logged about this message names it (this thread's lines only).
+        logger.thread_safe_append_keys(message_id=record.message_id)
         try:
             if is_cancel_message(record.body):
                 return accept_cancel(runtime, record.body, sender_id)
             accepted = accept_task_message(runtime, record.body, sender_id)
         except InvalidTaskMessage as exc:
-            logger.warning(
-                "task message rejected",
-                message_id=record.message_id,
-                # An IAM unique id (and a role session name), not a secret: it tells the
-                # operator who sent what ended in the DLQ.
-                sender_id=sender_id,
-                reason=str(exc),
-            )
+            report_rejection(runtime, record.message_id, record.body, sender_id, str(exc))
             raise
+        finally:
+            logger.thread_safe_remove_keys(["message_id"])
         if accepted.created:
             touched.add(accepted.algorithm)
         return accepted.task_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from baton.contracts import Notification
+from baton.contracts import Notification, RejectedNotification
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -15,8 +15,11 @@ class Notifier:
         self._client = client
         self._topic_arn = topic_arn
 
-    def publish(self, notification: Notification) -> str:
-        """Step 16: publish one notification; returns the SNS message id."""
+    def publish(self, notification: Notification | RejectedNotification) -> str:
+        """Step 16: publish one notification (or tell an app of a message intake
+        rejected); returns the SNS message id. An attribute without a value (the
+        algorithm of a rejected message that names none) is left out: SNS takes none
+        empty."""
         response = self._client.publish(
             TopicArn=self._topic_arn,
             Message=notification.model_dump_json(),
@@ -28,6 +31,7 @@ class Notifier:
                     ("status", notification.status),
                     ("notification_id", notification.notification_id),
                 )
+                if value
             },
         )
         return response["MessageId"]

@@ -75,7 +75,13 @@ def publish_notification(runtime: Runtime, task_id: str) -> bool:
         runtime.notifier.publish(notification)
     except (BotoCoreError, ClientError) as exc:
         # The task's outcome is recorded; the sweep publishes once the claim lapses.
-        logger.warning("notification not published yet", task_id=task.id, error=type(exc).__name__)
+        logger.warning(
+            "notification not published yet",
+            task_id=task.id,
+            app=task.app,
+            idempotency_key=task.idempotency_key,
+            error=type(exc).__name__,
+        )
         return False
     crash_point("notify.after_publish")
     runtime.repository.mark_notified(task.id, notification.notification_id, runtime.clock())
@@ -87,6 +93,7 @@ def publish_notification(runtime: Runtime, task_id: str) -> bool:
         task_id=task.id,
         app=task.app,
         algorithm=task.algorithm,
+        idempotency_key=task.idempotency_key,
         status=task.status.value,
         attempts=task.attempts,
         notification_id=notification.notification_id,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, Select, delete, func, or_, select, tuple_, update
+from sqlalchemy import CursorResult, Select, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -951,3 +951,182 @@ class Repository:
                 .where(Task.id == task_id, Task.notification_id == notification_id)
                 .values(notified_at=now)
             )
+
+    # -- refused callbacks --------------------------------------------------------------
+
+    def record_refused_callback(self, task_id: str, attempt: int, code: str) -> bool:
+        """Count a callback Baton refused against the attempt it names, if that attempt
+        is active: its timeout then says why no callback was taken. One UPDATE, and
+        read for nothing else (the caller may not be who it says)."""
+        with self._transaction() as session:
+            result = session.execute(
+                update(TaskExecution)
+                .where(
+                    TaskExecution.task_id == task_id,
+                    TaskExecution.attempt == attempt,
+                    TaskExecution.status.in_(ACTIVE_EXECUTION_STATUSES),
+                )
+                .values(refused_callbacks=TaskExecution.refused_callbacks + 1, last_refusal=code)
+            )
+        return _rowcount(result) == 1
+
+    # -- operators' views (baton tasks list, baton stats) ------------------------------
+
+    def list_tasks(self, selection: TaskListing) -> list[Task]:
+        """The newest tasks that match, newest first (``task_list_query``)."""
+        with self._sessions() as session:
+            return list(session.scalars(task_list_query(selection)))
+
+    def waiting_stats(self, now: datetime) -> list[WaitingStats]:
+        with self._sessions() as session:
+            rows = session.execute(waiting_stats_query(now)).all()
+        # (SUM is a DECIMAL in MySQL)
+        return [
+            WaitingStats(row.algorithm, int(row.pending), int(row.queued), row.oldest_due)
+            for row in rows
+        ]
+
+    def timeouts_since(self, start: datetime) -> dict[str, int]:
+        with self._sessions() as session:
+            return {
+                row.algorithm: int(row.timeouts) for row in session.execute(timeouts_query(start))
+            }
+
+    def recent_attempts(self, start: datetime, limit: int) -> list[RecentAttempt]:
+        with self._sessions() as session:
+            rows = session.execute(recent_attempts_query(start, limit)).all()
+        return [
+            RecentAttempt(
+                algorithm=row.algorithm,
+                status=row.status,
+                dispatched_at=row.created_at,
+                finished_at=row.finished_at,
+                first_dispatch=row.created_at == row.first_dispatched_at,
+                task_created_at=row.task_created_at,
+            )
+            for row in rows
+        ]
+
+
+# -- operators' views: the queries ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskListing:
+    """Which tasks ``baton tasks list`` shows: the newest ``limit`` that match."""
+
+    limit: int
+    app: str | None = None
+    algorithm: str | None = None
+    status: TaskStatus | None = None
+    since: datetime | None = None
+    """Created at or after this moment."""
+
+
+def task_list_query(selection: TaskListing) -> Select[Task]:
+    """Newest first, by ``created_at``. The table has no index on ``created_at`` alone
+    (nothing else needs one); a task is updated when it is created and on every change,
+    so one created since ``since`` was updated since then too, and the rows are found by
+    ``updated_at``: ranges of ``ix_task_status_updated``, one per state asked for, of
+    which only those created since ``since`` are sorted. Without ``since`` it reads every
+    task that matches: ``baton.stats.list_tasks`` asks so only when the recent windows
+    did not hold ``limit`` of them."""
+    statuses = [selection.status] if selection.status is not None else list(TaskStatus)
+    conditions: list[Any] = [Task.status.in_(statuses)]
+    if selection.since is not None:
+        conditions += [Task.updated_at >= selection.since, Task.created_at >= selection.since]
+    if selection.app is not None:
+        conditions.append(Task.app == selection.app)
+    if selection.algorithm is not None:
+        conditions.append(Task.algorithm == selection.algorithm)
+    return (
+        select(Task)
+        .where(*conditions)
+        .order_by(Task.created_at.desc(), Task.id.desc())
+        .limit(selection.limit)
+    )
+
+
+@dataclass(frozen=True)
+class WaitingStats:
+    algorithm: str
+    pending: int
+    queued: int
+    oldest_due: datetime | None
+    """When the longest-waiting task that may start became due (its ``not_before``)."""
+
+
+def waiting_stats_query(now: datetime) -> Select[str, int, int, datetime]:
+    """Per algorithm, its pending and queued tasks, and the earliest ``not_before`` of
+    those due: the waiting states' ranges of ``ix_task_status_updated`` (the history is
+    never read), grouped."""
+    due = case((Task.not_before <= now, Task.not_before))
+    return (
+        select(
+            Task.algorithm,
+            func.sum(case((Task.status == TaskStatus.PENDING, 1), else_=0)).label("pending"),
+            func.sum(case((Task.status == TaskStatus.QUEUED, 1), else_=0)).label("queued"),
+            func.min(due).label("oldest_due"),
+        )
+        .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]))
+        .group_by(Task.algorithm)
+    )
+
+
+LATE_END_SECONDS = 3600
+"""How long after its deadline an attempt may still end (the sweep's lag, a cancel of an
+attempt the sweep has not timed out yet): the views of recent attempts read attempts
+whose deadline is at most this much before their window."""
+
+
+def timeouts_query(start: datetime) -> Select[str, int]:
+    """Per algorithm, the attempts that ended timed out since ``start``: a range of
+    ``ix_task_execution_status_deadline`` (an attempt ends at most ``LATE_END_SECONDS``
+    after its deadline), grouped."""
+    return (
+        select(TaskExecution.algorithm, func.count().label("timeouts"))
+        .where(
+            TaskExecution.status == ExecutionStatus.TIMED_OUT,
+            TaskExecution.deadline >= start - timedelta(seconds=LATE_END_SECONDS),
+            TaskExecution.finished_at >= start,
+        )
+        .group_by(TaskExecution.algorithm)
+    )
+
+
+@dataclass(frozen=True)
+class RecentAttempt:
+    algorithm: str
+    status: ExecutionStatus
+    dispatched_at: datetime
+    finished_at: datetime | None
+    first_dispatch: bool
+    """The task's first attempt sent: its dispatch ends the task's queue wait."""
+    task_created_at: datetime
+
+
+def recent_attempts_query(
+    start: datetime, limit: int
+) -> Select[str, ExecutionStatus, datetime, datetime | None, datetime | None, datetime]:
+    """Attempts dispatched or ended since ``start``, the latest ``limit`` of them, with
+    their task's creation and first dispatch: ranges of
+    ``ix_task_execution_status_deadline`` (an attempt's deadline is never before its
+    dispatch, and at most ``LATE_END_SECONDS`` before its end), then the task by its key."""
+    return (
+        select(
+            TaskExecution.algorithm,
+            TaskExecution.status,
+            TaskExecution.created_at,
+            TaskExecution.finished_at,
+            Task.first_dispatched_at,
+            Task.created_at.label("task_created_at"),
+        )
+        .join(Task, Task.id == TaskExecution.task_id)
+        .where(
+            TaskExecution.status.in_(list(ExecutionStatus)),
+            TaskExecution.deadline >= start - timedelta(seconds=LATE_END_SECONDS),
+            or_(TaskExecution.created_at >= start, TaskExecution.finished_at >= start),
+        )
+        .order_by(TaskExecution.deadline.desc())
+        .limit(limit)
+    )

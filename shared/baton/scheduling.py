@@ -220,6 +220,9 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         logger.warning(
             "attempt taken back before dispatch",
             task_id=task_id,
+            attempt=attempt,
+            app=started.task.app,
+            idempotency_key=started.task.idempotency_key,
             reason="rate_limit" if confirmation is SlotConfirmation.RATE_LIMITED else "slot_lost",
         )
         return None
@@ -229,9 +232,13 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         "task_id": task_id,
         "attempt": attempt,
         "algorithm": algorithm,
+        "app": started.task.app,
+        "idempotency_key": started.task.idempotency_key,
         "endpoint": slot.endpoint,
         "http_status": answer.http_status,
     }
+    if answer.verdict is not DispatchVerdict.ACCEPTED:
+        log["error"] = answer.detail  # the cause: what the endpoint answered, or the failure
     if answer.verdict is DispatchVerdict.ACCEPTED:
         crash_point("dispatch.after_send")
         repository.mark_accepted(task_id, attempt, runtime.clock(), answer.http_status or 200)

@@ -15,6 +15,7 @@ from baton.draining import DrainReport, drain_attempts, drain_for
 from baton.observability import logger, metrics
 from baton.outbox import publish_pending_notifications
 from baton.records import ExecutionStatus, QueuedTask, TaskStatus
+from baton.refusals import timeout_message
 from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
 
@@ -63,7 +64,10 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
                 final_status=TaskStatus.TIMED_OUT,
                 attempt=overdue.attempt,
                 error_code="timeout",
-                error_message=f"no callback by the deadline {overdue.deadline.isoformat()}",
+                error_message=timeout_message(
+                    runtime.repository.get_execution(overdue.task_id, overdue.attempt),
+                    overdue.deadline.isoformat(),
+                ),
             ),
             overdue_at=now,
             drain=drain_for(runtime, overdue.algorithm, "timeout"),
@@ -83,6 +87,8 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
             task_id=overdue.task_id,
             attempt=overdue.attempt,
             algorithm=overdue.algorithm,
+            app=finished.task.app,
+            idempotency_key=finished.task.idempotency_key,
             retrying=not finished.terminal,
         )
     _end_overdue_tasks(runtime, report)
@@ -116,7 +122,13 @@ def _end_overdue_tasks(runtime: Runtime, report: SweepReport) -> None:
         if task is not None:
             report.queue_timeouts += 1
             report.algorithms_freed.add(task.algorithm)
-            logger.info("task timed out in the queue", task_id=task_id, algorithm=task.algorithm)
+            logger.info(
+                "task timed out in the queue",
+                task_id=task_id,
+                algorithm=task.algorithm,
+                app=task.app,
+                idempotency_key=task.idempotency_key,
+            )
     for task_id in runtime.repository.tasks_past_total_deadline(now, SWEEP_BATCH):
         task = end_task_early(
             runtime,
@@ -128,7 +140,13 @@ def _end_overdue_tasks(runtime: Runtime, report: SweepReport) -> None:
         if task is not None:
             report.deadlines_exceeded += 1
             report.algorithms_freed.add(task.algorithm)
-            logger.info("task past its total deadline", task_id=task_id, algorithm=task.algorithm)
+            logger.info(
+                "task past its total deadline",
+                task_id=task_id,
+                algorithm=task.algorithm,
+                app=task.app,
+                idempotency_key=task.idempotency_key,
+            )
 
 
 def _fail_tasks_the_registry_no_longer_serves(runtime: Runtime, report: SweepReport) -> None:

@@ -58,7 +58,7 @@ def test_refused_messages_are_listed_and_redriven_and_each_becomes_one_task(
     wait_for(dead_lettered, timeout=30)
     assert count_rows(engine, "task") == 1
     # (the other task's callback done: its handler's metrics do not land in our stdout)
-    wait_for(aws.notifications)
+    wait_for(lambda: [n for n in aws.notifications() if n["status"] != "rejected"])
     algorithm_service.wait_idle()
 
     # Then the DLQ lists both, with what is known of them, and keeps them
@@ -71,12 +71,14 @@ def test_refused_messages_are_listed_and_redriven_and_each_becomes_one_task(
         assert message["body"] == late[:80]
         assert message["app"] == "contracts"
         assert message["receive_count"] >= queues.max_receive_count
-        assert message["reason"] is None  # intake does not put one on the message
+        # what intake kept under the message id (SQS moves the message as it was sent)
+        assert message["reason"] == "algorithm: 'vision' is not registered"
     code, out, _ = baton(capsys, "dlq", "list")
     assert code == 0
     assert out.splitlines()[0] == "about 2 message(s) in the intake DLQ; 2 shown"
     assert out.splitlines()[1].split() == ["message_id", "receive_count", "app", "reason", "body"]
-    assert "the intake log has it" in out
+    assert "algorithm: 'vision' is not registered" in out
+    assert "intake log" not in out  # every reason is shown
     # listed messages are visible again at once
     assert queues.count(queues.dlq_url) == 2
 
@@ -100,8 +102,13 @@ def test_refused_messages_are_listed_and_redriven_and_each_becomes_one_task(
     assert queues.count(queues.queue_url) == 0
     assert count_rows(engine, "task", "idempotency_key = :key", key="late-1") == 1
     notified = wait_for(
-        lambda: [n for n in aws.notifications() if n["algorithm"] == "vision"] or None
+        lambda: (
+            [n for n in aws.notifications() if n["algorithm"] == "vision" and n["task_id"]] or None
+        )
     )
+    # (the app was told of each refused copy once, before: rejected, with no task)
+    rejected = [n for n in aws.notifications() if n["status"] == "rejected"]
+    assert sorted(n["message_id"] for n in rejected) == sorted(sent)
     algorithm_service.wait_idle()
     assert len(notified) == 1
     assert notified[0]["status"] == "succeeded"

@@ -45,7 +45,10 @@ def notifications_of(aws: AwsResources, task_id: str, count: int) -> list[dict[s
         mine = [n for n in aws.notifications() if n["task_id"] == task_id]
         return mine if len(mine) >= count else None
 
-    return wait_for(arrived)
+    # Not the default 50 ms: polled that often, the retried attempt's callback (another
+    # thread of this process, through the same moto server) did not get through within
+    # the wait on a machine of two shared cores.
+    return wait_for(arrived, interval=0.25)
 
 
 def final_task(

@@ -103,7 +103,13 @@ def test_every_bad_body_fails_alone_names_its_field_and_writes_nothing(
             # ...the valid records of the same batch are stored, and nothing else is.
             added = task_keys(db) - stored_before
             assert added == {("contracts", f"good-{number}-{side}") for side in ("before", "after")}
-            assert redis_state(redis_client, key_prefix) == {}
+            # In Redis, only the reason kept for the DLQ listing, and the note that the
+            # app was told (when its app could be read), under the message id
+            state = redis_state(redis_client, key_prefix)
+            rejected = f"{key_prefix}:rejected:".encode()
+            assert {key for key in state if not key.startswith(rejected)} == set(), state
+            kept = f"{key_prefix}:rejected:{bad['messageId']}:reason".encode()
+            assert state[kept] == reason.encode()
     assert {
         table: rows for table, rows in database_rows(db).items() if table != "task"
     } == untouched

@@ -46,6 +46,7 @@ def test_baton_local_adds_its_commands_to_the_console_script() -> None:
         "openapi",
         "tasks",
         "dlq",
+        "stats",
         "local",
         "demo",
     ]
@@ -112,6 +113,12 @@ def test_baton_local_has_fixed_ports_samples_unless_algorithms_are_given_and_lou
     [
         ["task", "show", "t-1"],
         ["task", "cancel", "t-1"],
+        ["task", "retry", "t-1"],
+        ["tasks", "list"],
+        ["tasks", "retry", "--status", "failed"],
+        ["stats"],
+        ["dlq", "list"],
+        ["dlq", "redrive"],
         ["reconcile"],
         ["db", "upgrade"],
     ],

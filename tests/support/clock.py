@@ -20,3 +20,15 @@ class ShiftableClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.offset += timedelta(seconds=seconds)
+
+
+class FrozenClock(ShiftableClock):
+    """A fixed moment plus the offset: ages and windows come out exact."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__()
+        self.now = now
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now + self.offset

@@ -45,13 +45,18 @@ class LogCollector(logging.Handler):
 
 
 @contextmanager
-def captured_log_lines() -> Iterator[CapturedLogs]:
-    """Every record at or above the logger's level while the block runs."""
+def captured_log_lines(level: int | None = None) -> Iterator[CapturedLogs]:
+    """Every record at or above the logger's level (or ``level``, for the block) while
+    the block runs."""
     sink = CapturedLogs()
     collector = LogCollector(sink)
     target = logging.getLogger(baton_logger.service)
+    previous = target.level
+    if level is not None:
+        target.setLevel(level)
     target.addHandler(collector)
     try:
         yield sink
     finally:
         target.removeHandler(collector)
+        target.setLevel(previous)

@@ -11,16 +11,36 @@ import sqlalchemy as sa
 TABLES = ("task", "task_execution", "notification_outbox")
 
 
-def database_rows(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in a stable order."""
+REFUSAL_COLUMNS = frozenset({"refused_callbacks", "last_refusal"})
+"""What a refused callback writes (against the attempt it names, for its timeout's
+message): left out of a snapshot with ``except_refusals``."""
+
+
+def database_rows(
+    engine: sa.Engine, *, except_refusals: bool = False
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in a stable order (without the refused callbacks'
+    count, with ``except_refusals``)."""
+    left_out = REFUSAL_COLUMNS if except_refusals else frozenset()
+    snapshot = {}
     with engine.connect() as connection:
-        return {
-            table: sorted(
-                (tuple(row) for row in connection.exec_driver_sql(f"SELECT * FROM {table}")),
-                key=repr,
+        for table in TABLES:
+            result = connection.exec_driver_sql(f"SELECT * FROM {table}")
+            kept = [index for index, name in enumerate(result.keys()) if name not in left_out]
+            snapshot[table] = sorted(
+                (tuple(row[index] for index in kept) for row in result), key=repr
             )
-            for table in TABLES
-        }
+    return snapshot
+
+
+def refusals(engine: sa.Engine) -> dict[tuple[str, int], tuple[int, str | None]]:
+    """The refused callbacks counted against each attempt that has any."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT task_id, attempt, refused_callbacks, last_refusal FROM task_execution "
+            "WHERE refused_callbacks > 0"
+        )
+        return {(row[0], row[1]): (row[2], row[3]) for row in rows}
 
 
 def redis_state(client: redis.Redis, prefix: str) -> dict[bytes, Any]:

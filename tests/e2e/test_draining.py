@@ -26,6 +26,7 @@ from tests.support.handlers import Handlers
 from tests.support.logs import captured_log_lines
 from tests.support.runtime import RuntimeFactory
 from tests.support.services import flush_prefix
+from tests.support.waiting import wait_for
 
 UNTIL_CANCELLED = {"outcome": "until_cancelled"}
 
@@ -392,6 +393,8 @@ def test_the_service_s_true_load_stays_within_the_cap_through_many_timeouts_and_
                 _cancel(handlers, idempotency_key=running[0])
         clock.advance(16)
         _sweep(handlers)
+        # the minute timer: retries whose backoff ended meanwhile are promoted
+        handlers.invoke("dispatch", schedule_event("dispatch"))
         if all(_task(runtime, key).status.is_terminal for key in keys):
             break
 
@@ -400,7 +403,11 @@ def test_the_service_s_true_load_stays_within_the_cap_through_many_timeouts_and_
     for _ in range(6):  # the last drains
         clock.advance(16)
         _sweep(handlers)
-    assert all(_task(runtime, key).status.is_terminal for key in keys)
+        handlers.invoke("dispatch", schedule_event("dispatch"))
+    left = {key: _task(runtime, key).status.value for key in keys}
+    assert all(TaskStatus(status).is_terminal for status in left.values()), {
+        key: status for key, status in left.items() if not TaskStatus(status).is_terminal
+    }
     notified = aws.notifications(wait_seconds=1)
     assert len({n["task_id"] for n in notified}) == len(keys)
     assert runtime.queue.inflight_cost("ocr") == 0
@@ -503,10 +510,11 @@ def test_a_crash_in_the_cancel_path_loses_nothing_and_holds_no_slot(
 
     # Then the timers finish the job: the service is stopped, the slot is freed, the
     # waiting task runs, and the cancelled one is told once
-    for _ in range(3):
-        clock.advance(5)
+    for _ in range(3):  # past the outbox's grace, so a notification left behind goes out
+        clock.advance(15)
         for name in ("sweep", "reconcile", "dispatch"):
             handlers.invoke(name, schedule_event(name))
+        wait_for(lambda: _task(runtime, "waiting").status != TaskStatus.RUNNING, timeout=10)
     algorithm_service.wait_idle()
     assert (task.id, 1) in algorithm_service.stopped_by_cancel
     assert _task(runtime, "cancelled").status == TaskStatus.CANCELLED

@@ -5,7 +5,8 @@ which wire the rest together):
 
 - ``errors``: domain errors, each carrying its HTTP status and code.
 - ``faults``: named crash points for the fault-injection tests (no-ops in production).
-- ``observability``: the one Powertools Logger, Tracer and Metrics.
+- ``observability``: the one Powertools Logger, Tracer and Metrics, and every metric's
+  name, unit and dimension sets.
 - ``records``: task and attempt states, and the records the layers hand each other.
 - ``contracts``: every shape that crosses the boundary (messages, requests, answers),
   as the client SDK (``baton_sdk.contracts``) defines them.
@@ -35,6 +36,8 @@ which wire the rest together):
   the lifecycle operations; ``pausing``: operators pause and resume an algorithm;
   ``retrying``: operators retry final tasks (each retry a new outcome).
 - ``waiting``: why a task waits (the rule that holds it, the tasks ahead of it).
+- ``gauges``: the sweep's per-algorithm gauges (backlog, in flight against capacity,
+  pauses, the oldest pending age), published once a minute.
 - ``callback_api``, ``openapi``: the callback API and its OpenAPI document.
 - ``deployment``: the schema custom resource; ``cli``: the console script (operators).
 

@@ -3,6 +3,7 @@ business apps, and the existence check before a task is marked SUCCEEDED."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,18 @@ if TYPE_CHECKING:
 def result_key(prefix: str, algorithm: str, task_id: str, attempt: int) -> str:
     """Each attempt writes under its task's own prefix, never anywhere else."""
     return f"{prefix}/{algorithm}/{task_id}/{attempt}/result"
+
+
+@dataclass(frozen=True)
+class ResultManifest:
+    """What S3 says of a result object, for the notification's ``result``."""
+
+    size: int
+    content_type: str | None
+    etag: str | None
+    """Without the quotes S3 puts around it."""
+    checksum_sha256: str | None
+    """Base64, as S3 reports it; None when the upload carried no SHA-256 checksum."""
 
 
 class ResultStore:
@@ -48,3 +61,20 @@ class ResultStore:
                 return False
             raise
         return True
+
+    def manifest(self, key: str) -> ResultManifest | None:
+        """The object's size, type, ETag and SHA-256 checksum; None if it is gone (a
+        lifecycle rule expired it)."""
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        etag = head.get("ETag")
+        return ResultManifest(
+            size=int(head.get("ContentLength", 0)),
+            content_type=head.get("ContentType"),
+            etag=etag.strip('"') if etag else None,
+            checksum_sha256=head.get("ChecksumSHA256"),
+        )

@@ -32,12 +32,12 @@ which wire the rest together):
 - ``runtime``: the collaborators each operation receives, built once per cold start.
 - ``outbox``, ``attempts``, ``repair``: publishing notifications, ending an attempt,
   repairing one algorithm's Redis state.
+- ``gauges``: the sweep's per-algorithm gauges (backlog, in flight against capacity,
+  pauses, the oldest pending age), published once a minute.
 - ``scheduling``, ``intake``, ``sweep``, ``completion``, ``cancellation``, ``reconcile``:
   the lifecycle operations; ``pausing``: operators pause and resume an algorithm;
   ``retrying``: operators retry final tasks (each retry a new outcome).
 - ``waiting``: why a task waits (the rule that holds it, the tasks ahead of it).
-- ``gauges``: the sweep's per-algorithm gauges (backlog, in flight against capacity,
-  pauses, the oldest pending age), published once a minute.
 - ``callback_api``, ``openapi``: the callback API and its OpenAPI document.
 - ``deployment``: the schema custom resource; ``cli``: the console script (operators).
 

@@ -32,9 +32,12 @@ PUBLISH_CLAIM_SECONDS = 60
 
 def result_location(runtime: Runtime, key: str) -> ResultLocation:
     """Step 17: where the app reads the result (a fresh presigned URL) and the object's
-    manifest as S3 reports it. Read from S3 at each publish rather than kept: the
-    object of a finished attempt does not change, so a notification published again
-    carries the same manifest (none, once a lifecycle rule expired the object)."""
+    manifest as S3 reports it. Read from S3 at each publish rather than stored: the
+    object of a finished attempt is not written again (only its algorithm could, and
+    only while its upload URL lives), so a notification published again carries the
+    same manifest; none once a lifecycle rule expired the object. The HeadObject is the
+    one the callback already needed (``ResultStore.exists``), so it needs no other
+    permission."""
     url, expires_at = runtime.results.download_url(
         key, runtime.clock(), runtime.settings.result_url_ttl_seconds
     )

@@ -5,7 +5,8 @@ which wire the rest together):
 
 - ``errors``: domain errors, each carrying its HTTP status and code.
 - ``faults``: named crash points for the fault-injection tests (no-ops in production).
-- ``observability``: the one Powertools Logger, Tracer and Metrics.
+- ``observability``: the one Powertools Logger, Tracer and Metrics, and every metric's
+  name, unit and dimension sets.
 - ``records``: task and attempt states, and the records the layers hand each other.
 - ``contracts``: every shape that crosses the boundary (messages, requests, answers),
   as the client SDK (``baton_sdk.contracts``) defines them.
@@ -34,6 +35,8 @@ which wire the rest together):
   an attempt Baton ended at its algorithm (cancel requests; the slot held until the
   service stops or the grace ends), ending an attempt, repairing one algorithm's Redis
   state.
+- ``gauges``: the sweep's per-algorithm gauges (backlog, in flight against capacity,
+  pauses, the oldest pending age), published once a minute.
 - ``rejections``: a task message intake rejects: its reason kept, its app told once.
 - ``refusals``: callbacks Baton refused, counted against their attempt for its timeout.
 - ``scheduling``, ``cancellation``, ``intake``, ``sweep``, ``completion``, ``reconcile``:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from baton.backoff import backoff_seconds
 from baton.draining import hold_slot
 from baton.faults import crash_point
+from baton.observability import ATTEMPTS_TIMED_OUT, emit
 from baton.outbox import publish_notification
 from baton.records import AttemptOutcome, ExecutionStatus, FinishedAttempt, TaskStatus
 from baton.registry import DEFAULT_MAX_RUN_SECONDS
@@ -51,6 +52,8 @@ def end_attempt(
     if finished is None:
         return None
     crash_point("attempt.after_finish")
+    if outcome.execution_status == ExecutionStatus.TIMED_OUT:
+        emit(ATTEMPTS_TIMED_OUT, 1, algorithm=algorithm, app=finished.task.app)
     if finished.draining is not None:
         hold_slot(runtime, algorithm, finished.draining)  # freed once the service stops
     else:

@@ -16,7 +16,7 @@ from baton.contracts import (
 from baton.errors import OutcomeConflict, ResultMissing, StaleAttempt, TaskNotFound
 from baton.faults import crash_point
 from baton.models import Task, TaskExecution
-from baton.observability import logger, metrics
+from baton.observability import CALLBACKS, emit, logger
 from baton.records import AttemptOutcome, ExecutionStatus, TaskStatus
 from baton.runtime import Runtime
 from baton.scheduling import run_fast_path
@@ -66,7 +66,7 @@ def complete_attempt(
     if finished is None:  # lost a race (timeout, cancel, a twin callback): answer as if late
         task, execution = _load(runtime, task_id, body.attempt)
         return _answer_ended(task, execution, body, execution_status)
-    metrics.add_metric(name="Callbacks", unit="Count", value=1)
+    emit(CALLBACKS, 1, algorithm=task.algorithm, app=task.app)
     logger.info("callback applied", task_id=task_id, attempt=body.attempt, status=body.status)
     run_fast_path(runtime, [task.algorithm])
     return CallbackAnswer(task_id=task_id, attempt=body.attempt, status=body.status, applied=True)

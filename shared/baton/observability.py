@@ -1,7 +1,256 @@
-"""The one Logger, Tracer and Metrics of the package, imported everywhere else."""
+"""The one Logger, Tracer and Metrics of the package, imported everywhere else, and the
+name, unit and dimension sets of every metric Baton emits (the dashboard, the alarms
+and the tests read them from here).
+
+Metrics of the whole service go through ``metrics``, the Powertools singleton, with the
+dimension ``service`` alone. Metrics of one algorithm carry their dimensions per call:
+``emit`` keeps one Powertools ``EphemeralMetrics`` (an EMF document of its own) per
+set of dimension values, and ``metrics.log_metrics``, the decorator every handler
+wears, flushes them with the rest at the end of the invocation. So a dispatch round of
+fifty tasks writes one EMF line per algorithm and app, not fifty, and a process that
+wears no decorator (the ``baton`` console script) prints no EMF among its answers.
+
+Each per-algorithm metric is written with several dimension sets in one EMF document
+(``{service, algorithm}``, ``{service, algorithm, app}``, and for the gauges and the
+alarms' inputs ``{service}``): CloudWatch neither adds series up across dimensions nor
+takes percentiles of a sum, so the per-algorithm series (and the service total the
+alarms watch) must be published as such.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-logger = Logger(service="baton")
-tracer = Tracer(service="baton")
-metrics = Metrics(namespace="Baton", service="baton")
+SERVICE = "baton"
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Baton"
+"""Powertools would let an explicit namespace win over its variable: this lets the
+variable win, and falls back to the design's ``Baton``."""
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+
+# -- dimension sets ----------------------------------------------------------------------
+
+BY_SERVICE: tuple[str, ...] = ("service",)
+BY_ALGORITHM: tuple[str, ...] = ("service", "algorithm")
+BY_APP: tuple[str, ...] = ("service", "algorithm", "app")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric Baton emits: its name, unit, and every dimension set it is written with."""
+
+    name: str
+    unit: MetricUnit
+    dimension_sets: tuple[tuple[str, ...], ...]
+
+
+def _per_app(name: str, unit: MetricUnit = MetricUnit.Count) -> MetricSpec:
+    return MetricSpec(name, unit, (BY_ALGORITHM, BY_APP))
+
+
+def _per_algorithm(name: str, unit: MetricUnit = MetricUnit.Count) -> MetricSpec:
+    return MetricSpec(name, unit, (BY_ALGORITHM, BY_SERVICE))
+
+
+def _service(name: str) -> MetricSpec:
+    return MetricSpec(name, MetricUnit.Count, (BY_SERVICE,))
+
+
+# Dispatches, by how the algorithm answered (scheduling.dispatch_attempt).
+DISPATCH_ACCEPTED = _per_app("DispatchAccepted")
+DISPATCH_REJECTED = _per_app("DispatchRejected")
+"""A 4xx other than 408/429: the task failed for good."""
+DISPATCH_FAILED = _per_app("DispatchFailed")
+"""5xx, 408 or no answer: retried with backoff while attempts remain."""
+DISPATCH_BUSY = _per_app("DispatchBusy")
+"""429, or 503 with Retry-After: the task waits without using up an attempt."""
+
+# Attempts (attempts.end_attempt, completion.complete_attempt).
+ATTEMPTS_TIMED_OUT = _per_app("AttemptsTimedOut")
+"""Attempts that ran past their deadline. The service total (``{service}``) is the
+sweep's own count of the same attempts (sweep.py)."""
+CALLBACKS = MetricSpec("Callbacks", MetricUnit.Count, (BY_ALGORITHM, BY_APP, BY_SERVICE))
+"""Completion callbacks applied (succeeded or failed)."""
+
+# Final tasks, once per outcome, when its notification is published (outbox).
+TASK_OUTCOMES = {
+    status: _per_app(f"Tasks{status.title().replace('_', '')}")
+    for status in ("succeeded", "failed", "timed_out", "cancelled")
+}
+QUEUE_WAIT_SECONDS = _per_app("QueueWaitSeconds", MetricUnit.Seconds)
+"""Per finished task that was dispatched: its first dispatch minus its acceptance."""
+RUN_TIME_SECONDS = _per_app("RunTimeSeconds", MetricUnit.Seconds)
+"""Per finished task that was dispatched: its end minus its first dispatch (every
+attempt, and the backoffs between them: what its app waited for after the queue)."""
+
+# The sweep's gauges, once a minute per algorithm (gauges.publish_gauges).
+PENDING = _per_algorithm("Pending")
+QUEUED = _per_algorithm("Queued")
+BACKLOG = _per_algorithm("Backlog")
+"""Pending plus queued."""
+RUNNING = _per_algorithm("Running")
+"""Cost in flight (attempts being sent, running, or draining after a cancel)."""
+CAPACITY = _per_algorithm("Capacity")
+"""The algorithm's ``max_concurrency``."""
+PAUSED = _per_algorithm("Paused")
+"""1 while the registry or an operator pauses the algorithm, else 0."""
+OLDEST_PENDING_AGE_SECONDS = _per_algorithm("OldestPendingAgeSeconds", MetricUnit.Seconds)
+"""Since when the oldest task that waits for a dispatch (pending or queued, its
+``not_before`` passed) was accepted; 0 when none waits."""
+SATURATED = _per_algorithm("Saturated")
+"""1 when the cost in flight fills the capacity while tasks that could start wait (and
+the algorithm is not paused), else 0."""
+GAUGES = (
+    PENDING,
+    QUEUED,
+    BACKLOG,
+    RUNNING,
+    CAPACITY,
+    PAUSED,
+    OLDEST_PENDING_AGE_SECONDS,
+    SATURATED,
+)
+
+# Service-wide counts, through ``metrics``.
+TASKS_PROMOTED = _service("TasksPromoted")
+RECONCILE_REPAIRS = _service("ReconcileRepairs")
+REGISTRY_REJECTED = _service("RegistryRejected")
+NOTIFICATIONS_REPUBLISHED = _service("NotificationsRepublished")
+SWEEP_ATTEMPTS_TIMED_OUT = _service(ATTEMPTS_TIMED_OUT.name)
+"""The sweep's total of ATTEMPTS_TIMED_OUT, the input of the timeout-rate alarm."""
+
+ALL_METRICS: tuple[MetricSpec, ...] = (
+    DISPATCH_ACCEPTED,
+    DISPATCH_REJECTED,
+    DISPATCH_FAILED,
+    DISPATCH_BUSY,
+    ATTEMPTS_TIMED_OUT,
+    CALLBACKS,
+    *TASK_OUTCOMES.values(),
+    QUEUE_WAIT_SECONDS,
+    RUN_TIME_SECONDS,
+    *GAUGES,
+    TASKS_PROMOTED,
+    RECONCILE_REPAIRS,
+    REGISTRY_REJECTED,
+    NOTIFICATIONS_REPUBLISHED,
+    SWEEP_ATTEMPTS_TIMED_OUT,
+)
+
+
+def emitted_dimension_sets() -> dict[str, set[tuple[str, ...]]]:
+    """Every metric name with every dimension set it is written with (sorted names)."""
+    found: dict[str, set[tuple[str, ...]]] = {}
+    for spec in ALL_METRICS:
+        found.setdefault(spec.name, set()).update(
+            tuple(sorted(dimensions)) for dimensions in spec.dimension_sets
+        )
+    return found
+
+
+# -- per-call dimensions -----------------------------------------------------------------
+
+_DocumentKey = tuple[tuple[tuple[str, str], ...], ...]
+
+
+class _Documents:
+    """One EMF document per set of dimension values, until the handler flushes them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._documents: dict[_DocumentKey, EphemeralMetrics] = {}
+
+    def add(self, spec: MetricSpec, value: float, dimensions: Mapping[str, str]) -> None:
+        sets = [names for names in spec.dimension_sets if all(n in dimensions for n in names)]
+        key = tuple(tuple((name, dimensions[name]) for name in names) for names in sets)
+        with self._lock:
+            document = self._documents.get(key)
+            if document is None:
+                document = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+                first, *others = key
+                for name, dimension in first:
+                    document.add_dimension(name=name, value=dimension)
+                for names in others:
+                    document.add_dimensions(**dict(names))
+                self._documents[key] = document
+            document.add_metric(name=spec.name, unit=spec.unit, value=value)
+
+    def flush(self) -> None:
+        with self._lock:
+            documents = list(self._documents.values())
+            self._documents.clear()
+        for document in documents:
+            document.flush_metrics()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._documents.clear()
+
+
+_documents = _Documents()
+
+
+def emit(spec: MetricSpec, value: float, *, algorithm: str, app: str | None = None) -> None:
+    """Count ``value`` of ``spec`` for ``algorithm`` (and ``app``, where it applies), in
+    each of its dimension sets; written when the handler's invocation ends."""
+    dimensions = {"service": SERVICE, "algorithm": algorithm}
+    if app is not None:
+        dimensions["app"] = app
+    _documents.add(spec, value, dimensions)
+
+
+def count(spec: MetricSpec, value: float = 1) -> None:
+    """Count ``value`` of a service-wide ``spec`` (dimension ``service`` alone)."""
+    assert spec.dimension_sets == (BY_SERVICE,), f"{spec.name} has per-call dimensions"
+    metrics.add_metric(name=spec.name, unit=spec.unit, value=value)
+
+
+class BatonMetrics(Metrics):
+    """Powertools' Metrics, whose flush also writes the documents of ``emit``."""
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
+        _documents.flush()
+
+    def clear_metrics(self) -> None:
+        super().clear_metrics()
+        _documents.clear()
+
+    def log_metrics(
+        self,
+        lambda_handler: Callable[..., Any] | None = None,
+        capture_cold_start_metric: bool = False,
+        raise_on_empty_metrics: bool = False,
+        default_dimensions: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Callable[..., Any]:
+        options: dict[str, Any] = {
+            "capture_cold_start_metric": capture_cold_start_metric,
+            "raise_on_empty_metrics": raise_on_empty_metrics,
+            "default_dimensions": default_dimensions,
+            **kwargs,
+        }
+        if lambda_handler is None:
+            return functools.partial(self.log_metrics, **options)
+        decorated = super().log_metrics(lambda_handler, **options)
+
+        @functools.wraps(lambda_handler)
+        def handler(*args: Any, **handler_kwargs: Any) -> Any:
+            try:
+                return decorated(*args, **handler_kwargs)
+            finally:
+                _documents.flush()
+
+        return handler
+
+
+metrics = BatonMetrics(namespace=NAMESPACE, service=SERVICE)

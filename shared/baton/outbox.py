@@ -14,12 +14,44 @@ from botocore.exceptions import BotoCoreError, ClientError
 from baton.contracts import Notification, NotificationError, ResultLocation
 from baton.faults import crash_point
 from baton.models import Task
-from baton.observability import logger, metrics
+from baton.observability import (
+    NOTIFICATIONS_REPUBLISHED,
+    QUEUE_WAIT_SECONDS,
+    RUN_TIME_SECONDS,
+    TASK_OUTCOMES,
+    count,
+    emit,
+    logger,
+)
 from baton.records import TaskStatus
 from baton.runtime import Runtime
 
 PUBLISH_CLAIM_SECONDS = 60
 """How long a publisher holds an outbox row before another may publish it again."""
+
+
+def result_location(runtime: Runtime, key: str) -> ResultLocation:
+    """Step 17: where the app reads the result (a fresh presigned URL) and the object's
+    manifest as S3 reports it. Read from S3 at each publish rather than stored: the
+    object of a finished attempt is not written again (only its algorithm could, and
+    only while its upload URL lives), so a notification published again carries the
+    same manifest; none once a lifecycle rule expired the object. The HeadObject is the
+    one the callback already needed (``ResultStore.exists``), so it needs no other
+    permission."""
+    url, expires_at = runtime.results.download_url(
+        key, runtime.clock(), runtime.settings.result_url_ttl_seconds
+    )
+    manifest = runtime.results.manifest(key)
+    return ResultLocation(
+        bucket=runtime.results.bucket,
+        key=key,
+        url=url,
+        expires_at=expires_at,
+        size=manifest.size if manifest else None,
+        content_type=manifest.content_type if manifest else None,
+        etag=manifest.etag if manifest else None,
+        checksum_sha256=manifest.checksum_sha256 if manifest else None,
+    )
 
 
 def build_notification(runtime: Runtime, task: Task) -> Notification:
@@ -29,12 +61,7 @@ def build_notification(runtime: Runtime, task: Task) -> Notification:
     result = None
     error = None
     if task.status == TaskStatus.SUCCEEDED and task.result_key:
-        url, expires_at = runtime.results.download_url(
-            task.result_key, runtime.clock(), runtime.settings.result_url_ttl_seconds
-        )
-        result = ResultLocation(
-            bucket=runtime.results.bucket, key=task.result_key, url=url, expires_at=expires_at
-        )
+        result = result_location(runtime, task.result_key)
     else:
         error = NotificationError(
             code=task.error_code or task.status.value, message=task.error_message or ""
@@ -44,6 +71,7 @@ def build_notification(runtime: Runtime, task: Task) -> Notification:
         task_id=task.id,
         app=task.app,
         algorithm=task.algorithm,
+        idempotency_key=task.idempotency_key,
         status=task.status.value,  # type: ignore[arg-type]  # terminal, checked above
         attempts=task.attempts,
         result=result,
@@ -69,12 +97,13 @@ def publish_notification(runtime: Runtime, task_id: str) -> bool:
     task = runtime.repository.get_task(task_id)
     if task is None or not task.status.is_terminal or task.notified_at is not None:
         return False
-    notification = build_notification(runtime, task)
-    crash_point("notify.after_claim")
     try:
+        notification = build_notification(runtime, task)
+        crash_point("notify.after_claim")
         runtime.notifier.publish(notification)
     except (BotoCoreError, ClientError) as exc:
-        # The task's outcome is recorded; the sweep publishes once the claim lapses.
+        # The task's outcome is recorded; the sweep publishes once the claim lapses
+        # (S3 unreachable for the manifest, or SNS for the publish).
         logger.warning(
             "notification not published yet",
             task_id=task.id,
@@ -85,9 +114,7 @@ def publish_notification(runtime: Runtime, task_id: str) -> bool:
         return False
     crash_point("notify.after_publish")
     runtime.repository.mark_notified(task.id, notification.notification_id, runtime.clock())
-    metrics.add_metric(
-        name=f"Tasks{task.status.value.title().replace('_', '')}", unit="Count", value=1
-    )
+    _count_outcome(task)
     logger.info(
         "task finished",
         task_id=task.id,
@@ -113,9 +140,9 @@ def republish_notification(runtime: Runtime, task: Task) -> bool:
     if task.notified_at is None:
         # Its outbox row is still there: publish that (or leave it to whoever holds it).
         return publish_notification(runtime, task.id)
-    notification = build_notification(runtime, task)
-    crash_point("notify.before_republish")
     try:
+        notification = build_notification(runtime, task)
+        crash_point("notify.before_republish")
         runtime.notifier.publish(notification)
     except (BotoCoreError, ClientError) as exc:
         logger.warning(
@@ -128,7 +155,7 @@ def republish_notification(runtime: Runtime, task: Task) -> bool:
         return False
     crash_point("notify.after_republish")
     # Not a Tasks<Status> count: the outcome was counted when it happened.
-    metrics.add_metric(name="NotificationsRepublished", unit="Count", value=1)
+    count(NOTIFICATIONS_REPUBLISHED)
     logger.info(
         "notification published again",
         task_id=task.id,
@@ -138,6 +165,17 @@ def republish_notification(runtime: Runtime, task: Task) -> bool:
         notification_id=notification.notification_id,
     )
     return True
+
+
+def _count_outcome(task: Task) -> None:
+    """One outcome, its queue wait and its run time (when it was dispatched at all)."""
+    emit(TASK_OUTCOMES[task.status.value], 1, algorithm=task.algorithm, app=task.app)
+    if task.first_dispatched_at is None or task.finished_at is None:
+        return
+    waited = (task.first_dispatched_at - task.created_at).total_seconds()
+    ran = (task.finished_at - task.first_dispatched_at).total_seconds()
+    emit(QUEUE_WAIT_SECONDS, max(0.0, waited), algorithm=task.algorithm, app=task.app)
+    emit(RUN_TIME_SECONDS, max(0.0, ran), algorithm=task.algorithm, app=task.app)
 
 
 def publish_pending_notifications(runtime: Runtime, limit: int = 500) -> int:

@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 
 from baton.apps import AppRegistry
 from baton.errors import SettingsError
-from baton.observability import logger, metrics
+from baton.observability import REGISTRY_REJECTED, count, logger
 from baton.registry import AlgorithmRegistry
 
 T = TypeVar("T")
@@ -145,7 +145,7 @@ class RegistrySource(Generic[T]):
                 reason=reason,
                 in_force_since=self._taken.taken_at.isoformat(),
             )
-            metrics.add_metric(name="RegistryRejected", unit="Count", value=1)
+            count(REGISTRY_REJECTED)
             return
         if text != self._text:
             logger.info("registry changed", source=self._source)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from baton.faults import crash_point
-from baton.observability import logger, metrics
+from baton.observability import RECONCILE_REPAIRS, count, logger
 from baton.runtime import Runtime
 
 
@@ -67,5 +67,5 @@ def repair_algorithm_state(runtime: Runtime, algorithm: str) -> RepairReport:
     )
     if restored.rebuilt or restored.running_added or restored.ready_added or stale:
         logger.warning("redis state repaired from the database", **report.as_dict())
-        metrics.add_metric(name="ReconcileRepairs", unit="Count", value=1)
+        count(RECONCILE_REPAIRS)
     return report

@@ -10,11 +10,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, Select, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    CursorResult,
+    Select,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +36,7 @@ from baton.models import (
     PolicyGap,
     Task,
     TaskExecution,
+    UTCDateTime,
 )
 from baton.records import (
     ACTIVE_EXECUTION_STATUSES,
@@ -179,6 +191,34 @@ def _retry_conditions(selection: RetrySelection) -> list[Any]:
     if selection.ended_by is not None:
         conditions.append(Task.updated_at <= selection.ended_by)
     return conditions
+
+
+@dataclass(frozen=True)
+class AlgorithmBacklog:
+    """The tasks of one algorithm that wait for a dispatch, as the sweep's gauges read them."""
+
+    pending: int = 0
+    queued: int = 0
+    due: int = 0
+    """Of those, how many may start now (queued, or pending past their ``not_before``)."""
+    oldest_due_created_at: datetime | None = None
+
+
+def backlog_query(now: datetime) -> Select[str, TaskStatus, int, int, datetime | None]:
+    """One grouped read of every algorithm's waiting tasks: counts, and the oldest of
+    those that may start now."""
+    due = Task.not_before <= now
+    return (
+        select(
+            Task.algorithm,
+            Task.status,
+            func.count(),
+            func.coalesce(func.sum(case((due, 1), else_=0)), 0),
+            type_coerce(func.min(case((due, Task.created_at), else_=None)), UTCDateTime()),
+        )
+        .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]))
+        .group_by(Task.algorithm, Task.status)
+    )
 
 
 def _rowcount(result: Any) -> int:
@@ -899,6 +939,31 @@ class Repository:
     def is_held(self, algorithm: str) -> bool:
         with self._sessions() as session:
             return session.get(AlgorithmHold, algorithm) is not None
+
+    def held_algorithms(self) -> set[str]:
+        """The algorithms an operator paused."""
+        with self._sessions() as session:
+            return set(session.scalars(select(AlgorithmHold.algorithm)))
+
+    def backlog(self, now: datetime) -> dict[str, AlgorithmBacklog]:
+        """Per algorithm with waiting tasks: how many are pending and queued, how many
+        may start now, and when the oldest of those was accepted."""
+        found: dict[str, AlgorithmBacklog] = {}
+        with self._sessions() as session:
+            for algorithm, status, total, due, oldest in session.execute(backlog_query(now)):
+                entry = found.get(algorithm, AlgorithmBacklog())
+                if status == TaskStatus.PENDING:
+                    entry = replace(entry, pending=int(total))
+                else:
+                    entry = replace(entry, queued=int(total))
+                earliest = min(
+                    (moment for moment in (entry.oldest_due_created_at, oldest) if moment),
+                    default=None,
+                )
+                found[algorithm] = replace(
+                    entry, due=entry.due + int(due), oldest_due_created_at=earliest
+                )
+        return found
 
     # -- notifications ------------------------------------------------------------------
 

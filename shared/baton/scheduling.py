@@ -24,7 +24,16 @@ from baton.contracts import CallbackTarget, DispatchRequest, ResultTarget
 from baton.dispatch_client import DispatchVerdict
 from baton.errors import RedisStateLost
 from baton.faults import crash_point
-from baton.observability import logger, metrics
+from baton.observability import (
+    DISPATCH_ACCEPTED,
+    DISPATCH_BUSY,
+    DISPATCH_FAILED,
+    DISPATCH_REJECTED,
+    TASKS_PROMOTED,
+    count,
+    emit,
+    logger,
+)
 from baton.queue import Admissions, SlotConfirmation
 from baton.records import AttemptOutcome, ExecutionStatus, Slot, TaskStatus
 from baton.repair import repair_algorithm_state
@@ -104,7 +113,7 @@ def promote_pending_tasks(
             queue.enqueue(algorithm, tasks)
             promoted += len(tasks)
     if promoted:
-        metrics.add_metric(name="TasksPromoted", unit="Count", value=promoted)
+        count(TASKS_PROMOTED, promoted)
     return PromotionReport(promoted)
 
 
@@ -242,7 +251,7 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
     if answer.verdict is DispatchVerdict.ACCEPTED:
         crash_point("dispatch.after_send")
         repository.mark_accepted(task_id, attempt, runtime.clock(), answer.http_status or 200)
-        metrics.add_metric(name="DispatchAccepted", unit="Count", value=1)
+        emit(DISPATCH_ACCEPTED, 1, algorithm=algorithm, app=slot.app)
         logger.info("dispatch accepted", extra=log)
         return answer.verdict
     if answer.verdict is DispatchVerdict.REJECTED:
@@ -253,7 +262,7 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
             error_message=f"algorithm answered {answer.http_status}: {answer.detail}"[:1024],
             http_status=answer.http_status,
         )
-        metrics.add_metric(name="DispatchRejected", unit="Count", value=1)
+        emit(DISPATCH_REJECTED, 1, algorithm=algorithm, app=slot.app)
         logger.warning("dispatch rejected", extra=log)
     else:
         # An endpoint that is busy (429) or failing is left alone for a while by every
@@ -281,7 +290,7 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
             http_status=answer.http_status,
             not_sooner_than=answer.retry_after_seconds or 0.0,
         )
-        metrics.add_metric(name="DispatchFailed", unit="Count", value=1)
+        emit(DISPATCH_BUSY if busy else DISPATCH_FAILED, 1, algorithm=algorithm, app=slot.app)
         logger.warning("dispatch failed; will retry while attempts remain", extra=log)
     end_attempt(runtime, algorithm, task_id, attempt, outcome)
     return answer.verdict

@@ -12,6 +12,7 @@ from typing import Any
 from baton.attempts import end_attempt, retryable_outcome
 from baton.cancellation import end_task_early
 from baton.draining import DrainReport, drain_attempts, drain_for
+from baton.gauges import publish_gauges
 from baton.observability import logger, metrics
 from baton.outbox import publish_pending_notifications
 from baton.records import ExecutionStatus, QueuedTask, TaskStatus
@@ -102,6 +103,7 @@ def sweep_overdue_attempts(runtime: Runtime) -> SweepReport:
             name="AttemptsTimedOut", unit="Count", value=report.timed_out + report.retrying
         )
     run_fast_path(runtime, report.algorithms_freed)
+    publish_gauges(runtime)
     return report
 
 

@@ -678,8 +678,8 @@ def test_alarms_cover_the_dlq_every_function_and_the_api(resources: dict[str, An
 
     def alarmed(namespace: str, metric: str, dimension: Any) -> bool:
         return any(
-            alarm["Namespace"] == namespace
-            and alarm["MetricName"] == metric
+            alarm.get("Namespace") == namespace
+            and alarm.get("MetricName") == metric
             and any(item["Value"] == dimension for item in alarm["Dimensions"])
             and alarm["ComparisonOperator"] == "GreaterThanThreshold"
             and alarm["Threshold"] == 0
@@ -806,10 +806,96 @@ def test_a_registry_that_could_not_be_taken_raises_an_alarm(resources: dict[str,
     (alarm,) = [
         body["Properties"]
         for body in of_type(resources, "AWS::CloudWatch::Alarm").values()
-        if body["Properties"]["MetricName"] == "RegistryRejected"
+        if body["Properties"].get("MetricName") == "RegistryRejected"
     ]
     assert alarm["Namespace"] == "Baton"
     assert alarm["Dimensions"] == [{"Name": "service", "Value": "baton"}]
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
     assert alarm["TreatMissingData"] == "notBreaching"
     assert is_ref(alarm["AlarmActions"][0], "AlarmTopic")
+
+
+# Alarm -> (the parameter that sets it, its default, where it goes).
+ALARM_PARAMETERS = {
+    "OldestPendingAgeAlarm": ("OldestPendingAgeAlarmSeconds", 3600, "Threshold"),
+    "TimeoutRateAlarm": ("TimeoutRateAlarmPercent", 20, "Threshold"),
+    "CapacitySaturatedAlarm": ("SaturatedAlarmMinutes", 60, "EvaluationPeriods"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALARM_PARAMETERS))
+def test_backlog_timeout_and_saturation_alarms_take_their_thresholds_from_parameters(
+    template: dict[str, Any], resources: dict[str, Any], name: str
+) -> None:
+    parameter, default, where = ALARM_PARAMETERS[name]
+    alarm = props(resources, name)
+    assert is_ref(alarm[where], parameter)
+    declared = template["Parameters"][parameter]
+    assert (declared["Type"], declared["Default"]) == ("Number", default)
+    assert declared["MinValue"] >= 1
+    assert is_ref(alarm["AlarmActions"][0], "AlarmTopic")
+    assert is_ref(alarm["OKActions"][0], "AlarmTopic")
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    assert any(parameter in group["Parameters"] for group in groups)
+
+
+def test_the_age_and_saturation_alarms_watch_the_service_totals(
+    resources: dict[str, Any],
+) -> None:
+    for name, metric, statistic in (
+        ("OldestPendingAgeAlarm", "OldestPendingAgeSeconds", "Maximum"),
+        ("CapacitySaturatedAlarm", "Saturated", "Maximum"),
+    ):
+        alarm = props(resources, name)
+        assert (alarm["Namespace"], alarm["MetricName"]) == ("Baton", metric)
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": "baton"}]
+        assert (alarm["Statistic"], alarm["Period"]) == (statistic, 60)
+    saturated = props(resources, "CapacitySaturatedAlarm")
+    # Every minute of the window, not some of them.
+    assert saturated["DatapointsToAlarm"] == saturated["EvaluationPeriods"]
+
+
+def test_the_timeout_rate_alarm_divides_timeouts_by_attempts_ended(
+    resources: dict[str, Any],
+) -> None:
+    alarm = props(resources, "TimeoutRateAlarm")
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    assert {
+        key: query["MetricStat"]["Metric"]["MetricName"]
+        for key, query in queries.items()
+        if "MetricStat" in query
+    } == {"timedout": "AttemptsTimedOut", "callbacks": "Callbacks"}
+    for key in ("timedout", "callbacks"):
+        stat = queries[key]["MetricStat"]
+        assert stat["Metric"]["Dimensions"] == [{"Name": "service", "Value": "baton"}]
+        assert (stat["Stat"], queries[key]["ReturnData"]) == ("Sum", False)
+    (returned,) = [query for query in alarm["Metrics"] if query["ReturnData"]]
+    expression = returned["Expression"]["Fn::Sub"]
+    assert "${TimeoutRateAlarmMinAttempts}" in expression
+    assert "100 * FILL(timedout, 0) / (FILL(timedout, 0) + FILL(callbacks, 0))" in " ".join(
+        expression.split()
+    )
+
+
+def test_a_dashboard_ships_with_the_stack(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    (name,) = of_type(resources, "AWS::CloudWatch::Dashboard")
+    body = props(resources, name)["DashboardBody"]
+    assert "Fn::Sub" in body, "the body names the functions and alarms of this stack"
+    assert "DashboardUrl" in template["Outputs"]
+    # Its alarm widget shows every alarm of the template.
+    alarms = set(of_type(resources, "AWS::CloudWatch::Alarm"))
+    shown = set(re.findall(r"\$\{(\w+)\.Arn\}", body["Fn::Sub"]))
+    assert shown == alarms
+
+
+def test_metrics_need_no_cloudwatch_permission(resources: dict[str, Any]) -> None:
+    """EMF is written to the logs: no function may call PutMetricData."""
+    actions = {
+        action
+        for _, statement in allow_statements(resources)
+        for action in as_list(statement["Action"])
+    }
+    assert not any(action.startswith("cloudwatch:") for action in actions)

@@ -17,12 +17,19 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from baton_sdk.errors import BatonError as BatonSdkError
+
 from baton.errors import ApiError, SettingsError
 from baton.tables import print_table
 
 if TYPE_CHECKING:
+    from baton_sdk import BatonClient
     from botocore.exceptions import ClientError
     from pydantic import ValidationError
+
+    from baton.contracts import TaskView
+    from baton.retrying import TaskRef
+    from baton.waiting import Waiting
 
     _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -72,6 +79,8 @@ def _check_settings(args: argparse.Namespace) -> None:
 
     needs = getattr(args, "needs", None)
     if needs is None or (needs == "database" and getattr(args, "database_url", None)):
+        return
+    if getattr(args, "api_url", None):  # through the signed API: no settings of ours
         return
     if needs == "runtime" and has_runtime():  # built already (the process set it up)
         return
@@ -148,40 +157,44 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_show(args: argparse.Namespace) -> int:
+def _task_ref(args: argparse.Namespace) -> TaskRef:
+    from baton.retrying import TaskRef
+
+    return TaskRef(task_id=args.task_id, app=args.app, idempotency_key=args.key)
+
+
+def _api_client(args: argparse.Namespace) -> BatonClient:
+    """The SDK's client of the signed status API (``--api-url``): from outside the VPC,
+    with the caller's own AWS credentials, no database or Redis needed."""
+    from baton_sdk import BatonClient
+
+    return BatonClient("", api_url=str(args.api_url).rstrip("/"))
+
+
+def _task_view(args: argparse.Namespace, ref: TaskRef) -> TaskView:
+    """The task as the status API answers it: through the API with ``--api-url``, else
+    read here (the same function the API runs)."""
+    if args.api_url:
+        client = _api_client(args)
+        if ref.task_id is not None:
+            return client.status(ref.task_id)
+        return client.status_by_key(ref.app or "", ref.idempotency_key or "")
+    from baton.retrying import find_task
     from baton.runtime import get_runtime
+    from baton.status import task_view
 
     runtime = get_runtime()
-    task = runtime.repository.get_task(args.task_id)
-    if task is None:
-        print(f"task {args.task_id} does not exist", file=sys.stderr)
-        return 1
-    executions = runtime.repository.executions_of(task.id)
-    print(
-        json.dumps(
-            {
-                "task_id": task.id,
-                "app": task.app,
-                "algorithm": task.algorithm,
-                "status": task.status.value,
-                "attempts": task.attempts,
-                "max_attempts": task.max_attempts,
-                "error": {"code": task.error_code, "message": task.error_message},
-                "executions": [
-                    {
-                        "attempt": e.attempt,
-                        "status": e.status.value,
-                        "deadline": e.deadline.isoformat(),
-                        "http_status": e.http_status,
-                        "error_code": e.error_code,
-                        "progress": e.progress,
-                    }
-                    for e in executions
-                ],
-            },
-            indent=2,
-        )
-    )
+    return task_view(runtime, find_task(runtime, ref))
+
+
+def _task_show(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    try:
+        ref = _task_ref(args)
+    except ValidationError as exc:
+        return _invalid(exc)
+    print(_task_view(args, ref).model_dump_json(indent=2))
     return 0
 
 
@@ -196,6 +209,8 @@ def _task_cancel(args: argparse.Namespace) -> int:
         ref = TaskRef(task_id=args.task_id, app=args.app, idempotency_key=args.key)
     except ValidationError as exc:
         return _invalid(exc)
+    if args.api_url:
+        return _task_cancel_via_api(args, ref)
     runtime = get_runtime()
     # The cancel message's own implementation: the task ends cancelled with its one
     # notification, and a running attempt is stopped at its algorithm.
@@ -226,20 +241,64 @@ def _task_cancel(args: argparse.Namespace) -> int:
     return 0 if result.outcome in (CancelOutcome.CANCELLED, CancelOutcome.KEPT) else _REFUSED_EXIT
 
 
-def _task_why(args: argparse.Namespace) -> int:
+def _task_cancel_via_api(args: argparse.Namespace, ref: TaskRef) -> int:
+    client = _api_client(args)
+    outcome = client.cancel_via_api(
+        ref.task_id, app=ref.app, idempotency_key=ref.idempotency_key, reason=args.reason
+    )
+    document: dict[str, Any] = {"outcome": outcome.outcome, "status": outcome.status}
+    if outcome.task is not None:
+        document["task_id"] = outcome.task.task_id
+    if args.json:
+        _print_document(document)
+    elif outcome.outcome == "already_final":
+        print(f"baton: the task is already {outcome.status}", file=sys.stderr)
+    elif outcome.outcome == "kept":
+        print(f"no task of {ref.app} with that key yet: the cancel is kept for it")
+    else:
+        print(f"task {document['task_id']} cancelled")
+    return _REFUSED_EXIT if outcome.outcome == "already_final" else 0
+
+
+def _waiting_of(args: argparse.Namespace, ref: TaskRef) -> tuple[str, str, Waiting | None]:
+    """The task's id, status and ``waiting``: the status API's (``--api-url``), or read
+    here by the function the API runs."""
+    if args.api_url:
+        view = _task_view(args, ref)
+        return view.task_id, view.status, view.waiting
+    from baton.retrying import find_task
     from baton.runtime import get_runtime
     from baton.waiting import explain_waiting
 
     runtime = get_runtime()
-    task = runtime.repository.get_task(args.task_id)
-    if task is None:
-        print(f"task {args.task_id} does not exist", file=sys.stderr)
-        return 1
-    waiting = explain_waiting(runtime, task)
+    task = find_task(runtime, ref)
+    return task.id, task.status.value, explain_waiting(runtime, task)
+
+
+def _task_why(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    try:
+        ref = _task_ref(args)
+    except ValidationError as exc:
+        return _invalid(exc)
+    task_id, status, waiting = _waiting_of(args, ref)
     if waiting is None:
-        print(f"task {task.id} is {task.status.value}: it is not waiting")
+        if args.json:
+            print("null")
+        else:
+            print(f"task {task_id} is {status}: it is not waiting")
         return 0
-    print(json.dumps(waiting.model_dump(mode="json"), indent=2))
+    if args.json:
+        print(waiting.model_dump_json(indent=2))
+        return 0
+    print(f"task {task_id} waits: {waiting.reason}")
+    print(f"  {waiting.detail}")
+    print(f"  ahead of it: {waiting.ahead}; running {waiting.running} of {waiting.max_concurrency}")
+    if waiting.until is not None:
+        print(f"  until: {waiting.until.isoformat()}")
+    if waiting.eta is not None:
+        print(f"  expected done by: {waiting.eta.isoformat()}")
     return 0
 
 
@@ -696,6 +755,18 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _add_task_ref(command: argparse.ArgumentParser) -> None:
+    command.add_argument("task_id", nargs="?", help="or --app and --key")
+    command.add_argument("--app", help="with --key: the task of this app ...")
+    command.add_argument("--key", help="... with this idempotency key")
+    command.add_argument(
+        "--api-url",
+        default=os.environ.get("BATON_STATUS_API_URL"),
+        help="through the signed status API at this URL (stack output StatusApiUrl; "
+        "default BATON_STATUS_API_URL), with your AWS credentials: no database access needed",
+    )
+
+
 def _operator_options() -> argparse.ArgumentParser:
     """``--local`` and ``--state-dir``, shared by every command that reaches a stack."""
     options = argparse.ArgumentParser(add_help=False)
@@ -730,19 +801,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = task_commands.add_parser(
         "show", help="a task and its attempts as JSON", parents=operator
     )
-    show.add_argument("task_id")
+    _add_task_ref(show)
     show.set_defaults(run=_task_show, needs="runtime")
     why = task_commands.add_parser(
         "why", help="why a pending or queued task waits", parents=operator
     )
-    why.add_argument("task_id")
+    _add_task_ref(why)
+    why.add_argument("--json", action="store_true", help="the waiting object, as JSON")
     why.set_defaults(run=_task_why, needs="runtime")
     cancel = task_commands.add_parser(
         "cancel", help="cancel a task that has not finished", parents=operator
     )
-    cancel.add_argument("task_id", nargs="?", help="or --app and --key")
-    cancel.add_argument("--app", help="with --key: the task of this app ...")
-    cancel.add_argument("--key", help="... with this idempotency key (kept if not arrived)")
+    _add_task_ref(cancel)
     cancel.add_argument("--reason", default="cancelled by operator")
     cancel.add_argument("--json", action="store_true", help="one JSON document")
     cancel.set_defaults(run=_task_cancel, needs="runtime")
@@ -801,6 +871,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_settings(args)
         return int(args.run(args))
     except ApiError as exc:  # not found, or refused (a task that has finished)
+        print(f"baton: {exc}", file=sys.stderr)
+        return 1
+    except BatonSdkError as exc:  # the same, answered by the status API (--api-url)
         print(f"baton: {exc}", file=sys.stderr)
         return 1
     except SettingsError as exc:

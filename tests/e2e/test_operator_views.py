@@ -409,9 +409,14 @@ def test_one_task_commands_still_answer(
         "running",
         "running",
     )
-    code, out, _ = baton(capsys, "task", "why", "t5")
+    code, out, _ = baton(capsys, "task", "why", "t5", "--json")
     assert code == 0
-    assert json.loads(out)["reason"] in {"recovering", "capacity"}
+    reason = json.loads(out)["reason"]
+    assert reason in {"recovering", "capacity"}
+    code, out, _ = baton(capsys, "task", "why", "t5")
+    assert (code, out.splitlines()[0]) == (0, f"task t5 waits: {reason}")
+    code, out, _ = baton(capsys, "task", "show", "--app", "billing", "--key", "key-t4")
+    assert (code, json.loads(out)["task_id"]) == (0, "t4")
     code, out, _ = baton(capsys, "task", "why", "t1")
     assert (code, out) == (0, "task t1 is succeeded: it is not waiting\n")
     assert baton(capsys, "task", "show", "no-such-task")[0] == 1

@@ -7,6 +7,7 @@ principal gets a 404, a principal of no app a 403, an unsigned request API Gatew
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from urllib.parse import quote
 import boto3
 import pytest
 import urllib3
+from baton import cli
 from baton_local.emulator.aws import DUMMY_KEY_ID, DUMMY_SECRET
 from baton_local.emulator.cloud import OUTPUTS_FILE, LocalCloud
 from baton_local.emulator.sigv4 import DEFAULT_CALLER_ARN, IamCaller
@@ -104,6 +106,8 @@ def signed_get(url: str, key: str, secret: str) -> tuple[int, Any]:
 
 def test_the_status_api_answers_signed_requests_on_baton_local(
     stack: tuple[LocalCloud, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cloud, task_id = stack
     base = cloud.outputs["StatusApiUrl"]
@@ -156,3 +160,18 @@ def test_the_status_api_answers_signed_requests_on_baton_local(
     assert kept.outcome == "kept"
     with pytest.raises(TaskNotFound):
         billing.cancel_via_api(task_id)
+
+    # The operator commands, from "outside the VPC": the signed API, no settings at all
+    for name in [n for n in os.environ if n.startswith("BATON_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", DUMMY_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    capsys.readouterr()
+    assert cli.main(["task", "show", task_id, "--api-url", base]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+    assert cli.main(["task", "why", task_id, "--api-url", base]) == 0
+    assert capsys.readouterr().out == f"task {task_id} is succeeded: it is not waiting\n"
+    assert cli.main(["task", "cancel", task_id, "--api-url", base]) == 1
+    assert "already succeeded" in capsys.readouterr().err
+    assert cli.main(["task", "show", "no-such-task", "--api-url", base]) == 1

@@ -25,9 +25,9 @@ Counted per task, after a warm-up that is not counted:
 - AWS calls by operation (botocore's ``before-call`` event): Baton's own, the event
   source mapping's (Lambda's poller, billed as SQS requests) and the producer's.
 - Handler invocations, each handler's CPU (``time.thread_time`` of the thread that
-  runs it) and wall time; the whole process's CPU beside it (handlers, the loopback
-  gateway, the event source mapping and the counters: moto and the service run in
-  processes of their own).
+  runs it, and of the pool threads it sends dispatch requests from) and wall time;
+  the whole process's CPU beside it (handlers, the loopback gateway, the event source
+  mapping and the counters: moto and the service run in processes of their own).
 - Log bytes at the default level (INFO): every line Powertools' Logger writes, and
   the metrics' EMF lines, as they reach stdout (CloudWatch ingests them as is).
 - Latency: submit (the start of the intake invocation that carries the message) ->
@@ -83,6 +83,7 @@ import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,8 +326,40 @@ def count_aws_calls(session: boto3.session.Session, caller: str, meter: Meter) -
     session.events.register("before-call", before_call)
 
 
+_invocation = threading.local()
+
+
+@contextmanager
+def worker_cpu_attributed() -> Iterator[None]:
+    """Count the CPU of work a handler hands to a thread pool (dispatch requests and
+    cancel requests go out from one) as the handler's: each task submitted while an
+    invocation runs reports its thread's CPU to that invocation."""
+    original = ThreadPoolExecutor.submit
+
+    def submit(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kw: Any) -> Any:
+        sink: list[float] | None = getattr(_invocation, "sink", None)
+        if sink is None:
+            return original(self, fn, *args, **kw)
+
+        def timed(*inner: Any, **inner_kw: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return fn(*inner, **inner_kw)
+            finally:
+                sink.append(time.thread_time() - started)
+
+        return original(self, timed, *args, **kw)
+
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        ThreadPoolExecutor.submit = original  # type: ignore[method-assign]
+
+
 class MeteredHandlers(Handlers):
-    """The handlers, each invocation timed (its thread's CPU and the wall clock)."""
+    """The handlers, each invocation timed: the CPU of its thread and of the pool
+    threads it used, and the wall clock."""
 
     def __init__(self, meter: Meter) -> None:
         super().__init__()
@@ -338,6 +371,8 @@ class MeteredHandlers(Handlers):
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
         with self._locks[name]:
             wall, cpu = time.perf_counter(), time.thread_time()
+            workers: list[float] = []
+            _invocation.sink = workers
             status = 0
             try:
                 answer = self._modules[name].lambda_handler(event, _context(name))
@@ -345,7 +380,8 @@ class MeteredHandlers(Handlers):
                     status = int(answer["statusCode"])
                 return answer
             finally:
-                cpu_ms = (time.thread_time() - cpu) * 1000
+                _invocation.sink = None
+                cpu_ms = (time.thread_time() - cpu + sum(workers)) * 1000
                 self.meter.count_invocation(name, cpu_ms, (time.perf_counter() - wall) * 1000)
                 if name == "callback":
                     with self._done:
@@ -1222,7 +1258,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load = os.getloadavg()[0]
     # What Baton writes outside the counted windows (the warm-up, the cold starts'
     # preparation) is dropped: only the figures are printed.
-    with quiet(Meter()), stack(meter) as s, instrument_redis(s.redis_pool, meter):
+    with (
+        quiet(Meter()),
+        worker_cpu_attributed(),
+        stack(meter) as s,
+        instrument_redis(s.redis_pool, meter),
+    ):
         run, latencies = lifecycle(s, args.tasks, args.warmup)
         if s.handlers.callback_answers.keys() != {200}:
             raise RuntimeError(f"callbacks answered {dict(s.handlers.callback_answers)}")

@@ -194,6 +194,7 @@ class Meter:
             self.emf_lines = 0
             self.stderr_bytes = 0
             self.log_messages: Counter[str] = Counter()
+            self.warnings: list[str] = []
 
     def count_sql(self, kind: str) -> None:
         with self._lock:
@@ -230,9 +231,12 @@ class Meter:
                 self.log_bytes += size
                 self.log_lines += 1
                 try:
-                    self.log_messages[str(json.loads(line).get("message"))[:60]] += size
+                    record = json.loads(line)
                 except ValueError:
-                    self.log_messages["(not JSON)"] += size
+                    record = {"message": "(not JSON)", "level": "?"}
+                self.log_messages[str(record.get("message"))[:60]] += size
+                if record.get("level") not in ("INFO", "DEBUG") and len(self.warnings) < 5:
+                    self.warnings.append(line[:600])
 
 
 class CountingStream(io.TextIOBase):
@@ -365,6 +369,7 @@ class MeteredHandlers(Handlers):
         super().__init__()
         self.meter = meter
         self.callbacks_done = 0
+        self.callbacks_applied = 0
         self.callback_answers: Counter[int] = Counter()
         self._done = threading.Condition()
 
@@ -386,13 +391,14 @@ class MeteredHandlers(Handlers):
                 if name == "callback":
                     with self._done:
                         self.callbacks_done += 1
+                        self.callbacks_applied += status == 200
                         self.callback_answers[status] += 1
                         self._done.notify_all()
 
     def wait_callbacks(self, count: int, timeout: float = 60) -> None:
         with self._done:
-            if not self._done.wait_for(lambda: self.callbacks_done >= count, timeout):
-                raise TimeoutError(f"{self.callbacks_done} of {count} callbacks arrived")
+            if not self._done.wait_for(lambda: self.callbacks_applied >= count, timeout):
+                raise TimeoutError(f"{self.callbacks_applied} of {count} callbacks applied")
 
 
 def _context(name: str) -> Any:
@@ -637,7 +643,7 @@ def pump(stack: Stack, tasks: int, submitted: dict[str, float]) -> None:
     """The event source mapping: receive up to 10, invoke intake, delete what it took;
     then wait for the batch's callbacks before the next receive."""
     sqs = stack.outside.client("sqs")
-    expected = stack.handlers.callbacks_done
+    expected = stack.handlers.callbacks_applied
     taken = 0
     while taken < tasks:
         messages = sqs.receive_message(
@@ -1193,6 +1199,10 @@ def report(result: dict[str, Any]) -> None:
     _line("Lambda platform lines (estimate)", f"{f['platform_log_bytes_estimate']:.0f}")
     for message, size in f["log_bytes_by_message"].items():
         _line(f"  {message[:32]}", f"{size:.0f}")
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(result["callback_answers"].items()))
+    _line("callback answers", answers)
+    for warning in result["warnings"]:
+        print(f"  warning: {warning[:300]}")
     print("usd per million tasks (list prices; PRICES)")
     for item, usd in cost.items():
         _line(item, f"{usd:.3f}", _goal(usd, "usd_per_million") if item == "total" else "")
@@ -1265,13 +1275,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         instrument_redis(s.redis_pool, meter),
     ):
         run, latencies = lifecycle(s, args.tasks, args.warmup)
-        if s.handlers.callback_answers.keys() != {200}:
-            raise RuntimeError(f"callbacks answered {dict(s.handlers.callback_answers)}")
         per_task = figures_of(run, args.tasks)
         callbacks = per_task["invocations"].get("callback", 0.0)
         walls = run.meter.wall_ms["callback"]
         result: dict[str, Any] = {
             "per_task": per_task,
+            "callback_answers": dict(s.handlers.callback_answers),
+            "warnings": run.meter.warnings,
             "latency_ms": {
                 "submit_to_dispatch": {
                     "p50": round(statistics.median(latencies["submit_to_dispatch_ms"]), 2),

@@ -677,8 +677,8 @@ def lifecycle(stack: Stack, tasks: int, warmup: int) -> tuple[Window, dict[str, 
     send_tasks(stack, warm)
     pump(stack, warmup, submitted)
     refs = [f"task-{stack.run}-{n}" for n in range(tasks)]
-    send_tasks(stack, refs)
     with window(stack.meter, lambda: server_status(database), lambda: redis_status(probe)) as out:
+        send_tasks(stack, refs)  # the producer's requests are SQS requests of the design too
         pump(stack, tasks, submitted)
     database.close()
     arrivals = stack.service.stats()["arrivals"]

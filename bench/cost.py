@@ -195,6 +195,7 @@ class Meter:
             self.stderr_bytes = 0
             self.log_messages: Counter[str] = Counter()
             self.warnings: list[str] = []
+            self.db_errors: Counter[str] = Counter()
 
     def count_sql(self, kind: str) -> None:
         with self._lock:
@@ -208,6 +209,10 @@ class Meter:
         with self._lock:
             self.redis_round_trips += 1
             self.redis_commands.update(names)
+
+    def count_db_error(self, error: str) -> None:
+        with self._lock:
+            self.db_errors[error] += 1
 
     def count_aws(self, caller: str, operation: str) -> None:
         with self._lock:
@@ -272,6 +277,10 @@ def instrument_engine(engine: sa.Engine, meter: Meter) -> None:
     @sa.event.listens_for(engine, "connect")
     def _connect(*_args: Any) -> None:
         meter.count_connect()
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _error(context: sa.engine.ExceptionContext) -> None:
+        meter.count_db_error(str(context.original_exception)[:160])
 
     dialect: Any = engine.dialect
     for method, kind in (("do_commit", "COMMIT"), ("do_rollback", "ROLLBACK"), ("do_ping", "ping")):
@@ -1203,6 +1212,8 @@ def report(result: dict[str, Any]) -> None:
     _line("callback answers", answers)
     for warning in result["warnings"]:
         print(f"  warning: {warning[:300]}")
+    for error, count in result.get("database_errors", {}).items():
+        print(f"  database error x{count}: {error}")
     print("usd per million tasks (list prices; PRICES)")
     for item, usd in cost.items():
         _line(item, f"{usd:.3f}", _goal(usd, "usd_per_million") if item == "total" else "")
@@ -1282,6 +1293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "per_task": per_task,
             "callback_answers": dict(s.handlers.callback_answers),
             "warnings": run.meter.warnings,
+            "database_errors": dict(run.meter.db_errors),
             "latency_ms": {
                 "submit_to_dispatch": {
                     "p50": round(statistics.median(latencies["submit_to_dispatch_ms"]), 2),

@@ -33,10 +33,11 @@ validate:  ## the template, as CI checks it
 build: validate
 	AWS_DEFAULT_REGION=eu-west-1 .venv-sam/bin/sam build
 
-bench:
+bench:  ## latency, then what one task costs (ARGS go to bench/cost.py: ARGS='--tasks 200')
 	scripts/bootstrap.sh
 	scripts/services.sh
 	.venv/bin/python -m bench.dispatch_latency
+	.venv/bin/python -m bench.cost $(ARGS)
 
 clean:
 	rm -rf .aws-sam .venv .venv-sam .pytest_cache .mypy_cache .ruff_cache .baton-local reports

@@ -59,3 +59,20 @@ def test_dependency_lock_is_pinned_and_leaves_the_runtime_alone() -> None:
         '"$(ARTIFACTS_DIR)/python"',
     ):
         assert flag in makefile, flag
+    # pip must not compile (with the build host's Python); the runtime's Python does
+    assert "--no-compile" in makefile
+    assert "include $(HERE)/../bytecode.mk" in makefile
+    assert "$(call compile-bytecode,$(ARTIFACTS_DIR)/python)" in makefile
+
+
+def test_both_layers_ship_unchecked_bytecode_of_the_runtimes_python() -> None:
+    """/opt is read-only: bytecode must be the runtime's version (3.12), and hash-based
+    without a check of the source, so that no mtime makes a cold start recompile."""
+    recipe = (ROOT / "layers/bytecode.mk").read_text()
+    assert "python3.12" in recipe
+    assert "sys.version_info[:2] == (3, 12)" in recipe
+    assert "-m compileall -q -j 0 --invalidation-mode unchecked-hash" in recipe
+    for makefile in ("layers/dependencies/Makefile", "shared/Makefile"):
+        text = (ROOT / makefile).read_text()
+        assert "bytecode.mk" in text, makefile
+        assert "$(call compile-bytecode,$(ARTIFACTS_DIR)/python)" in text, makefile

@@ -17,6 +17,8 @@ from tests.support.building import built_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVELOPMENT_ONLY = ("local", "emulator", "demo", "profile", "documents")
+# importlib.util.MAGIC_NUMBER of CPython 3.12 (3531), the Lambda runtime's Python
+PYTHON_312_MAGIC = (3531).to_bytes(2, "little") + b"\r\n"
 
 
 def test_the_baton_package_has_no_emulator_or_demo_module() -> None:
@@ -39,13 +41,48 @@ def test_the_layer_ships_the_baton_package_and_the_sdk_alone(tmp_path: Path) -> 
     assert "python/baton_sdk/py.typed" in files
     assert {f.split("/")[1] for f in files} == {"baton", "baton_sdk"}, files
     assert all(f.startswith(("python/baton/", "python/baton_sdk/")) for f in files), files
-    assert not [f for f in files if "__pycache__" in f or f.endswith((".pyc", ".pyo"))]
+    # the bytecode of the runtime's Python and nothing else (no cache of the build host's)
+    sources = [f for f in files if f.endswith(".py")]
+    compiled = [f for f in files if "__pycache__" in f]
+    assert sorted(compiled) == sorted(bytecode_path(f) for f in sources)
     assert not [f for f in files if ".egg-info" in f]
     assert not [f for f in files if set(f.split("/")[2:-1]) & set(DEVELOPMENT_ONLY)]
     assert not [f for f in files if f.endswith(".txt")]
     # what the package needs at run time is there
     assert any(f.startswith("python/baton/lua/") and f.endswith(".lua") for f in files)
     assert any(f.startswith("python/baton/migrations/versions/") for f in files)
+
+
+def test_the_layer_bytecode_is_the_runtimes_and_never_checked_against_the_source(
+    tmp_path: Path,
+) -> None:
+    """Lambda mounts the layer read-only: bytecode that Python 3.12 would not take (of
+    another version, or stale by the mtimes the zip gives the files) is compiled again
+    by every cold start."""
+    subprocess.run(
+        ["make", "-s", "-f", "shared/Makefile", "build-BatonLayer", f"ARTIFACTS_DIR={tmp_path}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    python = tmp_path / "python"
+    sources = sorted(python.rglob("*.py"))
+    assert len(sources) > 40
+    for source in sources:
+        pyc = tmp_path / bytecode_path(source.relative_to(tmp_path).as_posix())
+        header = pyc.read_bytes()[:16]
+        assert header[:4] == PYTHON_312_MAGIC, (pyc, header[:4])
+        # PEP 552 flags: hash-based (bit 0), source not checked (bit 1 clear)
+        assert int.from_bytes(header[4:8], "little") == 0b01, pyc
+        # the path tracebacks show is where Lambda puts the file
+        where = f"/opt/python/{source.relative_to(python).as_posix()}".encode()
+        assert where in pyc.read_bytes(), pyc
+
+
+def bytecode_path(source: str) -> str:
+    """Where CPython 3.12 looks for the bytecode of ``source`` (PEP 3147)."""
+    folder, _, name = source.rpartition("/")
+    return f"{folder}/__pycache__/{name.removesuffix('.py')}.cpython-312.pyc"
 
 
 def test_the_baton_wheel_carries_no_demo_documents(tmp_path: Path) -> None:

@@ -469,9 +469,27 @@ class Repository:
 
     def mark_accepted(self, task_id: str, attempt: int, now: datetime, http_status: int) -> bool:
         """Step 10: the algorithm accepted the dispatch (2xx): DISPATCHING -> RUNNING.
-        The task's first acceptance ends its queue timeout."""
+        The task's first acceptance ends its queue timeout.
+
+        The task row is written first, as every other transaction that writes both does
+        (a callback arriving at once locks the task, then the attempt): the other order
+        deadlocks against it. The task is running this attempt exactly while the
+        attempt is active, so the condition on the task is the attempt's too."""
         with self._transaction() as session:
-            moved = self._move_execution(
+            session.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id,
+                    Task.status == TaskStatus.RUNNING,
+                    Task.attempts == attempt,
+                )
+                .values(
+                    first_accepted_at=func.coalesce(
+                        Task.first_accepted_at, type_coerce(now, UTCDateTime)
+                    )
+                )
+            )
+            return self._move_execution(
                 session,
                 task_id,
                 attempt,
@@ -480,13 +498,6 @@ class Repository:
                 accepted_at=now,
                 http_status=http_status,
             )
-            if moved:
-                session.execute(
-                    update(Task)
-                    .where(Task.id == task_id, Task.first_accepted_at.is_(None))
-                    .values(first_accepted_at=now)
-                )
-            return moved
 
     # -- completion, timeout, failure ---------------------------------------------------
 

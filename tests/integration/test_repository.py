@@ -3,7 +3,10 @@ compare-and-set attempt lifecycle, the outbox, and the sweep/reconcile reads."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 import pytest
 import sqlalchemy as sa
@@ -691,3 +694,42 @@ def test_active_and_overdue_attempts(repository: Repository, new_task: NewTaskFa
     boundary = now - timedelta(seconds=50)  # short's deadline
     assert short.id not in {a.task_id for a in repository.overdue_attempts(boundary, 100)}
     assert repository.overdue_attempts(now - timedelta(hours=1), 100) == []
+
+
+def test_an_acceptance_and_a_callback_at_the_same_moment_never_deadlock(
+    repository: Repository, new_task: NewTaskFactory
+) -> None:
+    # Given attempts whose algorithm calls back the instant it accepts: the dispatcher
+    # records the acceptance while the callback ends the attempt
+    failures: list[BaseException] = []
+
+    def race(task_id: str, now: datetime) -> None:
+        barrier = threading.Barrier(2)
+
+        def run(action: Callable[[], object]) -> None:
+            barrier.wait()
+            try:
+                action()
+            except BaseException as exc:  # a deadlock is an OperationalError (1213)
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(
+                target=run, args=(partial(repository.mark_accepted, task_id, 1, now, 202),)
+            ),
+            threading.Thread(
+                target=run, args=(partial(repository.finish_attempt, task_id, 1, now, SUCCEEDED),)
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    for _ in range(60):
+        task, now = start(repository, new_task)
+        race(task.id, now)
+        # Then both went through, and the task ended once
+        assert stored_task(repository, task.id).status == TaskStatus.SUCCEEDED
+
+    assert failures == []

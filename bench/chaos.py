@@ -146,8 +146,9 @@ class ChaosOptions:
     workers: int = 3
     seed: int = 1
     crash_rate: float = 0.05
-    # At the crash points reached only by cancels, retries and duplicates of final
-    # tasks: far fewer visits, so a higher rate, or a short run would not reach them.
+    # At the crash points reached only by cancels, drains and retries
+    # (chaos_worker.RARE_CRASH_POINTS): far fewer visits, so a higher rate, or a short
+    # run would not reach them.
     rare_crash_rate: float = 0.2
     duplicate_messages: float = 0.2
     duplicate_callbacks: float = 0.2
@@ -240,8 +241,8 @@ class ChaosReport:
             ("  SQS deliveries to intake (incl. redeliveries)", i["deliveries"]),
             ("crashes fired (invocations killed)", sum(self.crash_points.values())),
             (
-                f"  (rate {o.crash_rate:.0%}; {o.rare_crash_rate:.0%} at the cancel, "
-                "retry, republish points)",
+                f"  (rate {o.crash_rate:.0%}; {o.rare_crash_rate:.0%} at the cancel "
+                "and retry points)",
                 "",
             ),
         ]
@@ -1663,7 +1664,7 @@ def parse_options(argv: list[str] | None = None) -> ChaosOptions:
         "--rare-crash-rate",
         type=float,
         default=defaults.rare_crash_rate,
-        help="at the crash points of cancels, retries and duplicates of final tasks",
+        help="at the crash points of cancels, drains and retries",
     )
     parser.add_argument("--duplicate-messages", type=float, default=defaults.duplicate_messages)
     parser.add_argument("--duplicate-callbacks", type=float, default=defaults.duplicate_callbacks)

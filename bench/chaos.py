@@ -123,6 +123,8 @@ BEHAVIOUR_MIX: tuple[tuple[tuple[str, ...], float], ...] = (
     (("beat",), 0.05),
 )
 
+MAX_RETRIES = 2  # the operator's own retries of one task (a bulk one may add more)
+
 FLUSH_SCRIPT = """
 local deleted = 0
 for _, key in ipairs(redis.call('KEYS', ARGV[1])) do
@@ -307,7 +309,10 @@ class ChaosReport:
                 ", ".join(f"{a} {n}" for a, n in sorted(f["max_running"].items())),
             ),
             ("attempts timed out (database)", f["timed_out_attempts"]),
-            ("tasks timed out, by code", f["timed_out_tasks"]),
+            (
+                "tasks timed out, by code (outcomes)",
+                f"{f['timed_out_tasks']} ({f['timed_out_outcomes']})",
+            ),
             ("cancelled tasks", f["cancels"]),
             ("drains: acknowledged / freed at the grace", f["drains"]),
             ("  cancel requests sent by Baton (drain rows)", f["cancel_tries"]),
@@ -357,6 +362,7 @@ class PlannedTask:
     cancel: str | None = None  # None, "before" its message or "after" it
     cancel_by: str = "key"  # "key" or "id" (after only)
     cancel_delay: float = 0.0  # after: seconds after the task was sent
+    cancel_running: bool = False  # after: once it runs (then after cancel_delay)
 
     def cancel_body(self, task_id: str | None = None) -> str:
         target = {"task_id": task_id} if task_id else {"idempotency_key": self.key}
@@ -430,21 +436,34 @@ def plan_tasks(options: ChaosOptions, run: str) -> list[PlannedTask]:
         duplicate = None
         if rng.random() < options.duplicate_messages:
             duplicate = rng.choice(("now", "later"))
-        cancel, by, delay = None, "key", 0.0
+        cancel, by, delay, running = None, "key", 0.0, False
         draw = rng.random()
         if draw < options.cancels_before:
             cancel = "before"
             message["idempotency_key"] = f"chaos-{run}-{n}"  # a cancel by key needs one
         elif draw < options.cancels_before + options.cancels_after:
             cancel, by, delay = "after", rng.choice(("key", "id")), rng.uniform(0.05, 2.0)
-            # Work an app cancels is the long kind: it is often still running then.
-            message["input"]["chaos"]["run"] = round(rng.uniform(0.5, 0.9) * timeout, 3)
+            # Half of them once the task runs, a moment later: the work an app cancels
+            # is the long kind, so it is still running then.
+            running = rng.random() < 0.5
+            if running:
+                delay = rng.uniform(0.0, 0.3)
+                message["input"]["chaos"]["run"] = round(rng.uniform(0.4, 0.7) * timeout, 3)
         key = message.get("idempotency_key") or derive_idempotency_key(
             TaskMessage.model_validate(message)
         )
         planned.append(
             PlannedTask(
-                n, json.dumps(message), duplicate, plan, app, key, cancel, by, round(delay, 3)
+                n,
+                json.dumps(message),
+                duplicate,
+                plan,
+                app,
+                key,
+                cancel,
+                by,
+                round(delay, 3),
+                running,
             )
         )
     return planned
@@ -603,7 +622,9 @@ def fleet_registries(
         if (quota := quota_of(options, app, algorithm)) is not None
     }
     modes = {name: mode for name, (mode, _grace) in options.cancel_urls.items()}
-    return registry, Limits(dict(options.algorithms), endpoints, quotas, modes, frozenset(draining))
+    graces = {name: grace for name, (_mode, grace) in options.cancel_urls.items()}
+    limits = Limits(dict(options.algorithms), endpoints, quotas, modes, frozenset(draining), graces)
+    return registry, limits
 
 
 def app_registry(options: ChaosOptions, sender_id: str) -> dict[str, Any]:
@@ -669,6 +690,7 @@ class Run:
         self._retry_rng = random.Random(options.seed + 2)
         self._to_retry: list[tuple[float, str, int, Notice]] = []  # (due, id, tries, notice)
         self._considered: set[str] = set()
+        self._asked_for: Counter[str] = Counter()  # task id -> retries asked for it
         self.retry_busy = False
         self.retries_asked: Counter[str] = Counter()
         self.retries_refused: Counter[str] = Counter()
@@ -704,6 +726,13 @@ class Run:
                             heapq.heappush(later, (again, index, "task", task.body))
             while later and later[0][0] <= now and len(batch) < 10:
                 _due, index, kind, body = heapq.heappop(later)
+                if kind == "cancel when running":  # body: until when to look
+                    task = planned[index]
+                    if now < float(body) and self._status(task) in ("pending", "queued", ""):
+                        heapq.heappush(later, (now + 0.2, index, kind, body))  # not yet
+                    else:
+                        heapq.heappush(later, (now + task.cancel_delay, index, "cancel", ""))
+                    continue
                 batch.append(self._cancel_after(planned[index]) if kind == "cancel" else body)
             with self.lock:
                 room = self.options.window - (self.submitted - len(self.notified))
@@ -726,7 +755,10 @@ class Run:
                     keeping[task.index] = now + 20.0
                     continue
                 batch.append(task.body)
-                if task.cancel == "after":
+                if task.cancel == "after" and task.cancel_running:
+                    looking = (now + 0.2, task.index, "cancel when running", str(now + 20.0))
+                    heapq.heappush(later, looking)
+                elif task.cancel == "after":
                     heapq.heappush(later, (now + task.cancel_delay, task.index, "cancel", ""))
                 if task.duplicate == "now":
                     batch.append(task.body)
@@ -751,6 +783,16 @@ class Run:
             self.errors.append(f"producer: {exc!r}")
             return set()
         return {wanted[(row[0], row[1])] for row in rows if (row[0], row[1]) in wanted}
+
+    def _status(self, task: PlannedTask) -> str:
+        """The task's status in the database ('' if not stored yet, or unreadable)."""
+        with contextlib.suppress(sa.exc.SQLAlchemyError), self.engine.connect() as connection:
+            found = connection.exec_driver_sql(
+                "SELECT status FROM task WHERE app = %s AND idempotency_key = %s",
+                (task.app, task.key),
+            ).scalar_one_or_none()
+            return str(found or "")
+        return ""
 
     def _cancel_after(self, task: PlannedTask) -> str:
         """The cancel message of a task already sent: by id if the plan says so and the
@@ -832,18 +874,18 @@ class Run:
     # -- the operator's retries --------------------------------------------------------------
 
     def _consider_retry(self, notice: Notice) -> None:
-        """A failed or timed-out outcome is retried a moment later, by chance (under the
-        lock). Not those of a queue or total timeout: a retry keeps the task's deadlines,
-        so it would end timed out again at once."""
+        """A failed or timed-out outcome is retried a moment later, by chance, at most
+        twice a task (under the lock)."""
         if (
             not self.retrying
             or notice.status not in RETRIED
-            or notice.error_code in ("queue_timeout", "deadline_exceeded")
             or notice.notification_id in self._considered
+            or self._asked_for[notice.task_id] >= MAX_RETRIES
         ):
             return
         self._considered.add(notice.notification_id)
         if self._retry_rng.random() < self.options.retries:
+            self._asked_for[notice.task_id] += 1
             due = time.monotonic() + self._retry_rng.uniform(0.3, 1.5)
             heapq.heappush(self._to_retry, (due, notice.task_id, 0, notice))
 
@@ -1531,6 +1573,15 @@ def _assess(
         "per_endpoint": _per_endpoint(service.receipts),
         "app_shares": _app_shares(executions, {(r.task_id, r.attempt) for r in service.receipts}),
         "max_running": dict(chaos.max_running),
+        "timed_out_outcomes": ", ".join(
+            f"{k} {v}"
+            for k, v in sorted(
+                Counter(
+                    n.error_code for n in _outcomes(chaos.notices) if n.status == "timed_out"
+                ).items()
+            )
+        )
+        or "none",
         "timed_out_tasks": ", ".join(
             f"{k} {v}"
             for k, v in sorted(
@@ -1567,6 +1618,11 @@ def _assess(
         "true_overlaps": _true_overlaps(service.receipts),
     }
     return ChaosReport(options, checks, injected, figures, crash_points, str(log_dir))
+
+
+def _outcomes(notices: list[Notice]) -> list[Notice]:
+    """One notice per notification id: the outcomes the business app was told of."""
+    return list({n.notification_id: n for n in notices}.values())
 
 
 def _true_overlaps(receipts: list[Receipt]) -> int:

@@ -150,6 +150,7 @@ class Limits:
     quotas: dict[tuple[str, str], int]  # (app, algorithm) -> max_in_flight
     cancel_modes: dict[str, str] = field(default_factory=dict)  # algorithm -> honest/flaky
     draining: frozenset[str] = frozenset()  # endpoint URLs with a cancel URL
+    graces: dict[str, int] = field(default_factory=dict)  # algorithm -> cancel grace
 
     def over(self, algorithm: str, slots: Iterable[SampledSlot]) -> list[tuple[str, str]]:
         """Which limits ``slots`` (all of ``algorithm``) exceed together: (kind, what),
@@ -786,16 +787,34 @@ def check_true_load(
     ended on an endpoint without a cancel URL (from ``finished_at``), a dispatch that
     got no answer in time (from ``finished_at``: Baton cannot know it was accepted).
     That load never exceeds a cap, for every algorithm. For an algorithm whose service
-    acknowledges every cancel (``honest``), the drain records must leave nothing to cut
-    but unanswered dispatches, so its true load itself is held to the caps: the strict
-    bound, where it must hold. A ``flaky`` service refuses cancels, and its true load
-    may exceed a cap by exactly the attempts past their grace; one without cancel URLs
-    by whatever Baton ended (both printed, not asserted).
+    acknowledges every cancel (``honest``), the true load itself, uncut, is held to the
+    caps: the strict bound, where it must hold (each slot was held until the service
+    had stopped; only a dispatch that got no answer could break it, and none may). A
+    ``flaky`` service refuses cancels, and its true load may exceed a cap by exactly
+    the attempts past their grace; one without cancel URLs by whatever Baton ended
+    (both printed, not asserted). The accountable bound is computed from the drain
+    records rather than by keeping those services honest, so that the grace itself
+    is under test: a slot freed before the grace shows as load Baton answers for.
     """
     rows = {(e.task_id, e.attempt): e for runs in executions.values() for e in runs}
     raw: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     held: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     load = TrueLoad()
+    problems = []
+    for ended in rows.values():
+        grace = limits.graces.get(ended.algorithm)
+        if (
+            ended.drained_at_grace
+            and ended.drained_at is not None
+            and ended.finished_at is not None
+            and grace is not None
+        ):
+            early = ended.finished_at + grace - ended.drained_at
+            if early > 0.001:  # the grace is counted from the end
+                problems.append(
+                    f"{ended.task_id} attempt {ended.attempt}: freed without an "
+                    f"acknowledged cancel {early:.3f} s before its grace"
+                )
     for receipt in receipts:
         if receipt.answer >= 300 or receipt.behaviour == AFTER_CANCEL:
             continue
@@ -820,7 +839,6 @@ def check_true_load(
             held[name].append(
                 (start, max(start, min(stop, cut if cut is not None else stop)), receipt.cost)
             )
-    problems = []
     caps = {f"alg:{a}": (a, cap) for a, cap in limits.algorithms.items()}
     caps |= {f"ep:{url}": (a, cap) for url, (a, cap) in limits.endpoints.items()}
     for name, (algorithm, cap) in caps.items():

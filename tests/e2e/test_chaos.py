@@ -82,8 +82,8 @@ def test_the_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     cancels = report.figures["cancel_figures"]
     assert cancels.get("before: cancelled, never dispatched", 0) > 0
     assert cancels.get("after: cancelled while running", 0) > 0
-    assert "queue_timeout" in report.figures["timed_out_tasks"]
-    assert "deadline_exceeded" in report.figures["timed_out_tasks"]
+    assert "queue_timeout" in report.figures["timed_out_outcomes"]
+    assert "deadline_exceeded" in report.figures["timed_out_outcomes"]
     assert report.injected["tasks_retried"].split(" / ")[0] != "0"
     assert report.figures["drains"].split(" / ")[0] != "0"  # acknowledged
     assert report.figures["drains"].split(" / ")[1] != "0"  # freed at the grace

@@ -243,9 +243,8 @@ class ChaosReport:
             ("  SQS deliveries to intake (incl. redeliveries)", i["deliveries"]),
             ("crashes fired (invocations killed)", sum(self.crash_points.values())),
             (
-                f"  (rate {o.crash_rate:.0%}; {o.rare_crash_rate:.0%} at the cancel "
-                "and retry points)",
-                "",
+                "  rate: most points / cancel and retry ones",
+                f"{o.crash_rate:.0%} / {o.rare_crash_rate:.0%}",
             ),
         ]
         rows += [(f"  {point}", self.crash_points.get(point, 0)) for point in KNOWN_CRASH_POINTS]

@@ -1,4 +1,4 @@
-"""The chaos run, short: 200 tasks through the real handlers in worker processes, with
+"""The chaos run, short: 160 tasks through the real handlers in worker processes, with
 crashes at random crash points, duplicate messages and callbacks, late callbacks, a
 Redis flush inside a slow-database window and a database outage, all at once
 (bench/chaos.py; the long run and its figures are in docs/reliability.md), in the fleet
@@ -40,9 +40,10 @@ from tests.support.services import flush_prefix
 def test_the_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     report = run_chaos(
         ChaosOptions(
-            tasks=200,
+            tasks=160,
             workers=3,
             seed=7,
+            cancels_before=0.05,
             flushes=1,
             outages=1,
             outage_seconds=2.0,

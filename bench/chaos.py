@@ -1,7 +1,9 @@
 """Chaos run: thousands of tasks through the real handlers while everything that can go
 wrong does, at once; then the invariants (README, "How it keeps its promises"): one
-final state and one notification per task, the cap, never running twice, one row per
-idempotency key, late callbacks refused without effect, timeouts only after deadlines.
+final state per task and one notification per outcome, the cap, never running twice,
+one row per idempotency key, late callbacks refused without effect, timeouts only after
+deadlines, cancels that end their task once (an early one before any dispatch), and
+the algorithm service's true load within the caps where Baton answers for it.
 
 - several worker processes ('spawn'), each a whole deployment's worth of Lambda
   instances: intake polling the real intake SQS queue (moto server on loopback, shared),

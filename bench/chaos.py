@@ -1,7 +1,9 @@
 """Chaos run: thousands of tasks through the real handlers while everything that can go
 wrong does, at once; then the invariants (README, "How it keeps its promises"): one
-final state and one notification per task, the cap, never running twice, one row per
-idempotency key, late callbacks refused without effect, timeouts only after deadlines.
+final state per task and one notification per outcome, the cap, never running twice,
+one row per idempotency key, late callbacks refused without effect, timeouts only after
+deadlines, cancels that end their task once (an early one before any dispatch), and
+the algorithm service's true load within the caps where Baton answers for it.
 
 - several worker processes ('spawn'), each a whole deployment's worth of Lambda
   instances: intake polling the real intake SQS queue (moto server on loopback, shared),
@@ -19,7 +21,17 @@ idempotency key, late callbacks refused without effect, timeouts only after dead
 - Redis flushed mid-run (every key of the run's prefix at once), the database
   unreachable for a few seconds (a TCP proxy in this process closes its listener and
   cuts every open connection) and slow for a few more (the proxy delays every packet;
-  the last flush lands in that window).
+  the last flush lands in that window);
+- the business app's cancel messages on the intake queue, by key or by id, some time
+  after a task was sent (it may be waiting, running or final by then), and some by key
+  before their task's message (sent once the cancel is kept: the task must end
+  cancelled, never dispatched); task messages with queue and total timeouts short
+  enough to fire; an operator (a process of its own) retrying some failed and timed-out
+  tasks while the run goes on, one by id or key, or a few at once (a bulk retry);
+- cancel URLs: some algorithms' endpoints have one, with a short grace; the service of
+  one acknowledges every cancel, another's refuses some (503, no answer) and all of a
+  share of its attempts, which then drain until the grace. The service works on every
+  attempt until its work ends or its cancel is acknowledged, whatever Baton counts.
 
 Checks (caps, per algorithm, per endpoint and per app quota, in cost units), printed
 with what was injected; the exit status is non-zero if one fails:
@@ -36,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import heapq
+import itertools
 import json
 import logging
 import math
@@ -64,28 +77,35 @@ from baton.faults import KNOWN_CRASH_POINTS
 from baton.schema import upgrade_database
 from baton.signing import SigningKeyring
 from baton.tokens import TokenKeyring
+from baton_sdk.contracts import CancelMessage, TaskMessage, derive_idempotency_key, message_body
 
 from bench.chaos_checks import (
+    RETRIED,
+    CancelSent,
     Check,
     ExecutionRow,
     Limits,
     Notice,
+    Retries,
     RunningSample,
     SampledMax,
     SampledSlot,
     TaskRow,
+    acknowledges,
     check_callbacks,
+    check_cancels,
     check_cap,
     check_not_twice,
     check_notifications,
     check_one_row,
     check_terminal,
     check_timeouts,
+    check_true_load,
     short,
 )
 from bench.chaos_proxy import TcpProxy
-from bench.chaos_service import BUSY, ChaosAlgorithmService, Receipt
-from bench.chaos_worker import WorkerSpec, WorkerStats, worker_main
+from bench.chaos_service import BUSY, FLAKY, HONEST, ChaosAlgorithmService, Receipt
+from bench.chaos_worker import RetryAnswer, WorkerSpec, WorkerStats, operator_main, worker_main
 
 MYSQL = os.environ.get("BATON_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 REDIS = os.environ.get("BATON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -105,6 +125,8 @@ BEHAVIOUR_MIX: tuple[tuple[tuple[str, ...], float], ...] = (
     (("beat",), 0.05),
 )
 
+MAX_RETRIES = 2  # the operator's own retries of one task (a bulk one may add more)
+
 FLUSH_SCRIPT = """
 local deleted = 0
 for _, key in ipairs(redis.call('KEYS', ARGV[1])) do
@@ -118,12 +140,20 @@ def _default_apps() -> dict[str, float]:
     return {"contracts": 3.0, "invoices": 1.0, "forms": 1.0}
 
 
+def _default_cancel_urls() -> dict[str, tuple[str, int]]:
+    return {"vision": (HONEST, 8), "nlp": (FLAKY, 3)}
+
+
 @dataclass
 class ChaosOptions:
     tasks: int = 2000
     workers: int = 3
     seed: int = 1
     crash_rate: float = 0.05
+    # At the crash points reached only by cancels, drains and retries
+    # (chaos_worker.RARE_CRASH_POINTS): far fewer visits, so a higher rate, or a short
+    # run would not reach them.
+    rare_crash_rate: float = 0.2
     duplicate_messages: float = 0.2
     duplicate_callbacks: float = 0.2
     flushes: int = 2
@@ -141,6 +171,16 @@ class ChaosOptions:
     # (app, algorithm or "*") -> max_in_flight; the heaviest app, so that it binds
     quotas: dict[tuple[str, str], int] = field(default_factory=lambda: {("contracts", "vision"): 2})
     costs: tuple[tuple[int, float], ...] = ((1, 0.6), (2, 0.25), (3, 0.15))  # (cost, share)
+    # algorithm -> (how its service answers cancels, cancel_grace_seconds): its
+    # endpoints get a cancel URL; the others have none.
+    cancel_urls: dict[str, tuple[str, int]] = field(default_factory=_default_cancel_urls)
+    cancels_after: float = 0.08  # of the tasks, cancelled 0.05-2 s after being sent
+    cancels_before: float = 0.03  # cancelled by key before their message is sent
+    queue_timeouts: float = 0.06  # of the tasks, a queue_timeout_seconds of 1-3
+    total_timeouts: float = 0.05  # a total_timeout_seconds of 2-6
+    retries: float = 0.7  # of the failed and timed-out outcomes, retried by the operator
+    bulk_every: int = 4  # every 4th retry a bulk retry of the same kind (at most 3 tasks)
+    hold: tuple[float, float] = (3.0, 6.0)  # how long a silent attempt works
     window: int = 60  # tasks submitted and not yet notified, at most
     settle_seconds: float = 90.0  # every task terminal this long after the last submit
     tick: tuple[float, float] = (0.5, 1.0)
@@ -190,6 +230,11 @@ class ChaosReport:
             + "; quotas "
             + (", ".join(f"{app} on {alg} {q}" for (app, alg), q in o.quotas.items()) or "none"),
             "costs " + ", ".join(f"{cost}: {share:.0%}" for cost, share in o.costs),
+            "cancel URLs "
+            + (
+                ", ".join(f"{a} ({mode}, grace {g} s)" for a, (mode, g) in o.cancel_urls.items())
+                or "none"
+            ),
             "",
             f"{'injected':<44} {'count':>10}",
             f"{'-' * 44} {'-' * 10}",
@@ -199,6 +244,10 @@ class ChaosReport:
             ("  duplicate messages sent", i["duplicate_messages"]),
             ("  SQS deliveries to intake (incl. redeliveries)", i["deliveries"]),
             ("crashes fired (invocations killed)", sum(self.crash_points.values())),
+            (
+                "  rate: most points / cancel and retry ones",
+                f"{o.crash_rate:.0%} / {o.rare_crash_rate:.0%}",
+            ),
         ]
         rows += [(f"  {point}", self.crash_points.get(point, 0)) for point in KNOWN_CRASH_POINTS]
         rows += [
@@ -214,6 +263,14 @@ class ChaosReport:
             ("attempts silent / slow (late callback)", f"{i['silent']} / {i['slow']}"),
             ("attempts with heartbeats (heartbeats sent)", f"{i['beat']} ({i['heartbeats']})"),
             ("duplicate callbacks sent", i["duplicate_callbacks"]),
+            ("cancels sent after their task (by key / id)", i["cancels_after"]),
+            ("cancels sent before their task (kept first)", i["cancels_before"]),
+            ("tasks sent with a queue / total timeout", i["timeouts_asked"]),
+            ("operator retries asked (one / bulk)", i["retries_asked"]),
+            ("  tasks retried (surely / maybe)", i["tasks_retried"]),
+            ("  refused (notification not out yet, ...)", i["retries_refused"]),
+            ("cancel requests received (by answer)", i["cancel_requests"]),
+            ("dispatches after their cancel (no work)", i["after_cancel"]),
         ]
         lines += [f"{name:<44} {value!s:>10}" for name, value in rows]
         lines += ["", f"{'check':<44} {'result':>10}", f"{'-' * 44} {'-' * 10}"]
@@ -253,6 +310,16 @@ class ChaosReport:
                 ", ".join(f"{a} {n}" for a, n in sorted(f["max_running"].items())),
             ),
             ("attempts timed out (database)", f["timed_out_attempts"]),
+            (
+                "tasks timed out, by code (outcomes)",
+                f"{f['timed_out_tasks']} ({f['timed_out_outcomes']})",
+            ),
+            ("cancelled tasks", f["cancels"]),
+            ("drains: acknowledged / freed at the grace", f["drains"]),
+            ("  cancel requests sent by Baton (drain rows)", f["cancel_tries"]),
+            ("true max cost in flight / Baton's part (cap):", ""),
+            *((f"  {name}", value) for name, value in f["true_load"].items()),
+            ("attempts sent while the last one still worked", f["true_overlaps"]),
             ("attempts given up at confirmation (abandoned)", f["abandoned"]),
             ("dispatches with no answer in time (retried)", f["dispatch_timeouts"]),
             ("409 before the deadline (dispatch unanswered)", f["early_409"]),
@@ -291,6 +358,19 @@ class PlannedTask:
     body: str
     duplicate: str | None  # None, "now" (same batch) or "later" (sent again after a while)
     behaviours: tuple[str, ...]
+    app: str = ""
+    key: str = ""  # its idempotency key, given or derived
+    cancel: str | None = None  # None, "before" its message or "after" it
+    cancel_by: str = "key"  # "key" or "id" (after only)
+    cancel_delay: float = 0.0  # after: seconds after the task was sent
+    cancel_running: bool = False  # after: once it runs (then after cancel_delay)
+
+    def cancel_body(self, task_id: str | None = None) -> str:
+        target = {"task_id": task_id} if task_id else {"idempotency_key": self.key}
+        message = CancelMessage.model_validate(
+            {"app": self.app, "cancel": target, "reason": f"chaos {self.cancel}"}
+        )
+        return message_body(message)
 
 
 def quota_of(options: ChaosOptions, app: str, algorithm: str) -> int | None:
@@ -348,10 +428,45 @@ def plan_tasks(options: ChaosOptions, run: str) -> list[PlannedTask]:
             message["max_attempts"] = 4
         if cost > 1 or rng.random() < 0.5:  # else the default cost of 1
             message["cost"] = cost
+        if "silent" in plan:
+            message["input"]["chaos"]["hold"] = round(rng.uniform(*options.hold), 3)
+        if rng.random() < options.queue_timeouts:
+            message["queue_timeout_seconds"] = rng.randint(1, 3)
+        if rng.random() < options.total_timeouts:
+            message["total_timeout_seconds"] = rng.randint(2, 6)
         duplicate = None
         if rng.random() < options.duplicate_messages:
             duplicate = rng.choice(("now", "later"))
-        planned.append(PlannedTask(n, json.dumps(message), duplicate, plan))
+        cancel, by, delay, running = None, "key", 0.0, False
+        draw = rng.random()
+        if draw < options.cancels_before:
+            cancel = "before"
+            message["idempotency_key"] = f"chaos-{run}-{n}"  # a cancel by key needs one
+        elif draw < options.cancels_before + options.cancels_after:
+            cancel, by, delay = "after", rng.choice(("key", "id")), rng.uniform(0.05, 2.0)
+            # Half of them once the task runs, a moment later: the work an app cancels
+            # is the long kind, so it is still running then.
+            running = rng.random() < 0.5
+            if running:
+                delay = rng.uniform(0.0, 0.3)
+                message["input"]["chaos"]["run"] = round(rng.uniform(0.4, 0.7) * timeout, 3)
+        key = message.get("idempotency_key") or derive_idempotency_key(
+            TaskMessage.model_validate(message)
+        )
+        planned.append(
+            PlannedTask(
+                n,
+                json.dumps(message),
+                duplicate,
+                plan,
+                app,
+                key,
+                cancel,
+                by,
+                round(delay, 3),
+                running,
+            )
+        )
     return planned
 
 
@@ -469,6 +584,7 @@ def fleet_registries(
     flaky), and the limits the checks hold the run to."""
     registry: dict[str, Any] = {}
     endpoints: dict[str, tuple[str, int]] = {}
+    draining: set[str] = set()
     for name, cap in options.algorithms.items():
         entry: dict[str, Any] = {
             "max_concurrency": cap,
@@ -476,18 +592,29 @@ def fleet_registries(
             "max_timeout_seconds": 5,
             "max_attempts": 3,
         }
+        cancels = options.cancel_urls.get(name)
+        if cancels is not None:
+            service.cancel_modes[name] = cancels[0]
+            entry["cancel_grace_seconds"] = cancels[1]
         caps = options.endpoints.get(name)
         if caps:
             urls = [service.endpoint(name, number) for number in range(1, len(caps) + 1)]
             entry["endpoints"] = [
                 {"url": url, "max_concurrency": own} for url, own in zip(urls, caps, strict=True)
             ]
+            if cancels is not None:
+                for one in entry["endpoints"]:
+                    one["cancel_url"] = service.cancel_url(one["url"])
             if len(urls) > 1 and options.flaky_share > 0:
                 service.make_flaky(urls[-1], options.flaky_share)
             endpoints.update((url, (name, own)) for url, own in zip(urls, caps, strict=True))
         else:
             entry["endpoint"] = service.endpoint(name)
+            if cancels is not None:
+                entry["cancel_url"] = service.cancel_url(entry["endpoint"])
             endpoints[entry["endpoint"]] = (name, cap)
+        if cancels is not None:
+            draining.update(url for url, (algorithm, _) in endpoints.items() if algorithm == name)
         registry[name] = entry
     quotas = {
         (app, algorithm): quota
@@ -495,7 +622,10 @@ def fleet_registries(
         for algorithm in options.algorithms
         if (quota := quota_of(options, app, algorithm)) is not None
     }
-    return registry, Limits(dict(options.algorithms), endpoints, quotas)
+    modes = {name: mode for name, (mode, _grace) in options.cancel_urls.items()}
+    graces = {name: grace for name, (_mode, grace) in options.cancel_urls.items()}
+    limits = Limits(dict(options.algorithms), endpoints, quotas, modes, frozenset(draining), graces)
+    return registry, limits
 
 
 def app_registry(options: ChaosOptions, sender_id: str) -> dict[str, Any]:
@@ -514,8 +644,8 @@ def app_registry(options: ChaosOptions, sender_id: str) -> dict[str, Any]:
 
 
 class Run:
-    """Everything the parent does while the workers run: submit, collect, sample, and
-    inject the flushes and the outage."""
+    """Everything the parent does while the workers run: submit (and cancel), collect,
+    retry (through the operator), sample, and inject the flushes and the outage."""
 
     def __init__(
         self,
@@ -526,8 +656,10 @@ class Run:
         proxy: TcpProxy,
         log: Path,
         limits: Limits,
+        engine: sa.Engine,
     ) -> None:
         self.options = options
+        self.engine = engine  # the database directly, not through the proxy
         self.limits = limits
         self.sampled = SampledMax()
         self.aws = aws
@@ -552,21 +684,57 @@ class Run:
         self.over_cap: list[RunningSample] = []
         self.max_running: Counter[str] = Counter()
         self.errors: list[str] = []
+        self.cancels: dict[int, CancelSent] = {}
+        self.outcome_ids: dict[str, set[str]] = defaultdict(set)  # task id -> notified ids
+        self.retries: dict[str, Retries] = defaultdict(Retries)
+        self.retrying = True  # retries are asked for while tasks are being sent
+        self._retry_rng = random.Random(options.seed + 2)
+        self._to_retry: list[tuple[float, str, int, Notice]] = []  # (due, id, tries, notice)
+        self._considered: set[str] = set()
+        self._asked_for: Counter[str] = Counter()  # task id -> retries asked for it
+        self.retry_busy = False
+        self.retries_asked: Counter[str] = Counter()
+        self.retries_refused: Counter[str] = Counter()
+        self.planned: list[PlannedTask] = []
 
     # -- producer ------------------------------------------------------------------------
 
     def submit_all(self, planned: list[PlannedTask], stall_seconds: float) -> bool:
-        """Send every task, at most ``window`` unfinished at once. False if it stalled."""
+        """Send every task, at most ``window`` unfinished at once, with the cancels of
+        the plan. False if it stalled."""
         sqs = self.aws.client("sqs")
-        later: list[tuple[float, int, str]] = []
+        # (when, index, kind, body): a message to send then; kind "cancel" is the cancel
+        # of planned[index], its body made when it goes (by id needs the task's id).
+        later: list[tuple[float, int, str, str]] = []
+        keeping: dict[int, float] = {}  # cancelled first: until when to wait for the keep
         rng = random.Random(self.options.seed + 1)
         position = 0
-        last_progress, seen = time.monotonic(), 0
-        while position < len(planned) or later:
+        last_progress, seen, looked = time.monotonic(), 0, 0.0
+        while position < len(planned) or later or keeping:
             batch: list[str] = []
             now = time.monotonic()
+            if keeping and now - looked > 0.2:
+                looked = now
+                kept = self._kept([planned[index] for index in keeping])
+                for index, until in list(keeping.items()):
+                    if index in kept or now > until:
+                        del keeping[index]
+                        self.cancels[index].kept_first = index in kept
+                        task = planned[index]
+                        heapq.heappush(later, (now, index, "task", task.body))
+                        if task.duplicate:
+                            again = now + rng.uniform(0.0, 3.0)
+                            heapq.heappush(later, (again, index, "task", task.body))
             while later and later[0][0] <= now and len(batch) < 10:
-                batch.append(heapq.heappop(later)[2])
+                _due, index, kind, body = heapq.heappop(later)
+                if kind == "cancel when running":  # body: until when to look
+                    task = planned[index]
+                    if now < float(body) and self._status(task) in ("pending", "queued", ""):
+                        heapq.heappush(later, (now + 0.2, index, kind, body))  # not yet
+                    else:
+                        heapq.heappush(later, (now + task.cancel_delay, index, "cancel", ""))
+                    continue
+                batch.append(self._cancel_after(planned[index]) if kind == "cancel" else body)
             with self.lock:
                 room = self.options.window - (self.submitted - len(self.notified))
                 finished = len(self.notified)
@@ -579,18 +747,67 @@ class Run:
                 task = planned[position]
                 position += 1
                 room -= 1
+                with self.lock:
+                    self.submitted += 1
+                if task.cancel == "before":
+                    # The cancel first; the task once the cancel is kept (see above).
+                    batch.append(task.cancel_body())
+                    self.cancels[task.index] = CancelSent(task.index, "before", "key", time.time())
+                    keeping[task.index] = now + 20.0
+                    continue
                 batch.append(task.body)
+                if task.cancel == "after" and task.cancel_running:
+                    looking = (now + 0.2, task.index, "cancel when running", str(now + 20.0))
+                    heapq.heappush(later, looking)
+                elif task.cancel == "after":
+                    heapq.heappush(later, (now + task.cancel_delay, task.index, "cancel", ""))
                 if task.duplicate == "now":
                     batch.append(task.body)
                 elif task.duplicate == "later":
-                    heapq.heappush(later, (now + rng.uniform(0.2, 3.0), task.index, task.body))
-                with self.lock:
-                    self.submitted += 1
+                    again = now + rng.uniform(0.2, 3.0)
+                    heapq.heappush(later, (again, task.index, "task", task.body))
             if not batch:
                 time.sleep(0.02)
                 continue
             self._send(sqs, batch)
         return True
+
+    def _kept(self, tasks: list[PlannedTask]) -> set[int]:
+        """Which of these tasks' cancels intake has kept (the database, directly)."""
+        wanted = {(task.app, task.key): task.index for task in tasks}
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.exec_driver_sql(
+                    "SELECT app, idempotency_key FROM cancel_tombstone"
+                ).all()
+        except sa.exc.SQLAlchemyError as exc:
+            self.errors.append(f"producer: {exc!r}")
+            return set()
+        return {wanted[(row[0], row[1])] for row in rows if (row[0], row[1]) in wanted}
+
+    def _status(self, task: PlannedTask) -> str:
+        """The task's status in the database ('' if not stored yet, or unreadable)."""
+        with contextlib.suppress(sa.exc.SQLAlchemyError), self.engine.connect() as connection:
+            found = connection.exec_driver_sql(
+                "SELECT status FROM task WHERE app = %s AND idempotency_key = %s",
+                (task.app, task.key),
+            ).scalar_one_or_none()
+            return str(found or "")
+        return ""
+
+    def _cancel_after(self, task: PlannedTask) -> str:
+        """The cancel message of a task already sent: by id if the plan says so and the
+        task is stored by now, else by key."""
+        task_id = None
+        if task.cancel_by == "id":
+            with contextlib.suppress(sa.exc.SQLAlchemyError), self.engine.connect() as connection:
+                task_id = connection.exec_driver_sql(
+                    "SELECT id FROM task WHERE app = %s AND idempotency_key = %s",
+                    (task.app, task.key),
+                ).scalar_one_or_none()
+        by = "id" if task_id else "key"
+        self.cancels[task.index] = CancelSent(task.index, "after", by, time.time())
+        return task.cancel_body(task_id)
 
     def _send(self, sqs: Any, bodies: list[str]) -> None:
         entries = [{"Id": str(n), "MessageBody": body} for n, body in enumerate(bodies)]
@@ -635,10 +852,16 @@ class Run:
                     notification_id=body["notification_id"],
                     status=body["status"],
                     received=received,
+                    error_code=(body.get("error") or {}).get("code"),
+                    app=body["app"],
+                    algorithm=body["algorithm"],
+                    idempotency_key=body.get("idempotency_key") or "",
                 )
                 with self.lock:
                     self.notices.append(notice)
                     self.notified.add(notice.index)
+                    self.outcome_ids[notice.task_id].add(notice.notification_id)
+                    self._consider_retry(notice)
             if messages:
                 with contextlib.suppress(Exception):
                     sqs.delete_message_batch(
@@ -648,6 +871,90 @@ class Run:
                             for n, m in enumerate(messages)
                         ],
                     )
+
+    # -- the operator's retries --------------------------------------------------------------
+
+    def _consider_retry(self, notice: Notice) -> None:
+        """A failed or timed-out outcome is retried a moment later, by chance, at most
+        twice a task (under the lock)."""
+        if (
+            not self.retrying
+            or notice.status not in RETRIED
+            or notice.notification_id in self._considered
+            or self._asked_for[notice.task_id] >= MAX_RETRIES
+        ):
+            return
+        self._considered.add(notice.notification_id)
+        if self._retry_rng.random() < self.options.retries:
+            self._asked_for[notice.task_id] += 1
+            due = time.monotonic() + self._retry_rng.uniform(0.3, 1.5)
+            heapq.heappush(self._to_retry, (due, notice.task_id, 0, notice))
+
+    def retry_loop(self, requests: Any, answers: Any) -> None:
+        """Ask the operator for each retry that is due, one at a time, and record what
+        it did: every ``bulk_every``-th a bulk retry of the same kind (status, algorithm
+        and error code, at most 3 tasks, oldest first: not necessarily this task)."""
+        asked = 0
+        while not self.done.is_set():
+            with self.lock:
+                due = self._to_retry and self._to_retry[0][0] <= time.monotonic()
+                if due:
+                    _when, task_id, tries, notice = heapq.heappop(self._to_retry)
+                    self.retry_busy = True
+            if not due:
+                time.sleep(0.05)
+                continue
+            asked += 1
+            if self.options.bulk_every and asked % self.options.bulk_every == 0:
+                kind = "bulk"
+                fields: dict[str, Any] = {
+                    "status": notice.status,
+                    "algorithm": notice.algorithm,
+                    "error_code": notice.error_code,
+                    "limit": 3,
+                }
+            elif asked % 3 == 0 and notice.idempotency_key:
+                kind = "by key"
+                fields = {"app": notice.app, "idempotency_key": notice.idempotency_key}
+            else:
+                kind, fields = "by id", {"task_id": task_id}
+            self.retries_asked[kind] += 1
+            requests.put(("bulk" if kind == "bulk" else "one", fields))
+            try:
+                _kind, _index, answer = answers.get(timeout=60)
+            except Exception:
+                self.errors.append("the operator did not answer a retry within 60 s")
+                with self.lock:
+                    self.retry_busy = False
+                continue
+            self._record_retry(answer, task_id, tries, notice)
+
+    def _record_retry(self, answer: RetryAnswer, task_id: str, tries: int, notice: Notice) -> None:
+        with self.lock:
+            self.retry_busy = False
+            for done in answer.done:
+                self.retries[done].done += 1
+            for maybe in set(answer.maybe) - set(answer.done):
+                self.retries[maybe].maybe += 1
+            if answer.refused is None:
+                return
+            reason = answer.refused.split(":", 1)[0]
+            if "not published yet" in answer.refused:
+                reason = "notification not out yet"
+                if tries < 5:  # the notification's publish is being recorded: again soon
+                    again = time.monotonic() + 1.0
+                    heapq.heappush(self._to_retry, (again, task_id, tries + 1, notice))
+            self.retries_refused[reason] += 1
+
+    def retries_settled(self) -> bool:
+        """No retry waiting or in progress, and every task retried notified since."""
+        with self.lock:
+            if self._to_retry or self.retry_busy:
+                return False
+            return all(
+                len(self.outcome_ids[task_id]) >= 1 + retried.done
+                for task_id, retried in self.retries.items()
+            )
 
     # -- Redis samples ----------------------------------------------------------------------
 
@@ -787,16 +1094,23 @@ def read_database(url: str) -> tuple[list[TaskRow], dict[str, list[ExecutionRow]
                     finished_at=_epoch(row.finished_at),
                     result_key=row.result_key,
                     cost=int(row.cost),
+                    error_code=row.error_code,
+                    created_at=_utc(row.created_at),
+                    queue_deadline=_epoch(row.queue_deadline),
+                    total_deadline=_epoch(row.total_deadline),
+                    first_accepted_at=_epoch(row.first_accepted_at),
                 )
                 for row in connection.exec_driver_sql(
                     "SELECT id, app, idempotency_key, algorithm, status, attempts, "
-                    "notification_id, finished_at, result_key, metadata, cost FROM task"
+                    "notification_id, finished_at, result_key, metadata, cost, error_code, "
+                    "created_at, queue_deadline, total_deadline, first_accepted_at FROM task"
                 )
             ]
             executions: dict[str, list[ExecutionRow]] = defaultdict(list)
             for row in connection.exec_driver_sql(
                 "SELECT task_id, attempt, algorithm, status, created_at, deadline, "
-                "finished_at, http_status, app, cost, endpoint FROM task_execution "
+                "finished_at, http_status, app, cost, endpoint, error_code, drain_until, "
+                "drained_at, cancel_tries, cancel_http_status FROM task_execution "
                 "ORDER BY task_id, attempt"
             ):
                 executions[row.task_id].append(
@@ -812,6 +1126,11 @@ def read_database(url: str) -> tuple[list[TaskRow], dict[str, list[ExecutionRow]
                         app=row.app,
                         cost=int(row.cost),
                         endpoint=row.endpoint or "",
+                        error_code=row.error_code,
+                        drain_until=_epoch(row.drain_until),
+                        drained_at=_epoch(row.drained_at),
+                        cancel_tries=int(row.cancel_tries),
+                        cancel_http_status=row.cancel_http_status,
                     )
                 )
             outbox = connection.exec_driver_sql("SELECT COUNT(*) FROM notification_outbox")
@@ -821,9 +1140,15 @@ def read_database(url: str) -> tuple[list[TaskRow], dict[str, list[ExecutionRow]
     return tasks, dict(executions), left
 
 
-def outbox_size(engine: sa.Engine) -> int:
+def _unsettled(engine: sa.Engine) -> int:
+    """Notifications in the outbox, tasks not final, attempts still draining."""
     with engine.connect() as connection:
-        answer = connection.exec_driver_sql("SELECT COUNT(*) FROM notification_outbox")
+        answer = connection.exec_driver_sql(
+            "SELECT (SELECT COUNT(*) FROM notification_outbox)"
+            " + (SELECT COUNT(*) FROM task WHERE status IN"
+            " ('pending', 'queued', 'running'))"
+            " + (SELECT COUNT(*) FROM task_execution WHERE drain_until IS NOT NULL)"
+        )
         return int(answer.scalar_one())
 
 
@@ -891,6 +1216,7 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
                 index=index,
                 seed=options.seed * 1000 + index,
                 crash_rate=options.crash_rate,
+                rare_crash_rate=options.rare_crash_rate,
                 environ=environ,
                 aws_endpoint=moto.endpoint,
                 intake_queue_url=aws.intake_url,
@@ -925,11 +1251,50 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
         service.gateways = list(gateways.values())
         say(f"  workers ready: {', '.join(service.gateways)}")
 
-        chaos = Run(options, aws, redis_client, prefix, proxy, log_dir / "parent.log", limits)
+        # The operator: its retries dispatch at once where there is room (the fast
+        # path), with a callback URL at one of the workers' gateways.
+        operator_spec = WorkerSpec(
+            index=options.workers,
+            seed=options.seed * 1000 + options.workers,
+            crash_rate=options.crash_rate,
+            rare_crash_rate=options.rare_crash_rate,
+            environ=dict(environ, BATON_CALLBACK_BASE_URL=service.gateways[0]),
+            aws_endpoint=moto.endpoint,
+            intake_queue_url=aws.intake_url,
+            tick=options.tick,
+            reconcile_tick=options.reconcile_tick,
+            admission_lease_seconds=options.admission_lease_seconds,
+            publish_claim_seconds=options.publish_claim_seconds,
+            log_path=str(log_dir / "operator.log"),
+            log_level=options.log_level,
+        )
+        retry_requests, retry_answers = context.Queue(), context.Queue()
+        operator = context.Process(
+            target=operator_main,
+            args=(operator_spec, retry_requests, retry_answers, stop),
+            name="chaos-operator",
+        )
+        operator.start()
+        processes.append(operator)
+        kind, _index, _payload = retry_answers.get(timeout=120)
+        if kind != "ready":
+            raise RuntimeError(f"the operator failed to start; see {operator_spec.log_path}")
+
+        direct = sa.create_engine(direct_url, pool_pre_ping=True)
+        cleanup.append(direct.dispose)
+        chaos = Run(
+            options, aws, redis_client, prefix, proxy, log_dir / "parent.log", limits, direct
+        )
         threads = [
             threading.Thread(target=chaos.collect, name="collector", daemon=True),
             threading.Thread(target=chaos.sample, name="sampler", daemon=True),
             threading.Thread(target=chaos.inject, args=(options.tasks,), daemon=True),
+            threading.Thread(
+                target=chaos.retry_loop,
+                args=(retry_requests, retry_answers),
+                name="retrier",
+                daemon=True,
+            ),
         ]
         for thread in threads:
             thread.start()
@@ -948,22 +1313,26 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
 
         threading.Thread(target=report_progress, daemon=True).start()
         planned = plan_tasks(options, run)
+        chaos.planned = planned
         submitted_all = chaos.submit_all(planned, stall_seconds=options.settle_seconds)
+        chaos.retrying = False
         say(f"  all {options.tasks} tasks submitted; settling")
 
-        # Settle: every task notified, the algorithm service idle (late and duplicate
-        # callbacks answered), the outbox empty; then a moment for duplicate publishes.
+        # Settle: every task notified (each retried one again), the algorithm service
+        # idle (late and duplicate callbacks answered), nothing left unfinished or
+        # draining, the outbox empty; then a moment for duplicate publishes.
         deadline = time.monotonic() + options.settle_seconds
-        engine = sa.create_engine(direct_url)
-        try:
-            while submitted_all and time.monotonic() < deadline:
-                with chaos.lock:
-                    everything = len(chaos.notified) >= options.tasks
-                if everything and service.busy() == 0 and outbox_size(engine) == 0:
-                    break
-                time.sleep(0.2)
-        finally:
-            engine.dispose()
+        while submitted_all and time.monotonic() < deadline:
+            with chaos.lock:
+                everything = len(chaos.notified) >= options.tasks
+            if (
+                everything
+                and chaos.retries_settled()
+                and service.busy() == 0
+                and _unsettled(direct) == 0
+            ):
+                break
+            time.sleep(0.2)
         time.sleep(1.5)
         progress_stop.set()
         chaos.done.set()
@@ -977,6 +1346,14 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
                 kind, index, payload = reports.get(timeout=1)
                 if kind == "stats":
                     stats[index] = payload
+        operator_stats = WorkerStats(options.workers)
+        while time.monotonic() < gave_up:
+            with contextlib.suppress(Exception):
+                kind, _index, payload = retry_answers.get(timeout=1)
+                if kind == "stats":
+                    operator_stats.crash_points = payload
+                    stats[options.workers] = operator_stats
+                    break
         stop_workers()
         cleanup.remove(stop_workers)
 
@@ -988,8 +1365,9 @@ def run_chaos(options: ChaosOptions) -> ChaosReport:
         with (log_dir / "service.json").open("w") as out:
             json.dump(
                 {
-                    "receipts": [r.__dict__ for r in service.receipts],
+                    "receipts": [r.as_dict() for r in service.receipts],
                     "callbacks": [c.__dict__ for c in service.callbacks],
+                    "cancels": [c.__dict__ for c in service.cancels],
                 },
                 out,
             )
@@ -1033,7 +1411,8 @@ def _write_timelines(path: Path, report: ChaosReport, data: Any) -> None:
         out[task_id] = {
             "task": by_id[task_id].__dict__ if task_id in by_id else None,
             "executions": [e.__dict__ for e in executions.get(task_id, [])],
-            "dispatches_received": [r.__dict__ for r in service.receipts if r.task_id == task_id],
+            "dispatches_received": [r.as_dict() for r in service.receipts if r.task_id == task_id],
+            "cancels_received": [c.__dict__ for c in service.cancels if c.task_id == task_id],
             "callbacks": [c.__dict__ for c in service.callbacks if c.task_id == task_id],
             "notifications": [n.__dict__ for n in notices if n.task_id == task_id],
         }
@@ -1066,7 +1445,9 @@ def _assess(
         terminal.problems.append(f"{outbox_left} notifications still in the outbox")
         terminal.passed = False
     checks.append(terminal)
-    notified, duplicate_publishes = check_notifications(options.tasks, tasks, chaos.notices)
+    notified, duplicate_publishes = check_notifications(
+        options.tasks, tasks, chaos.notices, chaos.retries
+    )
     checks.append(notified)
     caps, cap_figures = check_cap(
         chaos.limits, executions, service.receipts, chaos.over_cap, chaos.sampled, end
@@ -1076,7 +1457,11 @@ def _assess(
     checks.append(check_one_row(options.tasks, tasks, chaos.messages_sent))
     callbacks, callback_figures = check_callbacks(service.callbacks, executions)
     checks.append(callbacks)
-    checks.append(check_timeouts(executions))
+    checks.append(check_timeouts(executions, tasks))
+    cancelled, cancel_figures = check_cancels(tasks, executions, service.receipts, chaos.cancels)
+    checks.append(cancelled)
+    true_load_check, true_load = check_true_load(chaos.limits, executions, service.receipts, end)
+    checks.append(true_load_check)
     checks.append(_check_results(aws, tasks))
     harness = list(chaos.errors)
     harness += [f"worker {n} sent no statistics" for n in range(options.workers) if n not in stats]
@@ -1109,6 +1494,11 @@ def _assess(
         actions += worker.actions
         deliveries += worker.received
     behaviours = Counter(r.behaviour for r in service.receipts)
+    runs = [run for task_runs in executions.values() for run in task_runs]
+    drained = [run for run in runs if run.drained_at is not None]
+    cancels_sent = Counter(f"{c.kind} {c.by}" for c in chaos.cancels.values())
+    cancel_answers = Counter(c.answer for c in service.cancels)
+    messages = [json.loads(task.body) for task in chaos.planned]
     finished = [t.finished_at for t in tasks if t.finished_at is not None]
     elapsed = (max(finished) - chaos.first_submit) if finished else math.nan
     injected = {
@@ -1129,6 +1519,25 @@ def _assess(
         "beat": behaviours["beat"],
         "heartbeats": sum(service.heartbeats.values()),
         "duplicate_callbacks": sum(1 for c in service.callbacks if c.duplicate),
+        "cancels_after": f"{cancels_sent['after key'] + cancels_sent['after id']} "
+        f"({cancels_sent['after key']} / {cancels_sent['after id']})",
+        "cancels_before": f"{cancels_sent['before key']} "
+        f"({sum(1 for c in chaos.cancels.values() if c.kept_first)})",
+        "timeouts_asked": f"{sum(1 for t in messages if 'queue_timeout_seconds' in t)}"
+        f" / {sum(1 for t in messages if 'total_timeout_seconds' in t)}",
+        "retries_asked": f"{sum(chaos.retries_asked.values())} "
+        f"({chaos.retries_asked['by id'] + chaos.retries_asked['by key']} / "
+        f"{chaos.retries_asked['bulk']})",
+        "tasks_retried": f"{sum(r.done for r in chaos.retries.values())} / "
+        f"{sum(r.maybe for r in chaos.retries.values())}",
+        "retries_refused": ", ".join(f"{k} {v}" for k, v in sorted(chaos.retries_refused.items()))
+        or "none",
+        "cancel_requests": f"{len(service.cancels)} ("
+        + ", ".join(
+            f"{'no answer' if k == 0 else k} {v}" for k, v in sorted(cancel_answers.items())
+        )
+        + ")",
+        "after_cancel": behaviours["after_cancel"],
     }
     figures = {
         "elapsed": elapsed,
@@ -1165,8 +1574,72 @@ def _assess(
         "per_endpoint": _per_endpoint(service.receipts),
         "app_shares": _app_shares(executions, {(r.task_id, r.attempt) for r in service.receipts}),
         "max_running": dict(chaos.max_running),
+        "timed_out_outcomes": ", ".join(
+            f"{k} {v}"
+            for k, v in sorted(
+                Counter(
+                    n.error_code for n in _outcomes(chaos.notices) if n.status == "timed_out"
+                ).items()
+            )
+        )
+        or "none",
+        "timed_out_tasks": ", ".join(
+            f"{k} {v}"
+            for k, v in sorted(
+                Counter(t.error_code for t in tasks if t.status == "timed_out").items()
+            )
+        )
+        or "none",
+        "cancels": ", ".join(
+            f"{k} {v}"
+            for k, v in sorted(cancel_figures.items())
+            if k.startswith(("after:", "before:"))
+        )
+        or "none",
+        "drains": f"{sum(1 for r in drained if acknowledges(r.cancel_http_status))} / "
+        f"{sum(1 for r in drained if r.drained_at_grace)}",
+        "cancel_tries": f"{sum(r.cancel_tries for r in runs)} "
+        f"(by attempts that drained: {len(drained)})",
+        "true_load": {
+            algorithm: f"{true_load.raw.get(f'alg:{algorithm}', 0)} / "
+            f"{true_load.accountable.get(f'alg:{algorithm}', 0)} (cap {cap}, "
+            f"{chaos.limits.cancel_modes.get(algorithm, 'no cancel URL')})"
+            for algorithm, cap in options.algorithms.items()
+        }
+        | {
+            f"endpoint {short(url)}": f"{true_load.raw.get(f'ep:{url}', 0)} / "
+            f"{true_load.accountable.get(f'ep:{url}', 0)} (cap {cap})"
+            for url, (_algorithm, cap) in chaos.limits.endpoints.items()
+            if short(url) not in options.algorithms
+        },
+        "true_load_raw": dict(true_load.raw),
+        "true_load_accountable": dict(true_load.accountable),
+        "true_load_cut": dict(true_load.excused),
+        "cancel_figures": cancel_figures,
+        "true_overlaps": _true_overlaps(service.receipts),
     }
     return ChaosReport(options, checks, injected, figures, crash_points, str(log_dir))
+
+
+def _outcomes(notices: list[Notice]) -> list[Notice]:
+    """One notice per notification id: the outcomes the business app was told of."""
+    return list({n.notification_id: n for n in notices}.values())
+
+
+def _true_overlaps(receipts: list[Receipt]) -> int:
+    """Attempts the service received while it still worked on the task's previous one
+    (its cancel not acknowledged yet, or no cancel URL): Baton had ended that one."""
+    by_task: dict[str, list[Receipt]] = defaultdict(list)
+    for receipt in receipts:
+        if receipt.answer < 300:
+            by_task[receipt.task_id].append(receipt)
+    overlaps = 0
+    for got in by_task.values():
+        got.sort(key=lambda r: r.received)
+        for earlier, later in itertools.pairwise(got):
+            if earlier.stopped is None or later.received < earlier.stopped:
+                overlaps += 1
+    return overlaps
 
 
 def _per_endpoint(receipts: list[Receipt]) -> dict[str, tuple[int, int]]:
@@ -1244,6 +1717,12 @@ def parse_options(argv: list[str] | None = None) -> ChaosOptions:
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--crash-rate", type=float, default=defaults.crash_rate)
+    parser.add_argument(
+        "--rare-crash-rate",
+        type=float,
+        default=defaults.rare_crash_rate,
+        help="at the crash points of cancels, drains and retries",
+    )
     parser.add_argument("--duplicate-messages", type=float, default=defaults.duplicate_messages)
     parser.add_argument("--duplicate-callbacks", type=float, default=defaults.duplicate_callbacks)
     parser.add_argument("--flushes", type=int, default=defaults.flushes)
@@ -1285,6 +1764,23 @@ def parse_options(argv: list[str] | None = None) -> ChaosOptions:
         default=",".join(f"{c}={w:g}" for c, w in defaults.costs),
         help="cost=share,... of the tasks (default %(default)s)",
     )
+    parser.add_argument(
+        "--cancel-urls",
+        default=",".join(f"{a}={m}/{g}" for a, (m, g) in defaults.cancel_urls.items()),
+        help="algorithm=honest|flaky/grace seconds,...: algorithms whose endpoints have a "
+        "cancel URL, how their service answers cancels (default %(default)s; '' for none)",
+    )
+    parser.add_argument("--cancels-after", type=float, default=defaults.cancels_after)
+    parser.add_argument("--cancels-before", type=float, default=defaults.cancels_before)
+    parser.add_argument("--queue-timeouts", type=float, default=defaults.queue_timeouts)
+    parser.add_argument("--total-timeouts", type=float, default=defaults.total_timeouts)
+    parser.add_argument(
+        "--retries",
+        type=float,
+        default=defaults.retries,
+        help="share of failed and timed-out outcomes the operator retries",
+    )
+    parser.add_argument("--bulk-every", type=int, default=defaults.bulk_every)
     parser.add_argument("--window", type=int, default=defaults.window)
     parser.add_argument("--settle-seconds", type=float, default=defaults.settle_seconds)
     parser.add_argument("--tick", type=_pair, default=defaults.tick, help="min,max seconds")
@@ -1311,11 +1807,18 @@ def parse_options(argv: list[str] | None = None) -> ChaosOptions:
             parser.error(f"--quotas: {key} names an unknown app or algorithm")
         quotas[(app, algorithm)] = int(quota)
     costs = tuple((int(cost), float(share)) for cost, share in _items(args.costs))
+    cancel_urls = {}
+    for name, value in _items(args.cancel_urls):
+        mode, _, grace = value.partition("/")
+        if name not in algorithms or mode not in (HONEST, FLAKY) or not grace.isdigit():
+            parser.error(f"--cancel-urls: {name}={value} is not algorithm=honest|flaky/seconds")
+        cancel_urls[name] = (mode, int(grace))
     return ChaosOptions(
         tasks=args.tasks,
         workers=args.workers,
         seed=args.seed,
         crash_rate=args.crash_rate,
+        rare_crash_rate=args.rare_crash_rate,
         duplicate_messages=args.duplicate_messages,
         duplicate_callbacks=args.duplicate_callbacks,
         flushes=args.flushes,
@@ -1330,6 +1833,13 @@ def parse_options(argv: list[str] | None = None) -> ChaosOptions:
         apps=apps,
         quotas=quotas,
         costs=costs,
+        cancel_urls=cancel_urls,
+        cancels_after=args.cancels_after,
+        cancels_before=args.cancels_before,
+        queue_timeouts=args.queue_timeouts,
+        total_timeouts=args.total_timeouts,
+        retries=args.retries,
+        bulk_every=args.bulk_every,
         window=args.window,
         settle_seconds=args.settle_seconds,
         tick=args.tick,

@@ -9,8 +9,20 @@ time, ``dup`` whether to call back twice (``"seq"``: again after the first answe
 Behaviours: ``ok`` (202, work, upload the result, call back "succeeded"), ``fail``
 (call back "failed"), ``503`` and ``400`` (answer the dispatch so), ``slow`` (202, then
 upload and call back only after the attempt's deadline: Baton must have timed it out,
-so the late callback gets 409 and changes nothing), ``silent`` (202, never call back),
-``beat`` (202, work past the timeout while sending heartbeats, then call back).
+so the late callback gets 409 and changes nothing), ``silent`` (202, work for ``hold``
+seconds, far past the timeout, and never call back), ``beat`` (202, work past the
+timeout while sending heartbeats, then call back; a heartbeat answered 409 stops it).
+
+Cancels: an algorithm may be served with a cancel URL per endpoint
+(``<endpoint>/cancel``). A cancel request is verified and parsed with
+``parse_cancel_request``; one for an attempt the service never had is answered 404 and
+remembered, so that a dispatch of that attempt arriving later is answered 202 and not
+worked on. An ``honest`` algorithm stops the attempt's work and answers 200 every time;
+a ``flaky`` one refuses some cancel requests (503, or the connection dropped without an
+answer) and keeps working meanwhile, and refuses every one for a share of its attempts
+(``stubborn``), which then run on past the grace, until their own end. Whatever Baton
+does, the service keeps working on an attempt until its work ends or its cancel is
+acknowledged: ``Receipt.stopped`` is when, the service's true load.
 
 It is built on the client SDK, as a real service is: each dispatch request is verified
 and parsed with ``Dispatch.from_request`` (a forged or altered one is answered 401 and
@@ -42,13 +54,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from baton_sdk import Attempt, BatonError, Dispatch, InvalidSignature
+from baton_sdk import Attempt, BatonError, Dispatch, InvalidSignature, parse_cancel_request
 from baton_sdk._http import RetryPolicy
 from baton_sdk.contracts import CallbackAnswer
 
 ACCEPTING = ("ok", "fail", "slow", "silent", "beat")
 BUSY = "busy"  # a flaky endpoint's 503 with Retry-After
 BUSY_RETRY_AFTER = 1
+AFTER_CANCEL = "after_cancel"  # a dispatch whose cancel came first: 202, no work
+HONEST, FLAKY = "honest", "flaky"  # how an algorithm's service answers cancel requests
+NO_ANSWER = 0  # a cancel request whose connection is dropped without an answer
 
 
 @dataclass
@@ -66,6 +81,32 @@ class Receipt:
     answer: int = 0
     answered: float = 0.0
     reported: float | None = None  # when the first callback try was sent
+    stopped: float | None = None  # when its work stopped (done, refused or cancelled)
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.task_id, self.attempt
+
+    def stop(self, moment: float) -> None:
+        if self.stopped is None:
+            self.stopped = moment
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "cancelled"}
+
+
+@dataclass
+class CancelReceipt:
+    """One cancel request as the service saw it, and its answer (0: none)."""
+
+    task_id: str
+    attempt: int
+    algorithm: str
+    reason: str
+    received: float
+    answer: int
+    known: bool  # the service had the attempt
 
 
 @dataclass
@@ -114,6 +155,13 @@ class ChaosAlgorithmService:
         self.uploads_failed = 0
         self.callback_tries = 0
         self.flaky: dict[str, float] = {}  # endpoint URL -> share of requests answered busy
+        self.cancel_modes: dict[str, str] = {}  # algorithm -> HONEST or FLAKY
+        self.cancel_refusals = 0.35  # of a flaky service's cancel requests refused
+        self.stubborn_share = 0.2  # of a flaky service's attempts whose cancels all are
+        self.cancels: list[CancelReceipt] = []
+        self._by_key: dict[tuple[str, int], Receipt] = {}
+        self._cancelled_first: set[tuple[str, int]] = set()
+        self._stubborn: dict[tuple[str, int], bool] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
 
@@ -125,6 +173,9 @@ class ChaosAlgorithmService:
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._lock:  # the run is over: every attempt's work stops now
+            for receipt in self.receipts:
+                receipt.cancelled.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -133,6 +184,10 @@ class ChaosAlgorithmService:
         host, port = self.server.server_address[:2]
         path = algorithm if number is None else f"{algorithm}/{number}"
         return f"http://{host!s}:{port}/{path}"
+
+    def cancel_url(self, endpoint: str) -> str:
+        """The cancel URL of an endpoint (see ``endpoint``)."""
+        return f"{endpoint}/cancel"
 
     def make_flaky(self, endpoint: str, share: float) -> None:
         """Answer ``share`` of the requests to ``endpoint`` busy (503, Retry-After)."""
@@ -163,6 +218,15 @@ class ChaosAlgorithmService:
                 body = self.rfile.read(length)
                 path = self.path.strip("/")
                 algorithm = path.split("/")[0]  # /vision/2: an endpoint of vision
+                if path.endswith("/cancel"):
+                    status = service._cancel(algorithm, body, dict(self.headers.items()))
+                    if status == NO_ANSWER:
+                        self.close_connection = True
+                        return
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 try:
                     secrets = service.secrets.get(algorithm)
                     if not secrets:
@@ -183,8 +247,10 @@ class ChaosAlgorithmService:
                 self.end_headers()
                 self.wfile.write(b'{"ok": true}' if receipt.answer < 300 else b'{"error": "no"}')
                 receipt.answered = time.time()
-                if receipt.answer < 300:
+                if receipt.answer < 300 and receipt.behaviour != AFTER_CANCEL:
                     service._spawn(service._work, receipt, attempt)
+                else:
+                    receipt.stop(receipt.answered)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -200,7 +266,9 @@ class ChaosAlgorithmService:
         with self._rng_lock:
             busy = self._rng.random() < self.flaky.get(endpoint, 0.0)
         with self._lock:
-            if busy:
+            if (task_id, attempt.number) in self._cancelled_first:
+                behaviour = AFTER_CANCEL
+            elif busy:
                 behaviour = BUSY
             else:
                 nth = self.seen[task_id]
@@ -215,10 +283,60 @@ class ChaosAlgorithmService:
                 deadline=attempt.deadline.timestamp(),
                 endpoint=endpoint,
                 cost=attempt.cost,
-                answer=503 if busy else 202 if behaviour in ACCEPTING else int(behaviour),
+                answer=503
+                if behaviour == BUSY
+                else 202
+                if behaviour in (*ACCEPTING, AFTER_CANCEL)
+                else int(behaviour),
             )
             self.receipts.append(receipt)
+            self._by_key[receipt.key] = receipt
         return receipt
+
+    # -- the cancel endpoint ----------------------------------------------------------------
+
+    def _cancel(self, algorithm: str, body: bytes, headers: dict[str, str]) -> int:
+        """The answer to one cancel request: the work stops before a 2xx goes out."""
+        received = time.time()
+        try:
+            secrets = self.secrets.get(algorithm)
+            if not secrets:
+                raise InvalidSignature(f"no secret for {algorithm!r}")
+            cancel = parse_cancel_request(body, headers, secrets)
+        except BatonError as exc:
+            with self._lock:
+                self.forged.append(f"{algorithm} cancel: {exc}")
+            return 401 if isinstance(exc, InvalidSignature) else 422
+        key = (cancel.task_id, cancel.attempt)
+        mode = self.cancel_modes.get(cancel.algorithm, HONEST)
+        with self._rng_lock:
+            stubborn = self._stubborn.setdefault(key, self._rng.random() < self.stubborn_share)
+            refuse = mode == FLAKY and (stubborn or self._rng.random() < self.cancel_refusals)
+            refusal = self._rng.choice((503, NO_ANSWER))
+        with self._lock:
+            receipt = self._by_key.get(key)
+            if receipt is None:
+                # Not seen yet: its dispatch, if it comes, is not worked on.
+                self._cancelled_first.add(key)
+                answer = 404
+            elif refuse:
+                answer = refusal
+            else:
+                receipt.stop(received)
+                receipt.cancelled.set()
+                answer = 200
+            self.cancels.append(
+                CancelReceipt(
+                    cancel.task_id,
+                    cancel.attempt,
+                    cancel.algorithm,
+                    cancel.reason,
+                    received,
+                    answer,
+                    receipt is not None,
+                )
+            )
+        return answer
 
     def _spawn(self, target: Any, *args: Any) -> None:
         with self._lock:
@@ -237,20 +355,37 @@ class ChaosAlgorithmService:
     # -- the work ------------------------------------------------------------------------
 
     def _work(self, receipt: Receipt, attempt: Attempt) -> None:
+        try:
+            self._do_work(receipt, attempt)
+        finally:
+            receipt.stop(time.time())
+
+    def _working(self, receipt: Receipt, seconds: float) -> bool:
+        """Work for ``seconds``; False if the attempt was cancelled (or the run ended)
+        meanwhile: its work stops there."""
+        if receipt.cancelled.wait(max(0.0, seconds)):
+            return False
+        return not self._stopping.is_set()
+
+    def _do_work(self, receipt: Receipt, attempt: Attempt) -> None:
         chaos = attempt.input["chaos"]
         behaviour = receipt.behaviour
         if behaviour == "silent":
+            self._working(receipt, float(chaos.get("hold", 0.0)))
             return
         if behaviour == "slow":
-            time.sleep(max(0.0, receipt.deadline + float(chaos["late"]) - time.time()))
+            if not self._working(receipt, receipt.deadline + float(chaos["late"]) - time.time()):
+                return
         elif behaviour == "beat":
-            self._work_with_heartbeats(receipt, attempt, float(chaos["timeout"]))
-        else:
-            time.sleep(float(chaos["run"]))
+            if not self._work_with_heartbeats(receipt, attempt, float(chaos["timeout"])):
+                return
+        elif not self._working(receipt, float(chaos["run"])):
+            return
         succeeded = behaviour != "fail"
         if succeeded:
             self._upload(attempt)
         receipt.reported = time.time()
+        receipt.stop(receipt.reported)
         dup = chaos.get("dup")
         if dup == "twin":
             self._spawn(self._call_back, receipt, attempt, succeeded, True)
@@ -261,18 +396,21 @@ class ChaosAlgorithmService:
             time.sleep(pause)
             self._call_back(receipt, attempt, succeeded, True)
 
-    def _work_with_heartbeats(self, receipt: Receipt, attempt: Attempt, timeout: float) -> None:
-        """Work 1.6 timeouts long, reporting progress every third of a timeout."""
+    def _work_with_heartbeats(self, receipt: Receipt, attempt: Attempt, timeout: float) -> bool:
+        """Work 1.6 timeouts long, reporting progress every third of a timeout; False if
+        the work stopped early (cancelled, or a heartbeat answered 409: the attempt is
+        over, as the contract tells the service)."""
         ends = time.time() + 1.6 * timeout
         progress = 0
-        while time.time() < ends and not self._stopping.is_set():
-            time.sleep(min(timeout / 3, max(0.0, ends - time.time())))
+        while time.time() < ends:
+            if not self._working(receipt, min(timeout / 3, max(0.0, ends - time.time()))):
+                return False
             progress = min(99, progress + 20)
             status = 200
             try:
                 answer = self._via_a_gateway(attempt, attempts=3).heartbeat(progress=progress)
             except _Stopping:
-                return
+                return False
             except BatonError as exc:
                 status = exc.status or 0  # 409: the attempt ended; 0: no answer
             else:
@@ -280,6 +418,9 @@ class ChaosAlgorithmService:
                 receipt.deadline = max(receipt.deadline, answer.deadline.timestamp())
             with self._lock:
                 self.heartbeats[status] += 1
+            if status == 409:
+                return False
+        return True
 
     def _upload(self, attempt: Attempt) -> None:
         policy = RetryPolicy(attempts=6, base_seconds=0.05, max_seconds=2.0, sleep=self._sleep)

@@ -10,8 +10,14 @@ instances in one process, started with multiprocessing 'spawn'.
   one callback instance; a dead invocation answers 502.
 
 The runtime is built from settings like a cold start. Crash points fire at random
-(``inject_faults(random_crashes(rate, seed))``); an ``InjectedCrash`` ends only the
+(``inject_faults`` with a random decider: ``crash_rate`` at most points,
+``rare_crash_rate`` at those reached only by cancels, drains and retries, so that a
+short run reaches them too); an ``InjectedCrash`` ends only the
 invocation it happened in, like a Lambda instance dying.
+
+``operator_main`` is the operator at a console: another process with the same settings,
+running the retries the parent asks for (``retry_task`` by id or by key,
+``bulk_retry``), under the same faults, and answering what each did.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class WorkerSpec:
     index: int
     seed: int
     crash_rate: float
+    rare_crash_rate: float
     environ: dict[str, str]  # BATON_* settings, the callback base URL added by the worker
     aws_endpoint: str
     intake_queue_url: str
@@ -98,8 +105,8 @@ def worker_main(spec: WorkerSpec, reports: Any, stop: Any) -> None:
 
 def _run(spec: WorkerSpec, reports: Any, stop: Any) -> WorkerStats:
     import boto3
-    from baton import faults, outbox, scheduling
-    from baton.faults import InjectedCrash, inject_faults, random_crashes
+    from baton import faults
+    from baton.faults import InjectedCrash, inject_faults
     from baton.runtime import build_runtime, set_runtime
     from baton.settings import load_settings
 
@@ -107,15 +114,7 @@ def _run(spec: WorkerSpec, reports: Any, stop: Any) -> WorkerStats:
     from tests.support.gateway import CallbackGateway
     from tests.support.handlers import Handlers
 
-    # Time runs ~20x faster here than in production (backoff 0.2 s for 5 s, a tick of
-    # a second for a minute): the admission lease and the publish claim, module
-    # constants sized for minute timers, shrink the same way.
-    # The constant is an int in baton.scheduling (inferred from `= 60`); every use of it
-    # (a timedelta) takes a float as well, and the shrunken lease needs one.
-    scheduling.ADMISSION_LEASE_SECONDS = spec.admission_lease_seconds - float(  # type: ignore[assignment]
-        spec.environ["BATON_DISPATCH_TIMEOUT_SECONDS"]
-    )
-    outbox.PUBLISH_CLAIM_SECONDS = int(spec.publish_claim_seconds)
+    _shrink_time(spec)
 
     stats = WorkerStats(spec.index)
     stats_lock = threading.Lock()
@@ -232,7 +231,7 @@ def _run(spec: WorkerSpec, reports: Any, stop: Any) -> WorkerStats:
                 daemon=True,
             )
         )
-    with inject_faults(random_crashes(spec.crash_rate, spec.seed + spec.index)):
+    with inject_faults(crash_decider(spec)):
         for thread in threads:
             thread.start()
         while not stop.wait(0.5):
@@ -246,6 +245,123 @@ def _run(spec: WorkerSpec, reports: Any, stop: Any) -> WorkerStats:
     set_runtime(None)
     print(f"{time.time():.3f} worker {spec.index} stopped: {json.dumps(stats.__dict__)}")
     return stats
+
+
+RARE_CRASH_POINTS = frozenset(
+    ("retry.after_reset", "cancel.after_end", "cancel.after_ack", "cancel.after_keep")
+)
+"""Reached only by retries, cancels and drains: each crash there comes after a commit,
+so the next try moves on. Not the republish points: every delivery of a duplicate of a
+final task passes them again, and at a high rate a batch holding a few would never get
+through."""
+
+
+def crash_decider(spec: WorkerSpec) -> Any:
+    """Crash at a point every task passes with ``crash_rate``, at one of
+    ``RARE_CRASH_POINTS`` with ``rare_crash_rate``."""
+    rng = random.Random(spec.seed + spec.index)
+    lock = threading.Lock()
+    rare = RARE_CRASH_POINTS
+
+    def decide(name: str) -> bool:
+        with lock:
+            return rng.random() < (spec.rare_crash_rate if name in rare else spec.crash_rate)
+
+    return decide
+
+
+def _shrink_time(spec: WorkerSpec) -> None:
+    """Time runs ~20x faster here than in production (backoff 0.2 s for 5 s, a tick of
+    a second for a minute): the admission lease and the publish claim, module constants
+    sized for minute timers, shrink the same way."""
+    from baton import outbox, scheduling
+
+    # The constant is an int in baton.scheduling (inferred from `= 60`); every use of it
+    # (a timedelta) takes a float as well, and the shrunken lease needs one.
+    scheduling.ADMISSION_LEASE_SECONDS = spec.admission_lease_seconds - float(  # type: ignore[assignment]
+        spec.environ["BATON_DISPATCH_TIMEOUT_SECONDS"]
+    )
+    outbox.PUBLISH_CLAIM_SECONDS = int(spec.publish_claim_seconds)
+
+
+@dataclass
+class RetryAnswer:
+    """What one retry request did: ``done`` the tasks surely retried, ``maybe`` those
+    that may have been (the retry died or failed at a moment that leaves it unknown),
+    ``refused`` why nothing was done."""
+
+    request: Any
+    done: list[str] = field(default_factory=list)
+    maybe: list[str] = field(default_factory=list)
+    refused: str | None = None
+    crashed_at: str | None = None
+
+
+def operator_main(spec: WorkerSpec, requests: Any, answers: Any, stop: Any) -> None:
+    """The operator: retries what ``requests`` carries (``("one", TaskRef fields)`` or
+    ``("bulk", BulkRetry fields)``), one at a time, and puts a ``RetryAnswer`` for each
+    on ``answers``; at the end, ``("stats", crash points fired)``."""
+    _process_setup(spec)
+    import queue as queues
+
+    from baton import faults
+    from baton.errors import BatonError
+    from baton.faults import InjectedCrash, inject_faults
+    from baton.retrying import (
+        BulkRetry,
+        TaskRef,
+        bulk_retry,
+        find_task,
+        preview_bulk_retry,
+        retry_task,
+    )
+    from baton.runtime import build_runtime
+    from baton.settings import load_settings
+
+    _shrink_time(spec)
+    runtime = build_runtime(load_settings(dict(spec.environ)))
+    answers.put(("ready", spec.index, None))
+    with inject_faults(crash_decider(spec)):
+        while not stop.is_set():
+            try:
+                request = requests.get(timeout=0.5)
+            except queues.Empty:
+                continue
+            kind, fields = request
+            answer = RetryAnswer(request)
+            candidates: list[str] = []
+            try:
+                if kind == "one":
+                    ref = TaskRef(**fields)
+                    candidates = [find_task(runtime, ref).id]
+                    task, _previous = retry_task(runtime, ref)
+                    answer.done = [task.id]
+                else:
+                    bulk = BulkRetry(**fields)
+                    # What it will take (oldest ended first): if it dies half way, these
+                    # may or may not have been retried.
+                    preview = preview_bulk_retry(runtime, bulk)
+                    candidates = [t["task_id"] for t in preview.tasks]
+                    report = bulk_retry(runtime, bulk)
+                    answer.done = [t["task_id"] for t in report.tasks]
+                    answer.refused = None if report.retried else f"nothing: {report.skipped}"
+            except InjectedCrash as crash:
+                # Every crash point on these paths comes after the retry's commit; a
+                # bulk one may have committed part of its batches.
+                answer.crashed_at = crash.point
+                if kind == "one":
+                    answer.done = candidates or answer.done
+                else:
+                    answer.maybe = candidates
+                print(f"{time.time():.3f} crash operator at {crash.point}", flush=True)
+            except BatonError as exc:  # refused: nothing done
+                answer.refused = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # the database away: it may or may not have happened
+                answer.refused = f"{type(exc).__name__}: {exc}"[:300]
+                answer.maybe = candidates
+                traceback.print_exc()
+            answers.put(("answer", spec.index, answer))
+    answers.put(("stats", spec.index, Counter(faults.fired)))
 
 
 def _count_actions(actions: Counter[str], name: str, answer: Any) -> None:

@@ -84,6 +84,11 @@ def apps_with_pending_query(algorithm: str) -> Select[str]:
     )
 
 
+def _moved(deadline: datetime | None, start: datetime, now: datetime) -> datetime | None:
+    """A deadline counted from ``start``, counted from ``now`` instead."""
+    return None if deadline is None else now + (deadline - start)
+
+
 def past_queue_deadline_query(now: datetime, limit: int) -> Select[str]:
     """Ranges of ``ix_task_status_queue_deadline``, one per waiting state: the finished
     tasks, however many, are never read."""
@@ -866,7 +871,14 @@ class Repository:
             # Locked in id order, so that two bulk retries never wait on each other in
             # a circle.
             rows = session.execute(
-                select(Task.id, Task.algorithm, Task.attempt_budget)
+                select(
+                    Task.id,
+                    Task.algorithm,
+                    Task.attempt_budget,
+                    Task.created_at,
+                    Task.queue_deadline,
+                    Task.total_deadline,
+                )
                 .where(
                     Task.id.in_(list(task_ids)),
                     Task.status == expected,
@@ -898,12 +910,28 @@ class Repository:
                         # new notification id.
                         notification_id=None,
                         notified_at=None,
+                        # Its queue timeout counts again, until an attempt of the new
+                        # outcome is accepted.
+                        first_accepted_at=None,
                     )
                 )
                 assert _rowcount(result) == len(ids)  # locked above, in that state
                 retried += ids
             if not retried:
                 return []
+            # The new outcome gets the queue and total timeouts its message asked for,
+            # from now: counted from the acceptance, a task retried after them would
+            # end timed out again at the next sweep, without a chance to run.
+            for row in rows:
+                if row.id in retried and (row.queue_deadline or row.total_deadline):
+                    session.execute(
+                        update(Task)
+                        .where(Task.id == row.id)
+                        .values(
+                            queue_deadline=_moved(row.queue_deadline, row.created_at, now),
+                            total_deadline=_moved(row.total_deadline, row.created_at, now),
+                        )
+                    )
             return list(
                 session.scalars(
                     select(Task)

@@ -1,9 +1,11 @@
-"""The chaos run, short: 200 tasks through the real handlers in worker processes, with
+"""The chaos run, short: 160 tasks through the real handlers in worker processes, with
 crashes at random crash points, duplicate messages and callbacks, late callbacks, a
 Redis flush inside a slow-database window and a database outage, all at once
 (bench/chaos.py; the long run and its figures are in docs/reliability.md), in the fleet
 mix: three apps in an app registry (weights, a quota), tasks of cost 1 to 3, and an
-algorithm on two endpoints, one of them flaky. Every check must pass.
+algorithm on two endpoints, one of them flaky; with the apps' cancels (before and after
+their tasks), queue and total timeouts, an operator's retries, and cancel URLs (one
+service that acknowledges every cancel, one that refuses some). Every check must pass.
 
 Then three interleavings the chaos run is after, replayed deterministically; each
 broke an invariant before its fix (docs/reliability.md, "What it found"). A fourth
@@ -38,9 +40,10 @@ from tests.support.services import flush_prefix
 def test_the_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     report = run_chaos(
         ChaosOptions(
-            tasks=200,
+            tasks=160,
             workers=3,
             seed=7,
+            cancels_before=0.05,
             flushes=1,
             outages=1,
             outage_seconds=2.0,
@@ -69,8 +72,26 @@ def test_the_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert report.injected["answered_busy"] > 0
     assert set(report.figures["app_shares"]["vision"]) == {"contracts", "invoices", "forms"}
     names = {check.name for check in report.checks}
-    assert {"3a no endpoint above its cap", "3b no app above its quota"} <= names
+    assert {
+        "3a no endpoint above its cap",
+        "3b no app above its quota",
+        "8 cancels end their task once, early ones before any dispatch",
+        "9 the service's true load within the caps",
+    } <= names
     assert report.figures["cap"]["db"]["app:contracts:vision"] > 0
+    # Cancels, timeouts, retries and drains were there too, and reached their crash points.
+    cancels = report.figures["cancel_figures"]
+    assert cancels.get("before: cancelled, never dispatched", 0) > 0
+    assert cancels.get("after: cancelled while running", 0) > 0
+    assert "queue_timeout" in report.figures["timed_out_outcomes"]
+    assert "deadline_exceeded" in report.figures["timed_out_outcomes"]
+    assert report.injected["tasks_retried"].split(" / ")[0] != "0"
+    assert report.figures["drains"].split(" / ")[0] != "0"  # acknowledged
+    assert report.figures["drains"].split(" / ")[1] != "0"  # freed at the grace
+    assert sum(n for point, n in report.crash_points.items() if point.startswith("cancel.")) > 0
+    # The service that acknowledges every cancel was held to its cap by its true load,
+    # and was loaded up to it.
+    assert report.figures["true_load_raw"]["alg:vision"] == 5
 
 
 # -- deterministic replays ----------------------------------------------------------------

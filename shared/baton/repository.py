@@ -19,6 +19,7 @@ from sqlalchemy import (
     Select,
     case,
     delete,
+    exists,
     func,
     or_,
     select,
@@ -59,11 +60,15 @@ def promotion_candidates(
 ) -> Select[str, int, int, datetime, str, int]:
     """The best eligible PENDING tasks of one algorithm (of one app, when given): an
     ordered walk of ``ix_task_promotion`` that stops after ``limit`` rows, however long
-    the backlog."""
+    the backlog. A task whose last attempt still drains is not eligible yet."""
     conditions = [
         Task.algorithm == algorithm,
         Task.status == TaskStatus.PENDING,
         Task.not_before <= now,
+        # A retry waits for its previous attempt to drain: the service may still be on
+        # it, and a task never runs twice at once. One look-up of the (task_id, attempt)
+        # index per candidate; the subquery's rows are not locked.
+        ~exists().where(TaskExecution.task_id == Task.id, TaskExecution.drain_until.is_not(None)),
     ]
     if app is not None:
         conditions.append(Task.app == app)

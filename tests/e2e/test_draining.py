@@ -417,6 +417,40 @@ def test_the_service_s_true_load_stays_within_the_cap_through_many_timeouts_and_
         assert algorithm_service.max_true_cost_in_flight["ocr"] > 3
 
 
+def test_a_retry_waits_until_its_previous_attempt_has_drained(
+    make_runtime: RuntimeFactory,
+    handlers: Handlers,
+    algorithm_service: AlgorithmService,
+    clock: ShiftableClock,
+) -> None:
+    # Given room for two, and an attempt that times out with a retry left, whose
+    # service refuses the first cancel request
+    runtime = make_runtime(
+        algorithms=_ocr(
+            algorithm_service, cap=2, max_attempts=2, backoff_base_seconds=0, backoff_max_seconds=0
+        )
+    )
+    _submit(handlers, "again", **UNTIL_CANCELLED, cancel_status=[503, 200])
+    clock.advance(31)
+    assert _sweep(handlers)["retrying"] == 1
+
+    # When the timers run while the first attempt still drains
+    handlers.invoke("dispatch", schedule_event("dispatch"))
+
+    # Then the retry waits, though there is room and its backoff is over: the task
+    # never runs twice at once
+    assert _dispatched(algorithm_service, runtime, "again") == 1
+    assert _task(runtime, "again").status == TaskStatus.PENDING
+    # and once the service acknowledges, the retry goes out at once
+    clock.advance(5)
+    assert _sweep(handlers)["cancels_acknowledged"] == 1
+    assert [r["attempt"] for r in algorithm_service.requests_for(_task(runtime, "again").id)] == [
+        1,
+        2,
+    ]
+    assert algorithm_service.max_true_cost_in_flight["ocr"] == 1
+
+
 def test_a_draining_attempt_keeps_its_slot_through_a_redis_flush_and_reconcile(
     make_runtime: RuntimeFactory,
     handlers: Handlers,

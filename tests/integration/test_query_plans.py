@@ -99,10 +99,20 @@ def engine(clean_database: str) -> Any:
 
 def test_promotion_walks_its_index_and_reads_few_rows(engine: sa.Engine) -> None:
     seed(engine, finished=20_000, pending=30)
-    (plan,) = explain(engine, promotion_candidates("ocr", NOW, 100, "contracts"))
+    plan, *subqueries = explain(engine, promotion_candidates("ocr", NOW, 100, "contracts"))
     assert plan["key"] == "ix_task_promotion"
     assert "filesort" not in (plan["Extra"] or "")  # rows come out in index order
     assert int(plan["rows"]) < 200, plan  # the PENDING ones, not the 20,000 finished
+    # The draining check reads the attempts that drain now (a range of their index, set
+    # only while draining) or a candidate's own attempts, never the whole history's
+    for draining in subqueries:
+        assert draining["table"] == "task_execution", draining
+        assert (draining["type"], draining["key"]) in {
+            ("range", "ix_task_execution_drain_until"),
+            ("ref", "uq_task_execution_task_id_attempt"),
+            ("eq_ref", "uq_task_execution_task_id_attempt"),
+        }, draining
+        assert int(draining["rows"]) < 10, draining
 
 
 def test_the_apps_to_promote_are_read_from_the_index_alone(engine: sa.Engine) -> None:

@@ -139,6 +139,7 @@ def _local(args: argparse.Namespace) -> int:
     def add_samples(cloud: LocalCloud) -> list[str]:
         if samples is None:
             return []
+        samples.use_secrets(cloud)
         samples.subscribe(cloud)
         return samples.describe()
 

@@ -360,6 +360,8 @@ def build_report(
             "refused_busy_429": service.refused_busy,
             "rejected_422": service.rejected,
             "stalled": service.stalled,
+            "refused_unsigned_401": service.refused_unsigned,
+            "cancel_requests": service.cancel_requests,
             "callback_answers": dict(Counter(str(c.http_status) for c in service.callbacks)),
             "callbacks_refused": [
                 {
@@ -367,7 +369,7 @@ def build_report(
                     "attempt": c.attempt,
                     "status": c.status,
                     "http_status": c.http_status,
-                    "error": (c.answer.get("error") or {}).get("code"),
+                    "error": c.error,
                 }
                 for c in service.callbacks
                 if c.http_status != 200

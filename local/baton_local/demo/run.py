@@ -147,6 +147,7 @@ class _DemoRun:
         """The algorithm services, the emulated stack, and each app's subscription."""
         from baton_local.emulator.cloud import LocalCloud, LocalOptions
         from baton_local.profile import baton_profile
+        from baton_local.signing import algorithm_secrets, stack_signing_keys
 
         for service in self.services:
             service.start()
@@ -175,6 +176,9 @@ class _DemoRun:
                 [baton_profile(self.options.redis_url, self.options.database_url)],
             )
         )
+        keys = stack_signing_keys(cloud)
+        for service in self.services:
+            service.use_secrets(algorithm_secrets(keys, service.name))
         _warm_up(cloud)
         self.setup_seconds = time.monotonic() - self.started
         session = cloud.boto_session()

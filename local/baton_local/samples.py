@@ -99,7 +99,9 @@ SAMPLES = (
     ),
     Sample(
         "nlp",
-        replace(_demo_service("keywords"), max_concurrency=8, rebuild_every=0.0),
+        replace(
+            _demo_service("keywords"), max_concurrency=8, latency=(0.3, 1.0), rebuild_every=0.0
+        ),
         timeout_seconds=600,
         max_timeout_seconds=3600,
         max_attempts=3,

@@ -34,15 +34,21 @@ from baton_local.demo.algorithms import (
 )
 from baton_local.demo.app import BULK, PORTAL, TROUBLE, Ledger, plan_tasks
 from baton_local.demo.report import (
+    MIN_BACKLOG_SECONDS,
     SHARE_TOLERANCE,
+    UTILIZATION_TARGET,
+    AttemptSpan,
     Timeline,
     build_report,
+    busy_while_waiting,
     fair_shares,
+    found_free_slot,
     percentile,
     rate_held,
+    utilization,
     window_tasks,
 )
-from baton_local.demo.run import DemoOptions, run_demo
+from baton_local.demo.run import DemoOptions, DemoResult, run_demo
 from baton_sdk import derive_secret
 from baton_sdk.signing import cancel_webhook_id, dispatch_webhook_id, sign_headers
 from PIL import Image
@@ -133,7 +139,7 @@ def test_a_small_plan_still_has_a_timeout_and_a_failure_and_is_reproducible() ->
     per_algorithm = {a: sum(t.algorithm == a for t in bulk) for a in algorithms}
     assert max(per_algorithm.values()) - min(per_algorithm.values()) <= 5
     assert len({t.ref for t in big}) == 200
-    assert {t.timeout_seconds for t in big if t.algorithm == "classify"} == {4}
+    assert {t.timeout_seconds for t in big if t.algorithm == "classify"} == {6}
     assert len({t.priority for t in big}) >= 3
     # The import sends far more, at once; the portal a steady stream, never to keywords
     assert len(bulk) > 1.5 * len(portal)
@@ -194,6 +200,50 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert percentile(list(map(float, range(101))), 95) == 95.0
 
 
+UTILIZATION_CHECK = "every cap kept busy while its tasks waited (>= 90% each)"
+
+
+def _span(start: float, end: float, cost: int = 1, status: str = "succeeded") -> AttemptSpan:
+    return AttemptSpan("r", "text-stats", 1, cost, start, end, status)
+
+
+def test_utilization_is_the_cost_in_flight_over_the_cap_while_some_task_waited() -> None:
+    # Given a cap of 2: one slot busy from 0 to 30 s, the other from 0 to 15 s and from
+    # 16 s to 30 s, and tasks waiting from 0 to 28 s (two waits that overlap)
+    spans = [_span(0, 30), _span(0, 15), _span(16, 30)]
+    waits = [(0.0, 20.0), (10.0, 28.0)]
+
+    # When its utilization is measured
+    queued, busy = busy_while_waiting([(s.start, s.end, s.cost) for s in spans], waits)
+    use = utilization(spans, waits, cap=2)
+
+    # Then it counts the 28 s with a task waiting, and the one idle second in them
+    assert (queued, busy) == (28.0, 55.0)
+    assert use["utilization"] == round(55 / 56, 3)
+    assert (use["measured"], use["passed"], use["mean_in_flight"]) == (True, True, 1.96)
+
+    # And an idle second in every four is below the target
+    gappy = [_span(0, 30), *(_span(n, n + 3) for n in range(0, 28, 4))]
+    below = utilization(gappy, waits, cap=2)
+    assert below["utilization"] is not None
+    assert below["utilization"] < UTILIZATION_TARGET
+    assert below["passed"] is False
+
+    # And a backlog shorter than MIN_BACKLOG_SECONDS is reported, not judged
+    short = utilization(gappy, [(0.0, MIN_BACKLOG_SECONDS - 1)], cap=2)
+    assert (short["measured"], short["passed"]) == (False, True)
+    assert short["utilization"] is not None
+
+
+def test_a_task_found_a_free_slot_when_what_ran_and_waited_before_it_left_room() -> None:
+    spans = [_span(0, 10, cost=2), _span(5, 10, cost=1)]
+    waits = [(4.0, 12.0, 1), (6.0, 12.0, 2)]
+    assert found_free_slot(1.0, 2, spans, waits, cap=4)  # 2 in flight, room for 2
+    assert not found_free_slot(1.0, 3, spans, waits, cap=4)  # too costly for the room
+    assert not found_free_slot(5.5, 1, spans, waits, cap=4)  # 3 in flight, 1 waits ahead
+    assert found_free_slot(11.0, 1, spans, waits, cap=4)  # the two ahead fill 3 of 4
+
+
 def _notification(ref: str, notification_id: str, status: str = "succeeded") -> dict[str, Any]:
     return {
         "notification_id": notification_id,
@@ -240,12 +290,14 @@ def test_the_verdict_fails_on_a_repeated_or_missing_notification_or_a_broken_cap
         "exactly one notification per task",
         "no algorithm above its cap (cost units)",
         "no endpoint above its cap (cost units)",
+        UTILIZATION_CHECK,  # without Baton's attempt records there is nothing to measure
     }
     details = {check["name"]: check["detail"] for check in report["checks"]}
     assert "classify/small 2/1" in details["no endpoint above its cap (cost units)"]
     # ...and what could not be measured says so instead of passing in silence
     shares = next(name for name in details if name.startswith("weighted shares"))
     assert details[shares].startswith("NOTHING MEASURED")
+    assert details[UTILIZATION_CHECK].startswith("NOT MEASURED: no attempt records")
     rate = next(name for name in details if name.startswith("rate limit held"))
     assert details[rate] == "not measured: no algorithm has a rate limit"
     assert report["passed"] is False
@@ -545,7 +597,7 @@ def test_a_stalled_attempt_stays_silent_and_in_flight_until_its_deadline(
 def test_a_small_demo_run_keeps_every_promise(tmp_path: Path) -> None:
     # Given a small plan (it always holds a blank scan and a fax that classify cannot place)
     output = io.StringIO()
-    options = DemoOptions(tasks=30, seed=11, reports=tmp_path / "reports", live=False, timeout=90)
+    options = DemoOptions(tasks=30, seed=11, reports=tmp_path / "reports", live=False, timeout=180)
 
     # When docs-portal runs it through the emulated stack
     result = run_demo(options, console=Console(file=output, width=140))
@@ -614,3 +666,45 @@ def test_a_small_demo_run_keeps_every_promise(tmp_path: Path) -> None:
         assert image.size[0] > 600
         assert image.size[1] > 600
     assert "PASS" in output.getvalue()
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoResult, str]:
+    """The demo as ``make demo`` runs it (embedded Redis and SQLite, 200 tasks), once."""
+    output = io.StringIO()
+    options = DemoOptions(reports=tmp_path_factory.mktemp("reports"), live=False, timeout=280)
+    return run_demo(options, console=Console(file=output, width=140)), output.getvalue()
+
+
+@pytest.mark.slow
+def test_under_its_backlog_every_algorithm_keeps_its_cap_busy(
+    default_run: tuple[DemoResult, str],
+) -> None:
+    # Given the default run: the import's backlog at once, the portal's steady stream
+    result, output = default_run
+    report = result.report
+
+    # Then the demo's own check passed: each algorithm had a backlog long enough to
+    # measure, and kept at least 90% of its cap in flight (Baton's attempt records)
+    # while its tasks waited
+    check = next(check for check in report["checks"] if check["name"] == UTILIZATION_CHECK)
+    assert check["passed"], check["detail"]
+    for name, figures in report["algorithms"].items():
+        use = figures["utilization"]
+        assert use["measured"], (name, use)
+        assert use["queued_seconds"] >= MIN_BACKLOG_SECONDS, (name, use)
+        assert use["utilization"] >= UTILIZATION_TARGET, (name, use)
+        assert figures["max_in_flight"] == figures["max_concurrency"], name
+    # ...measured on the attempts Baton recorded, every one of them
+    attempts = {(row["ref"], row["attempt"]) for row in report["attempts"]}
+    assert len(attempts) == len(report["attempts"])
+    assert len(attempts) >= sum(report["statuses"].values())
+
+    # And the run says what bounded it, and how fast a task with a free slot went out
+    assert "What bounds throughput here: the caps, once saturated" in output
+    assert "Caps in use while tasks waited" in output
+    free = report["latency_ms"]["submit_to_dispatch_free_slot"]
+    assert free["count"] >= 1
+    assert free["p50"] is not None
+    with Image.open(result.png_path) as image:
+        assert image.format == "PNG"

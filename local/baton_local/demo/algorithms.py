@@ -20,8 +20,8 @@ handed to the service by whoever starts it, once the stack that signs is up
 
 The fleet, as Baton's registry sees it:
 
-- ``text-stats`` bills by the page: a task costs its document's pages, and takes its
-  latency per page;
+- ``text-stats`` bills by the page: a task costs its document's pages, one worker a
+  page, all of them at once;
 - ``classify`` runs on two servers of different sizes (``gpu-large``, cap 3, and the
   slower ``gpu-small``, cap 1): two endpoints of one algorithm;
 - ``llm-review`` stands for a paid LLM API: a request-rate limit in the registry, and
@@ -329,7 +329,7 @@ class ServiceSpec:
     max_concurrency: int
     """The algorithm's cap in cost units (with several endpoints, at most their sum)."""
     latency: tuple[float, float]
-    """Seconds of work per task (per cost unit with ``per_cost``), uniformly between the two."""
+    """Seconds of work per task, uniformly between the two."""
     timeout_seconds: int
     max_attempts: int
     workers: int | None = None
@@ -340,8 +340,9 @@ class ServiceSpec:
     endpoints: tuple[EndpointSpec, ...] = ()
     """Several servers; none: one of ``max_concurrency``."""
     rate_limit: RateLimitSpec | None = None
-    per_cost: bool = False
-    """The work takes ``latency`` per cost unit (a page costs one, and takes its time)."""
+    by_page: bool = False
+    """A task costs its document's pages: a worker a page, all at once, so a long
+    document takes more of the cap, not longer."""
 
     def endpoint_specs(self) -> tuple[EndpointSpec, ...]:
         return self.endpoints or (EndpointSpec("main", self.max_concurrency),)
@@ -366,15 +367,15 @@ class ServiceSpec:
 
 
 SERVICES = (
-    ServiceSpec("text-stats", max_concurrency=6, latency=(0.2, 0.3), timeout_seconds=10,
-                max_attempts=3, per_cost=True),
-    ServiceSpec("keywords", max_concurrency=2, latency=(0.6, 1.0), timeout_seconds=10,
-                max_attempts=4, rebuild_every=5.0, rebuild_seconds=0.6),
-    ServiceSpec("classify", max_concurrency=4, latency=(1.2, 1.7), timeout_seconds=10,
+    ServiceSpec("text-stats", max_concurrency=24, latency=(5.0, 6.0), timeout_seconds=20,
+                max_attempts=3, by_page=True),
+    ServiceSpec("keywords", max_concurrency=5, latency=(4.0, 5.0), timeout_seconds=15,
+                max_attempts=4, rebuild_every=30.0, rebuild_seconds=0.6),
+    ServiceSpec("classify", max_concurrency=8, latency=(2.0, 2.6), timeout_seconds=10,
                 max_attempts=3,
-                endpoints=(EndpointSpec("gpu-large", 3), EndpointSpec("gpu-small", 1, 1.4))),
-    ServiceSpec("llm-review", max_concurrency=6, latency=(0.9, 1.5), timeout_seconds=10,
-                max_attempts=3, rate_limit=RateLimitSpec(requests=2, per_seconds=1, burst=2)),
+                endpoints=(EndpointSpec("gpu-large", 6), EndpointSpec("gpu-small", 2, 1.4))),
+    ServiceSpec("llm-review", max_concurrency=8, latency=(4.5, 5.5), timeout_seconds=20,
+                max_attempts=3, rate_limit=RateLimitSpec(requests=2, per_seconds=1, burst=4)),
 )  # fmt: skip
 
 
@@ -420,8 +421,21 @@ class RunningAttempt:
     cost: int
     index: int
     """Its endpoint."""
+    since: float = 0.0
+    """When its request arrived, seconds since the epoch."""
     stop: threading.Event = field(default_factory=threading.Event)
     """Set by its cancel request, or when the service stops."""
+
+
+@dataclass(frozen=True)
+class Worked:
+    """An attempt the service held, from its request until it let go (before its
+    callback); seconds since the epoch."""
+
+    ref: str
+    cost: int
+    since: float
+    until: float
 
 
 @dataclass
@@ -485,6 +499,8 @@ class AlgorithmService:
     received: list[Received] = field(default_factory=list)
     running: dict[str, RunningAttempt] = field(default_factory=dict)
     """Attempts in flight, by ``<task_id>:<attempt>``."""
+    worked: list[Worked] = field(default_factory=list)
+    """Every accepted attempt that is over here."""
     cancelled: set[str] = field(default_factory=set)
     """Every attempt a cancel request named (``<task_id>:<attempt>``)."""
     endpoint_states: list[EndpointState] = field(default_factory=list)
@@ -660,9 +676,8 @@ class AlgorithmService:
                     endpoint.busy += cost
                     endpoint.accepted += 1
                     self.accepted += 1
-                    running = self.running[key] = RunningAttempt(ref, cost, index)
+                    running = self.running[key] = RunningAttempt(ref, cost, index, wall)
                     latency = self._random.uniform(*self.spec.latency) * endpoint.spec.slowdown
-                    latency *= cost if self.spec.per_cost else 1
                     refusal = None
                 if refusal is not None:
                     self.in_flight -= cost
@@ -720,6 +735,7 @@ class AlgorithmService:
     def _end(self, key: str, running: RunningAttempt, reported: bool) -> None:
         with self._lock:
             self.running.pop(key, None)
+            self.worked.append(Worked(running.ref, running.cost, running.since, time.time()))
             endpoint = self.endpoint_states[running.index]
             self.in_flight -= running.cost
             endpoint.in_flight -= running.cost

@@ -74,10 +74,10 @@ class Sample:
     max_timeout_seconds: int
     max_attempts: int
 
-    def registry_entry(self, endpoint: str) -> dict[str, Any]:
-        return {
-            "endpoint": endpoint,
-            "max_concurrency": self.service.max_concurrency,
+    def registry_entry(self, service: AlgorithmService) -> dict[str, Any]:
+        """The service's own entry (its endpoints, caps and rate limit) with this
+        sample's timeouts and attempts."""
+        return service.registry_entry() | {
             "timeout_seconds": self.timeout_seconds,
             "max_timeout_seconds": self.max_timeout_seconds,
             "max_attempts": self.max_attempts,
@@ -138,7 +138,7 @@ class SampleServices:
 
     def registry(self) -> dict[str, Any]:
         return {
-            sample.algorithm: sample.registry_entry(self.services[sample.algorithm].endpoint)
+            sample.algorithm: sample.registry_entry(self.services[sample.algorithm])
             for sample in self.samples
         }
 

@@ -7,7 +7,9 @@ The work itself is a set of pure functions (``text_stats``, ``keywords``,
 Each ``AlgorithmService`` wraps one of them in HTTP servers on loopback, one per
 endpoint. A dispatch request is verified and parsed with ``Dispatch.from_request`` and
 the algorithm's signing secrets (a forged, altered or replayed one is answered 401),
-accepted with 202, and worked on in a background thread for the task's latency; then
+accepted with 202, and worked on in a background thread for the task's latency
+(seconds, as real OCR or model calls take: long enough that the emulated stack's own
+overhead per task does not decide how busy the caps are); then
 ``upload_result`` PUTs its JSON result with its SHA-256 checksum and ``succeed()`` or
 ``fail()`` calls back. Each endpoint also takes Baton's cancel request
 (``POST /v1/cancel`` beside ``POST /v1/tasks``, verified with
@@ -22,8 +24,8 @@ The fleet, as Baton's registry sees it:
 
 - ``text-stats`` bills by the page: a task costs its document's pages, one worker a
   page, all of them at once;
-- ``classify`` runs on two servers of different sizes (``gpu-large``, cap 3, and the
-  slower ``gpu-small``, cap 1): two endpoints of one algorithm;
+- ``classify`` runs on two servers of different sizes (``gpu-large``, cap 4, and the
+  slower ``gpu-small``, cap 2): two endpoints of one algorithm;
 - ``llm-review`` stands for a paid LLM API: a request-rate limit in the registry, and
   the service records the moment of every request it receives.
 
@@ -370,10 +372,10 @@ SERVICES = (
     ServiceSpec("text-stats", max_concurrency=24, latency=(5.0, 6.0), timeout_seconds=20,
                 max_attempts=3, by_page=True),
     ServiceSpec("keywords", max_concurrency=5, latency=(4.0, 5.0), timeout_seconds=15,
-                max_attempts=4, rebuild_every=30.0, rebuild_seconds=0.6),
-    ServiceSpec("classify", max_concurrency=8, latency=(2.0, 2.6), timeout_seconds=10,
+                max_attempts=4, rebuild_every=15.0, rebuild_seconds=0.6),
+    ServiceSpec("classify", max_concurrency=6, latency=(2.0, 2.6), timeout_seconds=10,
                 max_attempts=3,
-                endpoints=(EndpointSpec("gpu-large", 6), EndpointSpec("gpu-small", 2, 1.4))),
+                endpoints=(EndpointSpec("gpu-large", 4), EndpointSpec("gpu-small", 2, 1.25))),
     ServiceSpec("llm-review", max_concurrency=8, latency=(4.5, 5.5), timeout_seconds=20,
                 max_attempts=3, rate_limit=RateLimitSpec(requests=2, per_seconds=1, burst=4)),
 )  # fmt: skip

@@ -17,7 +17,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from baton_local.demo.algorithms import AlgorithmService, RateLimitSpec
+from baton_local.demo.algorithms import AlgorithmService, RateLimitSpec, Received
 from baton_local.demo.app import BULK, PORTAL, WEIGHTS, Ledger, TaskRecord
 
 STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
@@ -41,7 +41,7 @@ RATE_WINDOW_SECONDS = 1.0
 """The sliding window of the requests-per-second curve."""
 UTILIZATION_TARGET = 0.9
 """The share of its cap each algorithm must keep in flight while it has tasks waiting."""
-MIN_BACKLOG_SECONDS = 20.0
+MIN_BACKLOG_SECONDS = 15.0
 """Utilization is measured where an algorithm had tasks waiting for at least this long.
 Its backlog starts with its slots filling as the intake stores the first tasks, a
 second or three on a small machine; over a shorter backlog that is most of what there
@@ -438,12 +438,6 @@ def build_report(
             ]
             for app in weights
         }
-        shares = fair_shares(
-            [(d.wall, ledger.app_of(d.ref) or "", d.cost) for d in accepted], waiting, weights
-        )
-        for window in shares["windows"]:
-            window["from_s"] = round(window.pop("from") - wall_origin, 2)
-            window["to_s"] = round(window.pop("to") - wall_origin, 2)
         limit = service.spec.rate_limit
         spans = [a for a in attempts if a.algorithm == service.name]
         cap = service.spec.max_concurrency
@@ -460,13 +454,26 @@ def build_report(
             [(w.since, w.until, w.cost) for w in service.worked], backlog
         )
         use["at_service"] = round(worked / (queued * cap), 3) if queued and cap else None
+        # Without Baton's records nothing says what was in flight: no task is taken to
+        # have found a free slot.
         mine_free = [
             r
             for r in mine
-            if r.created_wall is not None
+            if spans
+            and r.created_wall is not None
             and r.first_dispatched_wall is not None
             and found_free_slot(r.created_wall, r.task.cost, spans, waits, cap)
         ]
+        # A task that found a slot free on arriving was not chosen over anyone: the slots
+        # filling at the start go to whichever tasks arrive first, not by weight.
+        unchosen = {r.task.ref for r in mine_free}
+        chosen = [d for d in accepted if not (d.ref in unchosen and _first(d, accepted))]
+        shares = fair_shares(
+            [(d.wall, ledger.app_of(d.ref) or "", d.cost) for d in chosen], waiting, weights
+        )
+        for window in shares["windows"]:
+            window["from_s"] = round(window.pop("from") - wall_origin, 2)
+            window["to_s"] = round(window.pop("to") - wall_origin, 2)
         free_slot += mine_free
         held = [a.cost * (a.end - a.start) for a in spans if a.status != "dispatch_failed"]
         use["capacity_tasks_per_second"] = (
@@ -682,6 +689,11 @@ def _wall_origin(services: Sequence[AlgorithmService], origin: float) -> float:
         for received in service.received:
             return received.wall - (received.at - origin)
     return time.time() - (time.monotonic() - origin)
+
+
+def _first(dispatch: Received, accepted: Sequence[Received]) -> bool:
+    """Whether ``dispatch`` is the first accepted dispatch of its task."""
+    return next(d for d in accepted if d.ref == dispatch.ref) is dispatch
 
 
 def _merged(intervals: Sequence[tuple[float, float]]) -> list[list[float]]:

@@ -13,15 +13,17 @@ summary, a JSON report and a PNG timeline (``report``) say what happened.
 
 The exit code is 0 when every task reached a terminal state with exactly one
 notification, every succeeded result could be read, no algorithm and no endpoint ever
-had more cost in flight than its ``max_concurrency``, each app got its weighted share of
-every algorithm while both waited for it, and the rate-limited service never received
-more requests than its limit allows; 1 otherwise.
+had more cost in flight than its ``max_concurrency``, every algorithm kept at least 90 %
+of its cap in flight while its tasks waited (from Baton's own attempt records), each app
+got its weighted share of every algorithm while both waited for it, and the
+rate-limited service never received more requests than its limit allows; 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from baton_local.emulator.cloud import LocalCloud
 
 SAMPLE_SECONDS = 0.1
+RAM_DISK = "/dev/shm"  # noqa: S108 -- TemporaryDirectory makes a private one inside
 DRAIN_SECONDS = 1.0
 """After the last notification, listen this much longer for a repeated one."""
 WARM_FUNCTIONS = ("PromoteFunction", "DispatchFunction", "SweepFunction")
@@ -167,7 +170,9 @@ class _DemoRun:
             service.start()
             stack.callback(service.stop)
         registry = {s.name: s.registry_entry() for s in self.services}
-        state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="baton-demo-")))
+        state_dir = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="baton-demo-", dir=_scratch()))
+        )
         self.console.print(
             f"[bold]baton demo[/]: {len(self.plan)} tasks for"
             f" {', '.join(f'{s.name} (cap {s.spec.max_concurrency})' for s in self.services)};"
@@ -407,6 +412,14 @@ def _warm_instance(cloud: LocalCloud, function: str, n: int) -> None:
         "awsRegion": cloud.options.region,
     }
     cloud.invoke(function, {"Records": [refused]})
+
+
+def _scratch() -> str | None:
+    """Where the run's throwaway state (its SQLite database) goes: a RAM disk where the
+    machine has one. Every commit of the stack's functions syncs the database file, and
+    on a disk that other work shares those syncs, not Baton, set the pace."""
+    ram = Path(RAM_DISK)
+    return str(ram) if ram.is_dir() and os.access(ram, os.W_OK) else None
 
 
 def _console() -> Console:

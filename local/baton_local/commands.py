@@ -103,7 +103,7 @@ def add_demo(commands: Commands) -> None:
     demo.add_argument("--reports", help="folder of the JSON report and PNG (default reports)")
     demo.add_argument("--redis-url", help="a real Redis instead of the embedded one")
     demo.add_argument("--database-url", help="a real database instead of SQLite")
-    demo.add_argument("--timeout", type=float, help="overall limit, seconds (default 120)")
+    demo.add_argument("--timeout", type=float, help="overall limit, seconds (default 180)")
     demo.add_argument(
         "--no-live",
         dest="live",
@@ -146,6 +146,7 @@ def _local(args: argparse.Namespace) -> int:
     def add_samples(cloud: LocalCloud) -> list[str]:
         if samples is None:
             return []
+        samples.use_secrets(cloud)
         samples.subscribe(cloud)
         return samples.describe()
 

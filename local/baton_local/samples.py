@@ -8,6 +8,11 @@ A document is named as a business app would name it (``s3://docs/contract-17.pdf
 each one stands for the sample document of its kind (contract, invoice, form or
 letter) in ``demo/documents``; the sample documents' own names work too.
 
+Each service verifies its requests with its algorithm's signing secret (what ``baton
+algorithm secret --local <name>`` prints), handed over once the stack is up
+(``use_secrets``), and takes Baton's cancel requests at its ``cancel_url``, beside
+its endpoint.
+
 ``--samples`` also makes the queue a business app would have: ``local-notifications``,
 subscribed to the notification topic with raw delivery, where every notification lands.
 """
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from baton_local.demo.algorithms import SERVICES, AlgorithmService, ServiceSpec, load_corpus
+from baton_local.signing import algorithm_secrets, stack_signing_keys
 
 if TYPE_CHECKING:
     from baton_local.emulator.cloud import LocalCloud
@@ -68,10 +74,10 @@ class Sample:
     max_timeout_seconds: int
     max_attempts: int
 
-    def registry_entry(self, endpoint: str) -> dict[str, Any]:
-        return {
-            "endpoint": endpoint,
-            "max_concurrency": self.service.max_concurrency,
+    def registry_entry(self, service: AlgorithmService) -> dict[str, Any]:
+        """The service's own entry (its endpoints, caps and rate limit) with this
+        sample's timeouts and attempts."""
+        return service.registry_entry() | {
             "timeout_seconds": self.timeout_seconds,
             "max_timeout_seconds": self.max_timeout_seconds,
             "max_attempts": self.max_attempts,
@@ -93,7 +99,9 @@ SAMPLES = (
     ),
     Sample(
         "nlp",
-        replace(_demo_service("keywords"), max_concurrency=8, rebuild_every=0.0),
+        replace(
+            _demo_service("keywords"), max_concurrency=8, latency=(0.3, 1.0), rebuild_every=0.0
+        ),
         timeout_seconds=600,
         max_timeout_seconds=3600,
         max_attempts=3,
@@ -122,9 +130,15 @@ class SampleServices:
             self.services[sample.algorithm] = AlgorithmService(sample.service, shelf).start()
         return self.registry()
 
+    def use_secrets(self, cloud: LocalCloud) -> None:
+        """Hand each service its algorithm's signing secrets, from the running stack."""
+        keys = stack_signing_keys(cloud)
+        for name, service in self.services.items():
+            service.use_secrets(algorithm_secrets(keys, name))
+
     def registry(self) -> dict[str, Any]:
         return {
-            sample.algorithm: sample.registry_entry(self.services[sample.algorithm].endpoint)
+            sample.algorithm: sample.registry_entry(self.services[sample.algorithm])
             for sample in self.samples
         }
 
@@ -148,6 +162,7 @@ class SampleServices:
             {
                 "notification_queue_url": self.queue_url,
                 "algorithms": {name: s.endpoint for name, s in self.services.items()},
+                "cancel_urls": {name: s.cancel_url for name, s in self.services.items()},
             },
             environment={"NotificationQueueUrl": self.queue_url},
         )

@@ -16,12 +16,14 @@ import time
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import urllib3
+from baton_sdk.signing import cancel_webhook_id, dispatch_webhook_id, sign_headers
 
 from tests.support.services import free_port
 from tests.support.waiting import wait_for
@@ -264,6 +266,56 @@ def test_every_operator_command_takes_local(workbench: Workbench) -> None:
     upgraded = workbench.baton("db", "upgrade", "--local")
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout.startswith("database at revision ")
+
+
+def test_the_samples_verify_requests_with_what_algorithm_secret_local_prints(
+    workbench: Workbench,
+) -> None:
+    # Given the secrets the operator command prints for two sample algorithms
+    info = _info(workbench)
+    printed = {}
+    for name in ("ocr", "nlp"):
+        answer = workbench.baton("algorithm", "secret", "--local", name)
+        assert answer.returncode == 0, answer.stderr
+        printed[name] = answer.stdout.splitlines()[0]
+    assert printed["ocr"].startswith("whsec_")
+    assert printed["ocr"] != printed["nlp"]
+    expires = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    request = {
+        "task_id": "workbench-1",
+        "attempt": 1,
+        "algorithm": "ocr",
+        "input": {"document": "no-such-document.bin"},
+        "deadline": expires,
+        "result": {
+            "bucket": "b",
+            "key": "k",
+            "upload_url": "http://127.0.0.1:9/",
+            "expires_at": expires,
+        },
+        "callback": {"url": "http://127.0.0.1:9/tasks/workbench-1/callback", "token": "t"},
+    }
+    body = json.dumps(request).encode()
+
+    def post(url: str, secret: str, webhook_id: str, payload: bytes = body) -> int:
+        headers = {"Content-Type": "application/json", **sign_headers(secret, webhook_id, payload)}
+        return urllib3.request("POST", url, body=payload, headers=headers, timeout=30).status
+
+    endpoint = info["samples"]["algorithms"]["ocr"]
+    cancel_url = info["samples"]["cancel_urls"]["ocr"]
+    webhook_id = dispatch_webhook_id("workbench-1", 1)
+    # When ocr's service gets a request signed with nlp's secret, then with its own
+    # Then the first is refused as forged; the second passes the signature and is
+    # refused for its (unknown) document only
+    assert post(endpoint, printed["nlp"], webhook_id) == 401
+    assert post(endpoint, printed["ocr"], webhook_id) == 422
+    # And its cancel URL verifies the same way: 404 for an attempt it never worked on
+    cancel = json.dumps(
+        {"task_id": "workbench-1", "attempt": 1, "algorithm": "ocr", "reason": "cancelled"}
+    ).encode()
+    cancel_id = cancel_webhook_id("workbench-1", 1)
+    assert post(cancel_url, printed["nlp"], cancel_id, cancel) == 401
+    assert post(cancel_url, printed["ocr"], cancel_id, cancel) == 404
 
 
 @pytest.mark.network

@@ -1,20 +1,31 @@
 """The demo's algorithm services: small, real work on the sample documents, served
 the way a real algorithm service talks to Baton (see the README, "For algorithm
-services").
+services"), through the client SDK (``baton_sdk``).
 
 The work itself is a set of pure functions (``text_stats``, ``keywords``,
 ``classify``, ``review``) over the documents shipped in ``baton_local/demo/documents``.
 Each ``AlgorithmService`` wraps one of them in HTTP servers on loopback, one per
-endpoint: it accepts a dispatch request with 202, works in a background thread for its
-own latency, PUTs its JSON result to the presigned upload URL and POSTs the callback
-with its token.
+endpoint. A dispatch request is verified and parsed with ``Dispatch.from_request`` and
+the algorithm's signing secrets (a forged, altered or replayed one is answered 401),
+accepted with 202, and worked on in a background thread for the task's latency
+(seconds, as real OCR or model calls take: long enough that the emulated stack's own
+overhead per task does not decide how busy the caps are); then
+``upload_result`` PUTs its JSON result with its SHA-256 checksum and ``succeed()`` or
+``fail()`` calls back. Each endpoint also takes Baton's cancel request
+(``POST /v1/cancel`` beside ``POST /v1/tasks``, verified with
+``parse_cancel_request``): the attempt's work stops, and a dispatch of a cancelled
+attempt that arrives late is not worked on.
+
+The secrets are the algorithm's own (what ``baton algorithm secret <name>`` prints),
+handed to the service by whoever starts it, once the stack that signs is up
+(``use_secrets``); until then the service answers 503 with ``Retry-After``.
 
 The fleet, as Baton's registry sees it:
 
-- ``text-stats`` bills by the page: a task costs its document's pages, and takes its
-  latency per page;
-- ``classify`` runs on two servers of different sizes (``gpu-large``, cap 3, and the
-  slower ``gpu-small``, cap 1): two endpoints of one algorithm;
+- ``text-stats`` bills by the page: a task costs its document's pages, one worker a
+  page, all of them at once;
+- ``classify`` runs on two servers of different sizes (``gpu-large``, cap 4, and the
+  slower ``gpu-small``, cap 2): two endpoints of one algorithm;
 - ``llm-review`` stands for a paid LLM API: a request-rate limit in the registry, and
   the service records the moment of every request it receives.
 
@@ -50,16 +61,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
-import urllib3
+from baton_sdk import Attempt, BatonError, Dispatch, InvalidSignature, parse_cancel_request
+from baton_sdk.contracts import CallbackAnswer
 
 DOCUMENTS_DIR = Path(__file__).resolve().parent / "documents"
+DISPATCH_PATH = "/v1/tasks"
+CANCEL_PATH = "/v1/cancel"
 READING_WORDS_PER_MINUTE = 230
 STALL_MARGIN_SECONDS = 0.5
+STOP_WAIT_SECONDS = 5.0
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 CHECKBOX = re.compile(r"\[[ xX]\]")
@@ -244,6 +259,8 @@ class Stall(Exception):
     """The work never finishes: the service stays silent until the deadline."""
 
 
+Json = dict[str, Any]
+
 Work = Callable[[str, str, Mapping[str, str]], dict[str, Any]]
 """(document name, text, corpus) -> the JSON result; raises EmptyDocument or Stall."""
 
@@ -314,7 +331,7 @@ class ServiceSpec:
     max_concurrency: int
     """The algorithm's cap in cost units (with several endpoints, at most their sum)."""
     latency: tuple[float, float]
-    """Seconds of work per task (per cost unit with ``per_cost``), uniformly between the two."""
+    """Seconds of work per task, uniformly between the two."""
     timeout_seconds: int
     max_attempts: int
     workers: int | None = None
@@ -325,8 +342,9 @@ class ServiceSpec:
     endpoints: tuple[EndpointSpec, ...] = ()
     """Several servers; none: one of ``max_concurrency``."""
     rate_limit: RateLimitSpec | None = None
-    per_cost: bool = False
-    """The work takes ``latency`` per cost unit (a page costs one, and takes its time)."""
+    by_page: bool = False
+    """A task costs its document's pages: a worker a page, all at once, so a long
+    document takes more of the cap, not longer."""
 
     def endpoint_specs(self) -> tuple[EndpointSpec, ...]:
         return self.endpoints or (EndpointSpec("main", self.max_concurrency),)
@@ -351,15 +369,15 @@ class ServiceSpec:
 
 
 SERVICES = (
-    ServiceSpec("text-stats", max_concurrency=6, latency=(0.2, 0.3), timeout_seconds=10,
-                max_attempts=3, per_cost=True),
-    ServiceSpec("keywords", max_concurrency=2, latency=(0.6, 1.0), timeout_seconds=10,
-                max_attempts=4, rebuild_every=5.0, rebuild_seconds=0.6),
-    ServiceSpec("classify", max_concurrency=4, latency=(1.2, 1.7), timeout_seconds=10,
+    ServiceSpec("text-stats", max_concurrency=24, latency=(5.0, 6.0), timeout_seconds=20,
+                max_attempts=3, by_page=True),
+    ServiceSpec("keywords", max_concurrency=5, latency=(4.0, 5.0), timeout_seconds=15,
+                max_attempts=4, rebuild_every=15.0, rebuild_seconds=0.6),
+    ServiceSpec("classify", max_concurrency=6, latency=(2.0, 2.6), timeout_seconds=10,
                 max_attempts=3,
-                endpoints=(EndpointSpec("gpu-large", 3), EndpointSpec("gpu-small", 1, 1.4))),
-    ServiceSpec("llm-review", max_concurrency=6, latency=(0.9, 1.5), timeout_seconds=10,
-                max_attempts=3, rate_limit=RateLimitSpec(requests=2, per_seconds=1, burst=2)),
+                endpoints=(EndpointSpec("gpu-large", 4), EndpointSpec("gpu-small", 2, 1.25))),
+    ServiceSpec("llm-review", max_concurrency=8, latency=(4.5, 5.5), timeout_seconds=20,
+                max_attempts=3, rate_limit=RateLimitSpec(requests=2, per_seconds=1, burst=4)),
 )  # fmt: skip
 
 
@@ -377,7 +395,10 @@ class CallbackRecord:
     attempt: int
     status: str
     http_status: int
-    answer: dict[str, Any]
+    """Baton's answer (200), or the refusal's; 0 when Baton could not be reached."""
+    applied: bool | None = None
+    error: str | None = None
+    """The refusal's error code."""
 
 
 @dataclass(frozen=True)
@@ -395,6 +416,31 @@ class Received:
 
 
 @dataclass
+class RunningAttempt:
+    """An attempt the service works on."""
+
+    ref: str
+    cost: int
+    index: int
+    """Its endpoint."""
+    since: float = 0.0
+    """When its request arrived, seconds since the epoch."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set by its cancel request, or when the service stops."""
+
+
+@dataclass(frozen=True)
+class Worked:
+    """An attempt the service held, from its request until it let go (before its
+    callback); seconds since the epoch."""
+
+    ref: str
+    cost: int
+    since: float
+    until: float
+
+
+@dataclass
 class EndpointState:
     """What one server of the service holds, in cost units."""
 
@@ -407,20 +453,32 @@ class EndpointState:
     accepted: int = 0
 
     @property
-    def url(self) -> str:
+    def base_url(self) -> str:
         assert self.server is not None, "the service is not started"
         host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}/v1/tasks"
+        return f"http://{host!s}:{port}"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + DISPATCH_PATH
+
+    @property
+    def cancel_url(self) -> str:
+        return self.base_url + CANCEL_PATH
 
 
 @dataclass
 class AlgorithmService:
-    """One algorithm service, on one loopback port per endpoint."""
+    """One algorithm service, on one loopback port per endpoint.
+
+    It verifies every request with ``secrets``, the whsec_ secrets of the algorithm it
+    is registered as (``use_secrets``, from whoever started it and the stack)."""
 
     spec: ServiceSpec
     corpus: Mapping[str, str]
     listener: ServiceListener | None = None
     seed: int = 0
+    secrets: list[str] = field(default_factory=list)
     in_flight: int = 0
     """Cost units in flight on all its endpoints."""
     max_in_flight: int = 0
@@ -428,22 +486,30 @@ class AlgorithmService:
     accepted: int = 0
     refused_busy: int = 0
     rejected: int = 0
+    refused_unsigned: int = 0
+    """Requests refused 401: not signed with its secret (forged, altered, replayed)."""
     stalled: int = 0
     uploads_failed: int = 0
+    cancel_requests: int = 0
+    cancels_stopped: int = 0
+    """Cancel requests that stopped an attempt at work."""
+    late_dispatches: int = 0
+    """Dispatch requests of an attempt cancelled before they arrived."""
     callbacks: list[CallbackRecord] = field(default_factory=list)
     first_request: dict[str, float] = field(default_factory=dict)
     """Monotonic time of the first dispatch request, by the task's ``input.ref``."""
     received: list[Received] = field(default_factory=list)
-    running: dict[str, tuple[str, int]] = field(default_factory=dict)
-    """Attempts in flight: ``<task_id>:<attempt>`` -> (ref, cost)."""
+    running: dict[str, RunningAttempt] = field(default_factory=dict)
+    """Attempts in flight, by ``<task_id>:<attempt>``."""
+    worked: list[Worked] = field(default_factory=list)
+    """Every accepted attempt that is over here."""
+    cancelled: set[str] = field(default_factory=set)
+    """Every attempt a cancel request named (``<task_id>:<attempt>``)."""
     endpoint_states: list[EndpointState] = field(default_factory=list)
     _rebuilding: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
-    _http: urllib3.PoolManager = field(
-        default_factory=lambda: urllib3.PoolManager(maxsize=8, retries=False)
-    )
     _random: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
@@ -466,8 +532,26 @@ class AlgorithmService:
     def endpoints(self) -> list[str]:
         return [state.url for state in self.endpoint_states]
 
+    @property
+    def cancel_url(self) -> str:
+        """The first endpoint's cancel URL, beside its dispatch URL."""
+        return self.endpoint_states[0].cancel_url
+
+    @property
+    def cancel_urls(self) -> list[str]:
+        """Each endpoint's cancel URL, in the order of ``endpoints``."""
+        return [state.cancel_url for state in self.endpoint_states]
+
     def registry_entry(self) -> dict[str, Any]:
         return self.spec.registry_entry(self.endpoints)
+
+    def use_secrets(self, secrets: Sequence[str]) -> None:
+        """Verify requests with these from now on: the algorithm's secret under each key
+        of Baton's signing keyring (several while a key rotates)."""
+        if not secrets:
+            raise ValueError("no signing secret given")
+        with self._lock:
+            self.secrets = list(secrets)
 
     def start(self) -> AlgorithmService:
         self._random.seed(f"{self.seed}:{self.spec.name}")
@@ -487,16 +571,20 @@ class AlgorithmService:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    request = json.loads(self.rfile.read(length))
-                except ValueError:
-                    request = None
-                status, body = service._accept(request, index)
-                payload = json.dumps(body).encode()
+                body = self.rfile.read(length)
+                headers = dict(self.headers.items())
+                path = self.path.partition("?")[0]
+                if path == DISPATCH_PATH:
+                    status, answer = service._accept(body, headers, index)
+                elif path == CANCEL_PATH:
+                    status, answer = service._cancel(body, headers)
+                else:
+                    status, answer = 404, _error("not_found", f"no {path}")
+                payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
-                if status == 429:
+                if status in (429, 503):
                     self.send_header("Retry-After", "1")
                 self.end_headers()
                 self.wfile.write(payload)
@@ -512,9 +600,14 @@ class AlgorithmService:
             if state.server is not None:
                 state.server.shutdown()
                 state.server.server_close()
+        with self._lock:
+            for running in self.running.values():
+                running.stop.set()
+        # A call to Baton may be retrying into a stack that is gone: wait a little, not
+        # for every retry (the threads are daemons).
+        until = time.monotonic() + STOP_WAIT_SECONDS
         for thread in list(self._threads):
-            thread.join(timeout=5)
-        self._http.clear()
+            thread.join(timeout=max(0.0, until - time.monotonic()))
 
     def snapshot(self) -> tuple[int, int]:
         """(cost in flight now, most ever in flight)."""
@@ -524,51 +617,73 @@ class AlgorithmService:
     def running_refs(self) -> list[tuple[str, int]]:
         """(ref, cost) of each attempt in flight now."""
         with self._lock:
-            return list(self.running.values())
+            return [(running.ref, running.cost) for running in self.running.values()]
 
     # -- requests -------------------------------------------------------------------------
 
-    def _accept(self, request: Any, index: int = 0) -> tuple[int, dict[str, Any]]:
-        received, wall = time.monotonic(), time.time()
-        endpoint = self.endpoint_states[index]
+    def _verified(self, body: bytes, headers: Mapping[str, str]) -> Attempt | tuple[int, Json]:
+        with self._lock:
+            secrets = list(self.secrets)
+        if not secrets:
+            # Started before the stack that signs its requests: "busy, come back later"
+            # keeps the task waiting without using up one of its attempts.
+            return 503, _error("starting", "no signing secret yet")
         try:
-            task_id, attempt = str(request["task_id"]), int(request["attempt"])
-            document = str(request["input"]["document"])
-            ref = str(request["input"].get("ref", task_id))
-            cost = int(request.get("cost", 1))
-            _ = (request["result"]["upload_url"], request["callback"]["token"])
-        except (TypeError, KeyError, ValueError):
+            return Dispatch.from_request(body, headers, secrets)
+        except InvalidSignature as exc:
+            with self._lock:
+                self.refused_unsigned += 1
+            return 401, _error("invalid_signature", str(exc))
+        except BatonError:
             return 422, _error("invalid_request", "not a dispatch request")
-        key = f"{task_id}:{attempt}"
+
+    def _accept(self, body: bytes, headers: Mapping[str, str], index: int = 0) -> tuple[int, Json]:
+        received, wall = time.monotonic(), time.time()
+        verified = self._verified(body, headers)
+        if not isinstance(verified, Attempt):
+            return verified
+        attempt = verified
+        document = attempt.input.get("document")
+        if not isinstance(document, str):
+            return 422, _error("invalid_request", "input.document is not a string")
+        ref = str(attempt.input.get("ref", attempt.task_id))
+        cost, key = attempt.cost, f"{attempt.task_id}:{attempt.number}"
+        endpoint = self.endpoint_states[index]
         workers = self.workers if len(self.endpoint_states) == 1 else endpoint.spec.max_concurrency
+        running: RunningAttempt | None = None
         with self._lock:
             self.requests += 1
             endpoint.requests += 1
             self.first_request.setdefault(ref, received)
-            # In flight from the request until the callback, for a refusal too: Baton
-            # holds the slot until it has read the answer.
-            self.in_flight += cost
-            endpoint.in_flight += cost
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
-            refusal: tuple[int, dict[str, Any]] | None
-            if document not in self.corpus:
-                self.rejected += 1
-                refusal = 422, _error("unknown_document", f"no document {document!r}")
-            elif endpoint.busy + (self._rebuilding and index == 0) + cost > workers:
-                self.refused_busy += 1
-                refusal = 429, _error("busy", "all workers are busy; try again later")
+            refusal: tuple[int, Json] | None
+            if key in self.cancelled:
+                # Baton ended the attempt and freed its slot before this request came in:
+                # counting it in flight would run ahead of Baton's own count.
+                self.late_dispatches += 1
+                refusal = 409, _error("attempt_cancelled", "this attempt was cancelled")
             else:
-                endpoint.busy += cost
-                endpoint.accepted += 1
-                self.accepted += 1
-                self.running[key] = (ref, cost)
-                latency = self._random.uniform(*self.spec.latency) * endpoint.spec.slowdown
-                latency *= cost if self.spec.per_cost else 1
-                refusal = None
-            if refusal is not None:
-                self.in_flight -= cost
-                endpoint.in_flight -= cost
+                # In flight from the request until the callback, for a refusal too: Baton
+                # holds the slot until it has read the answer.
+                self.in_flight += cost
+                endpoint.in_flight += cost
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
+                if document not in self.corpus:
+                    self.rejected += 1
+                    refusal = 422, _error("unknown_document", f"no document {document!r}")
+                elif endpoint.busy + (self._rebuilding and index == 0) + cost > workers:
+                    self.refused_busy += 1
+                    refusal = 429, _error("busy", "all workers are busy; try again later")
+                else:
+                    endpoint.busy += cost
+                    endpoint.accepted += 1
+                    self.accepted += 1
+                    running = self.running[key] = RunningAttempt(ref, cost, index, wall)
+                    latency = self._random.uniform(*self.spec.latency) * endpoint.spec.slowdown
+                    refusal = None
+                if refusal is not None:
+                    self.in_flight -= cost
+                    endpoint.in_flight -= cost
             self.received.append(
                 Received(
                     received, wall, ref, cost, endpoint.spec.name, refusal[0] if refusal else 202
@@ -576,12 +691,41 @@ class AlgorithmService:
             )
         if self.listener is not None:
             self.listener.dispatch_received(ref, self.name, accepted=refusal is None)
-        if refusal is not None:
+        if refusal is not None or running is None:
             if self.listener is not None:
                 self.listener.attempt_over(ref, self.name, reported=False)
-            return refusal
-        self._spawn(self._work, request, ref, document, latency, index)
-        return 202, {"task_id": task_id, "attempt": attempt, "accepted": True}
+            return refusal or (500, _error("internal", "no attempt"))
+        self._spawn(self._work, attempt, key, running, document, latency)
+        return 202, {"task_id": attempt.task_id, "attempt": attempt.number, "accepted": True}
+
+    def _cancel(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, Json]:
+        """Baton's cancel request for an attempt it ended: stop the attempt's work (200),
+        or 404 for one the service is not working on; either way a dispatch of that
+        attempt arriving later is not worked on."""
+        with self._lock:
+            secrets = list(self.secrets)
+        if not secrets:
+            return 503, _error("starting", "no signing secret yet")
+        try:
+            cancel = parse_cancel_request(body, headers, secrets)
+        except InvalidSignature as exc:
+            with self._lock:
+                self.refused_unsigned += 1
+            return 401, _error("invalid_signature", str(exc))
+        except BatonError:
+            return 422, _error("invalid_request", "not a cancel request")
+        key = f"{cancel.task_id}:{cancel.attempt}"
+        with self._lock:
+            self.cancel_requests += 1
+            self.cancelled.add(key)
+            running = self.running.get(key)
+            if running is not None and not running.stop.is_set():
+                self.cancels_stopped += 1
+            if running is not None:
+                running.stop.set()
+        if running is None:
+            return 404, _error("unknown_attempt", f"no attempt {key} at work here")
+        return 200, {"task_id": cancel.task_id, "attempt": cancel.attempt, "stopped": True}
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -590,85 +734,71 @@ class AlgorithmService:
             self._threads.append(thread)
         thread.start()
 
-    def _end(self, request: dict[str, Any], ref: str, index: int, reported: bool) -> None:
-        key = f"{request['task_id']}:{request['attempt']}"
+    def _end(self, key: str, running: RunningAttempt, reported: bool) -> None:
         with self._lock:
-            _ref, cost = self.running.pop(key, (ref, int(request.get("cost", 1))))
-            endpoint = self.endpoint_states[index]
-            self.in_flight -= cost
-            endpoint.in_flight -= cost
-            endpoint.busy -= cost
+            self.running.pop(key, None)
+            self.worked.append(Worked(running.ref, running.cost, running.since, time.time()))
+            endpoint = self.endpoint_states[running.index]
+            self.in_flight -= running.cost
+            endpoint.in_flight -= running.cost
+            endpoint.busy -= running.cost
         if self.listener is not None:
-            self.listener.attempt_over(ref, self.name, reported=reported)
+            self.listener.attempt_over(running.ref, self.name, reported=reported)
 
     def _work(
-        self, request: dict[str, Any], ref: str, document: str, latency: float, index: int
+        self, attempt: Attempt, key: str, running: RunningAttempt, document: str, latency: float
     ) -> None:
-        if self._stop.wait(latency):
-            self._end(request, ref, index, reported=False)
+        if self._stop.is_set():
+            running.stop.set()
+        if running.stop.wait(latency):  # cancelled, or the service stops
+            self._end(key, running, reported=False)
             return
-        body: dict[str, Any] = {"attempt": int(request["attempt"])}
         try:
             result = WORK[self.name](document, self.corpus[document], self.corpus)
         except EmptyDocument as exc:
-            body |= {"status": "failed", "error": _error(exc.code, str(exc))["error"]}
+            code, message = exc.code, str(exc)
+            self._end(key, running, reported=True)
+            self._report(attempt, running.ref, "failed", lambda: attempt.fail(code, message))
+            return
         except Stall:
             with self._lock:
                 self.stalled += 1
-            # Silent to the end: it gives up a little before the deadline, so that by the
-            # time Baton times the attempt out and sends another, this one is gone.
-            deadline = _seconds_until(str(request["deadline"]))
-            self._stop.wait(max(0.0, deadline - STALL_MARGIN_SECONDS))
-            self._end(request, ref, index, reported=False)
+            # Silent to the end (or to its cancel): it gives up a little before the
+            # deadline, so that by the time Baton times the attempt out and sends
+            # another, this one is gone.
+            left = (attempt.deadline - datetime.now(UTC)).total_seconds()
+            running.stop.wait(max(0.0, left - STALL_MARGIN_SECONDS))
+            self._end(key, running, reported=False)
             return
-        else:
-            upload = self._request("PUT", request["result"]["upload_url"], result, {})
-            if upload is None or upload.status != 200:
-                with self._lock:
-                    self.uploads_failed += 1
-                body |= {"status": "failed", "error": {"code": "upload_failed", "message": "PUT"}}
-            else:
-                body["status"] = "succeeded"
+        try:
+            attempt.upload_result(json.dumps(result).encode(), "application/json")
+        except BatonError as exc:
+            with self._lock:
+                self.uploads_failed += 1
+            self._end(key, running, reported=True)
+            message = str(exc)[:200]
+            self._report(
+                attempt, running.ref, "failed", lambda: attempt.fail("upload_failed", message)
+            )
+            return
         # The attempt leaves this service before its callback goes out: Baton frees the
         # slot only once it has the callback, so the count here never runs ahead of it.
-        self._end(request, ref, index, reported=True)
-        self._call_back(request, ref, body)
+        self._end(key, running, reported=True)
+        self._report(attempt, running.ref, "succeeded", attempt.succeed)
 
-    def _call_back(self, request: dict[str, Any], ref: str, body: dict[str, Any]) -> None:
-        headers = {"Authorization": f"Bearer {request['callback']['token']}"}
-        for retry in range(6):
-            answer = self._request("POST", request["callback"]["url"], body, headers)
-            if answer is not None and answer.status < 500:
-                break
-            if self._stop.wait(0.2 * 2**retry):
-                return
+    def _report(
+        self, attempt: Attempt, ref: str, status: str, call: Callable[[], CallbackAnswer]
+    ) -> None:
         try:
-            data = json.loads(answer.data) if answer is not None and answer.data else {}
-        except ValueError:
-            data = {}
-        record = CallbackRecord(
-            ref=ref,
-            attempt=int(body["attempt"]),
-            status=str(body["status"]),
-            http_status=answer.status if answer is not None else 0,
-            answer=data if isinstance(data, dict) else {},
-        )
+            answer = call()
+        except BatonError as exc:
+            record = CallbackRecord(
+                ref, attempt.number, status, exc.status or 0, error=exc.code or type(exc).__name__
+            )
+        else:
+            record = CallbackRecord(ref, attempt.number, status, 200, applied=answer.applied)
         with self._lock:
             self.callbacks.append(record)
-
-    def _request(
-        self, method: str, url: str, body: dict[str, Any], headers: dict[str, str]
-    ) -> urllib3.BaseHTTPResponse | None:
-        try:
-            return self._http.request(
-                method,
-                url,
-                body=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json", **headers},
-                timeout=urllib3.Timeout(connect=5, read=30),
-            )
-        except urllib3.exceptions.HTTPError:
-            return None
 
     def _rebuild_index(self) -> None:
         """Hold one worker now and then, as a shared service's other duties do."""
@@ -680,10 +810,5 @@ class AlgorithmService:
                 self._rebuilding = False
 
 
-def _error(code: str, message: str) -> dict[str, Any]:
+def _error(code: str, message: str) -> Json:
     return {"error": {"code": code, "message": message}}
-
-
-def _seconds_until(deadline: str) -> float:
-    moment = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
-    return moment.timestamp() - time.time()

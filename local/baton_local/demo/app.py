@@ -53,9 +53,9 @@ KIND_PRIORITY = {"invoice": 10, "contract": 5, "form": 0, "letter": -5}
 """Invoices go first (payment runs), then contracts, then forms and scans; letters last."""
 RUSH_PRIORITY = 50
 RUSH_SHARE = 0.1
-CLASSIFY_TIMEOUT_SECONDS = 4
-"""docs-portal wants a class within 4 s (twice), or a person sorts the document."""
-CLASSIFY_MAX_ATTEMPTS = 2
+CLASSIFY_TIMEOUT_SECONDS = 6
+"""docs-portal wants a class within 6 s, or a person sorts the document."""
+CLASSIFY_MAX_ATTEMPTS = 1
 TROUBLE = (("classify", "fax-0417-garbled.txt"), ("text-stats", "scan-0193-blank.txt"))
 """Pairs every plan includes, however small: a timeout and a failure (the portal's:
 people upload odd scans)."""

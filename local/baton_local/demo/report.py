@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -16,13 +17,16 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from baton_local.demo.algorithms import AlgorithmService, RateLimitSpec
+from baton_local.demo.algorithms import AlgorithmService, RateLimitSpec, Received
 from baton_local.demo.app import BULK, PORTAL, WEIGHTS, Ledger, TaskRecord
 
 STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
 MARKERS = {"failed": ("v", "#ff7f0e"), "timed_out": ("x", "#9467bd")}
 APP_COLOURS = {PORTAL: "#1f77b4", BULK: "#ff7f0e"}
 SHORT = {PORTAL: "portal", BULK: "bulk"}
+BACKLOG_COLOUR = "#2ca02c"
+CAPTION_WIDTH = 160
+"""Characters per caption line of the PNG (11 inches at 9 points)."""
 
 SMALLER_APP_TASKS = 4
 """A share window must be expected to hold this many tasks of the app with the smallest
@@ -35,6 +39,13 @@ RATE_JITTER_SECONDS = 0.15
 the limit at steady intervals may arrive a little bunched on a loaded machine."""
 RATE_WINDOW_SECONDS = 1.0
 """The sliding window of the requests-per-second curve."""
+UTILIZATION_TARGET = 0.9
+"""The share of its cap each algorithm must keep in flight while it has tasks waiting."""
+MIN_BACKLOG_SECONDS = 15.0
+"""Utilization is measured where an algorithm had tasks waiting for at least this long.
+Its backlog starts with its slots filling as the intake stores the first tasks, a
+second or three on a small machine; over a shorter backlog that is most of what there
+is to see."""
 
 
 @dataclass
@@ -234,6 +245,97 @@ def rate_held(times: Sequence[float], limit: RateLimitSpec) -> dict[str, Any]:
     }
 
 
+# -- utilization ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptSpan:
+    """One attempt as Baton recorded it (its ``task_execution`` row): from taking its
+    slot (the row is written just before the request goes out) until the callback,
+    timeout or dispatch failure that gave the slot back. Seconds since the epoch."""
+
+    ref: str
+    algorithm: str
+    attempt: int
+    cost: int
+    start: float
+    end: float
+    status: str
+
+
+def busy_while_waiting(
+    spans: Sequence[tuple[float, float, int]], waiting: Sequence[tuple[float, float]]
+) -> tuple[float, float]:
+    """(seconds during which some task waited, cost-seconds in flight during them).
+
+    ``spans`` are (start, end, cost) of the attempts; ``waiting`` the (since, until) of
+    the tasks' waits. One sweep over every start and end."""
+    events: list[tuple[float, int, int]] = []
+    for start, end, cost in spans:
+        events += [(start, 0, cost), (end, 0, -cost)]
+    for since, until in waiting:
+        if until > since:
+            events += [(since, 1, 1), (until, 1, -1)]
+    events.sort(key=lambda event: event[0])
+    in_flight = waiting_now = 0
+    queued = busy = 0.0
+    last: float | None = None
+    for moment, kind, delta in events:
+        if last is not None and waiting_now > 0:
+            queued += moment - last
+            busy += (moment - last) * in_flight
+        if kind == 0:
+            in_flight += delta
+        else:
+            waiting_now += delta
+        last = moment
+    return queued, busy
+
+
+def utilization(
+    spans: Sequence[AttemptSpan],
+    waiting: Sequence[tuple[float, float]],
+    cap: int,
+    target: float = UTILIZATION_TARGET,
+    min_backlog: float = MIN_BACKLOG_SECONDS,
+) -> dict[str, Any]:
+    """How much of its cap an algorithm used while it had tasks waiting: the cost in
+    flight (Baton's own attempt records), averaged over the time some task of it waited
+    between its arrival in Baton and its first dispatch, over the cap.
+
+    Measured only when the algorithm had tasks waiting for ``min_backlog`` seconds in
+    all (see ``MIN_BACKLOG_SECONDS``)."""
+    queued, busy = busy_while_waiting([(s.start, s.end, s.cost) for s in spans], waiting)
+    run = percentile([s.end - s.start for s in spans if s.status != "dispatch_failed"], 50)
+    measured = queued >= min_backlog
+    ratio = busy / (queued * cap) if queued > 0 and cap > 0 else None
+    return {
+        "cap": cap,
+        "queued_seconds": round(queued, 2),
+        "median_run_seconds": None if run is None else round(run, 2),
+        "mean_in_flight": None if not queued else round(busy / queued, 2),
+        "utilization": None if ratio is None else round(ratio, 3),
+        "target": target,
+        "min_backlog_seconds": min_backlog,
+        "measured": measured,
+        "passed": not measured or (ratio is not None and ratio >= target - 1e-9),
+    }
+
+
+def found_free_slot(
+    created: float,
+    cost: int,
+    spans: Sequence[AttemptSpan],
+    waits: Sequence[tuple[float, float, int]],
+    cap: int,
+) -> bool:
+    """Whether a task arriving at ``created`` found room for its cost: the cost in flight
+    then, and that of the tasks that arrived before it and still waited, left it room."""
+    in_flight = sum(s.cost for s in spans if s.start <= created < s.end)
+    ahead = sum(c for since, until, c in waits if since < created < until)
+    return in_flight + ahead + cost <= cap
+
+
 def _per_second(times: Sequence[float], at: Sequence[float]) -> list[int]:
     """Requests in the sliding window ending at each moment of ``at``."""
     ordered = sorted(times)
@@ -291,9 +393,11 @@ def build_report(
     emulator: Mapping[str, Any],
     apps: Mapping[str, Mapping[str, Any]] | None = None,
     origin: float = 0.0,
+    attempts: Sequence[AttemptSpan] = (),
 ) -> dict[str, Any]:
     """Every figure of the run, and the checks that decide the exit code. ``origin`` is
-    the monotonic moment of the first submission (the timeline's zero)."""
+    the monotonic moment of the first submission (the timeline's zero); ``attempts``
+    Baton's records of every attempt, for the utilization of the caps."""
     records = list(ledger.records.values())
     statuses = Counter(record.status for record in records if record.status is not None)
     missing = [record.task.ref for record in records if record.state != "final"]
@@ -310,6 +414,7 @@ def build_report(
     apps = apps or {name: {"weight": weight} for name, weight in WEIGHTS.items()}
     weights = {name: float(app["weight"]) for name, app in apps.items()}
     wall_origin = _wall_origin(services, origin)
+    free_slot: list[TaskRecord] = []
 
     algorithms: dict[str, Any] = {}
     for service in services:
@@ -333,13 +438,50 @@ def build_report(
             ]
             for app in weights
         }
+        limit = service.spec.rate_limit
+        spans = [a for a in attempts if a.algorithm == service.name]
+        cap = service.spec.max_concurrency
+        waits = [
+            (r.created_wall, r.first_dispatched_wall, r.task.cost)
+            for r in mine
+            if r.created_wall is not None and r.first_dispatched_wall is not None
+        ]
+        backlog = [(since, until) for since, until, _ in waits]
+        use = utilization(spans, backlog, cap)
+        # The same over the service's own count (request to callback): what of Baton's
+        # slot time the service spent on the work, not on the way to and from it.
+        queued, worked = busy_while_waiting(
+            [(w.since, w.until, w.cost) for w in service.worked], backlog
+        )
+        use["at_service"] = round(worked / (queued * cap), 3) if queued and cap else None
+        # Without Baton's records nothing says what was in flight: no task is taken to
+        # have found a free slot.
+        mine_free = [
+            r
+            for r in mine
+            if spans
+            and r.created_wall is not None
+            and r.first_dispatched_wall is not None
+            and found_free_slot(r.created_wall, r.task.cost, spans, waits, cap)
+        ]
+        # A task that found a slot free on arriving was not chosen over anyone: the slots
+        # filling at the start go to whichever tasks arrive first, not by weight.
+        unchosen = {r.task.ref for r in mine_free}
+        chosen = [d for d in accepted if not (d.ref in unchosen and _first(d, accepted))]
         shares = fair_shares(
-            [(d.wall, ledger.app_of(d.ref) or "", d.cost) for d in accepted], waiting, weights
+            [(d.wall, ledger.app_of(d.ref) or "", d.cost) for d in chosen], waiting, weights
         )
         for window in shares["windows"]:
             window["from_s"] = round(window.pop("from") - wall_origin, 2)
             window["to_s"] = round(window.pop("to") - wall_origin, 2)
-        limit = service.spec.rate_limit
+        free_slot += mine_free
+        held = [a.cost * (a.end - a.start) for a in spans if a.status != "dispatch_failed"]
+        use["capacity_tasks_per_second"] = (
+            round(cap * len(held) / sum(held), 2) if held and sum(held) > 0 else None
+        )
+        use["backlog_s"] = _merged(
+            [(since - wall_origin, until - wall_origin) for since, until, _ in waits]
+        )
         algorithms[service.name] = {
             "max_concurrency": service.spec.max_concurrency,
             "max_in_flight": service.max_in_flight,
@@ -360,6 +502,8 @@ def build_report(
             "refused_busy_429": service.refused_busy,
             "rejected_422": service.rejected,
             "stalled": service.stalled,
+            "refused_unsigned_401": service.refused_unsigned,
+            "cancel_requests": service.cancel_requests,
             "callback_answers": dict(Counter(str(c.http_status) for c in service.callbacks)),
             "callbacks_refused": [
                 {
@@ -367,7 +511,7 @@ def build_report(
                     "attempt": c.attempt,
                     "status": c.status,
                     "http_status": c.http_status,
-                    "error": (c.answer.get("error") or {}).get("code"),
+                    "error": c.error,
                 }
                 for c in service.callbacks
                 if c.http_status != 200
@@ -376,6 +520,10 @@ def build_report(
             "statuses": dict(Counter(r.status or "unfinished" for r in mine)),
             "submit_to_dispatch_ms": _latency(_present([_dispatch_ms(r) for r in mine])),
             "submit_to_notify_ms": _latency(_present([_notify_ms(r) for r in mine])),
+            "submit_to_dispatch_free_slot_ms": _latency(
+                _present([_dispatch_ms(r) for r in mine_free])
+            ),
+            "utilization": use,
             "apps": by_app,
             "shares": shares,
             "rate": rate_held([d.at for d in service.received], limit) if limit else None,
@@ -448,6 +596,7 @@ def build_report(
                 for e in a["endpoints"]
             ),
         ),
+        _utilization_check(algorithms, measured=bool(attempts)),
         _shares_check(algorithms, weights),
         _rate_check(algorithms),
         _check(
@@ -466,6 +615,9 @@ def build_report(
         "statuses": {status: statuses.get(status, 0) for status in STATUSES},
         "latency_ms": {
             "submit_to_dispatch": _latency(_present([_dispatch_ms(r) for r in records])),
+            "submit_to_dispatch_free_slot": _latency(
+                _present([_dispatch_ms(r) for r in free_slot])
+            ),
             "submit_to_notify": _latency(_present([_notify_ms(r) for r in records])),
         },
         "latency_by_app_ms": {
@@ -490,7 +642,21 @@ def build_report(
         },
         "results": {"succeeded": len(succeeded), "read_ok": len(succeeded) - len(unread)},
         "emulator": dict(emulator),
-        "tasks": [_task_row(record, min(submitted, default=0.0)) for record in records],
+        "tasks": [
+            _task_row(record, min(submitted, default=0.0), wall_origin) for record in records
+        ],
+        "attempts": [
+            {
+                "ref": a.ref,
+                "algorithm": a.algorithm,
+                "attempt": a.attempt,
+                "cost": a.cost,
+                "status": a.status,
+                "start_s": round(a.start - wall_origin, 3),
+                "end_s": round(a.end - wall_origin, 3),
+            }
+            for a in sorted(attempts, key=lambda a: a.start)
+        ],
         "timeline": {
             "t": [round(moment, 3) for moment in t],
             "running": {
@@ -523,6 +689,47 @@ def _wall_origin(services: Sequence[AlgorithmService], origin: float) -> float:
         for received in service.received:
             return received.wall - (received.at - origin)
     return time.time() - (time.monotonic() - origin)
+
+
+def _first(dispatch: Received, accepted: Sequence[Received]) -> bool:
+    """Whether ``dispatch`` is the first accepted dispatch of its task."""
+    return next(d for d in accepted if d.ref == dispatch.ref) is dispatch
+
+
+def _merged(intervals: Sequence[tuple[float, float]]) -> list[list[float]]:
+    """The union of the intervals, as few as cover it, in order."""
+    merged: list[list[float]] = []
+    for since, until in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and since <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], until)
+        else:
+            merged.append([since, until])
+    return [[round(since, 2), round(until, 2)] for since, until in merged]
+
+
+def _utilization_check(algorithms: Mapping[str, Any], *, measured: bool) -> dict[str, Any]:
+    parts, passed = [], measured
+    for name, figures in algorithms.items():
+        use = figures["utilization"]
+        if not use["measured"]:
+            parts.append(
+                f"{name}: not measured ({use['queued_seconds']:.1f} s of backlog,"
+                f" under {use['min_backlog_seconds']:g} s)"
+            )
+            continue
+        ok = use["passed"]
+        passed = passed and ok
+        parts.append(
+            f"{name}: {use['utilization']:.0%} of cap {use['cap']} over"
+            f" {use['queued_seconds']:.1f} s waiting{'' if ok else ' (BELOW)'}"
+        )
+    if not measured:
+        parts.insert(0, "NOT MEASURED: no attempt records")
+    return _check(
+        f"every cap kept busy while its tasks waited (>= {UTILIZATION_TARGET:.0%} each)",
+        passed,
+        "; ".join(parts),
+    )
 
 
 def _senders_check(apps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -595,9 +802,15 @@ def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
     return {"name": name, "passed": passed, "detail": detail}
 
 
-def _task_row(record: TaskRecord, origin: float) -> dict[str, Any]:
+def _task_row(record: TaskRecord, origin: float, wall_origin: float) -> dict[str, Any]:
+    """One task; ``*_s`` are seconds on the timeline (``origin`` monotonic,
+    ``wall_origin`` the same moment on the wall clock, for Baton's timestamps)."""
     dispatch, notify = _dispatch_ms(record), _notify_ms(record)
     notified = None if record.notified_at is None else round(record.notified_at - origin, 3)
+
+    def wall(moment: float | None) -> float | None:
+        return None if moment is None else round(moment - wall_origin, 3)
+
     return {
         "ref": record.task.ref,
         "app": record.task.app,
@@ -612,6 +825,8 @@ def _task_row(record: TaskRecord, origin: float) -> dict[str, Any]:
         "error_code": record.error_code,
         "submit_to_dispatch_ms": None if dispatch is None else round(dispatch, 1),
         "submit_to_notify_ms": None if notify is None else round(notify, 1),
+        "arrived_s": wall(record.created_wall),
+        "first_dispatched_s": wall(record.first_dispatched_wall),
         "notified_s": notified,
         "result_ok": record.result_ok,
     }
@@ -644,6 +859,7 @@ def summary_tables(report: Mapping[str, Any]) -> Group:
         latency.add_column(column, justify="right")
     for name, label in (
         ("submit_to_dispatch", "submit -> dispatch"),
+        ("submit_to_dispatch_free_slot", "submit -> dispatch, a free slot"),
         ("submit_to_notify", "submit -> notify"),
     ):
         figures = report["latency_ms"][name]
@@ -698,7 +914,7 @@ def summary_tables(report: Mapping[str, Any]) -> Group:
             priority, str(figures["tasks"]), _ms(waited["p50"]) + " ms", _ms(waited["p95"]) + " ms"
         )
 
-    shares, fleet = _shares_table(report), _fleet_table(report)
+    shares, fleet, busy = _shares_table(report), _fleet_table(report), _utilization_table(report)
 
     checks = Table(title="Checks", title_justify="left", show_header=False)
     checks.add_column("result")
@@ -707,7 +923,46 @@ def summary_tables(report: Mapping[str, Any]) -> Group:
     for check in report["checks"]:
         mark = Text("PASS", style="bold green") if check["passed"] else Text("FAIL", "bold red")
         checks.add_row(mark, check["name"], check["detail"])
-    return Group(statuses, latency, figures_line, algorithms, fleet, shares, priorities, checks)
+    bound = Text(throughput_caption(report) + "\n")
+    return Group(
+        statuses, latency, figures_line, algorithms, busy, bound, fleet, shares, priorities, checks
+    )
+
+
+def _utilization_table(report: Mapping[str, Any]) -> Table:
+    busy = Table(
+        title="Caps in use while tasks waited (Baton's attempt records)", title_justify="left"
+    )
+    for column in (
+        "algorithm",
+        "cap",
+        "waited",
+        "mean in flight",
+        "utilization",
+        "service at work",
+        "at cap",
+        "result",
+    ):
+        busy.add_column(column, justify="left" if column in ("algorithm", "result") else "right")
+    for name, figures in report["algorithms"].items():
+        use = figures["utilization"]
+        ratio, mean = use["utilization"], use["mean_in_flight"]
+        if not use["measured"]:
+            verdict = Text("not measured", "dim")
+        else:
+            verdict = Text("held", "green") if use["passed"] else Text("below", "bold red")
+        rate = use["capacity_tasks_per_second"]
+        busy.add_row(
+            name,
+            str(use["cap"]),
+            f"{use['queued_seconds']:.1f} s",
+            "-" if mean is None else f"{mean:.2f}",
+            "-" if ratio is None else f"{ratio:.0%}",
+            "-" if use.get("at_service") is None else f"{use['at_service']:.0%}",
+            "-" if rate is None else f"{rate:.2f} tasks/s",
+            verdict,
+        )
+    return busy
 
 
 def _shares_table(report: Mapping[str, Any]) -> Table:
@@ -786,8 +1041,9 @@ def write_json(report: Mapping[str, Any], path: Path) -> Path:
 
 def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
     """One panel per algorithm (cost in flight, stacked by app, against its cap, with the
-    share windows shaded), the rate-limited algorithm's requests against its bound, then
-    each app's waiting tasks."""
+    share windows shaded and its backlog marked), the rate-limited algorithm's requests
+    against its bound, then each app's waiting tasks; the title at the top and, at the
+    bottom, a caption saying what bounded the run's throughput."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -801,21 +1057,27 @@ def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
     limited = list(timeline.get("requests_per_window", {}))
     apps = list(report["apps"])
     rows = len(names) + len(limited) + 1
+    caption = textwrap.wrap(throughput_caption(report), CAPTION_WIDTH)
+    # Inches above the panels for the title and the legend, below them for the axis
+    # label and the caption: the figure grows by them, the panels keep their size.
+    head, foot = 1.45, 0.6 + 0.17 * len(caption)
+    height = 2.1 * rows + head + foot
     figure, axes = plt.subplots(
         rows,
         1,
-        figsize=(11, 2.1 * rows + 1.2),
+        figsize=(11, height),
         sharex=True,
         gridspec_kw={"height_ratios": [1.0] * (rows - 1) + [1.3]},
     )
     for axis, name in zip(axes, names, strict=False):
         _plot_algorithm(axis, report, name, t)
-    axes[0].legend(
+    figure.legend(
         handles=[
             Patch(color=APP_COLOURS.get(app, "#777777"), alpha=0.7, label=f"{app} in flight")
             for app in apps
         ]
-        + [Patch(color="#bbbbbb", alpha=0.35, label="share window (both waiting)")]
+        + [Patch(color=BACKLOG_COLOUR, alpha=0.6, label="its tasks waiting in Baton")]
+        + [Patch(color="#bbbbbb", alpha=0.35, label="share window (both apps waiting)")]
         + [
             Line2D(
                 [],
@@ -827,9 +1089,9 @@ def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
             )
             for status, (marker, shade) in MARKERS.items()
         ],
-        loc="lower right",
-        bbox_to_anchor=(1.0, 1.12),
-        ncol=len(apps) + 1 + len(MARKERS),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.62 / height),
+        ncol=4,
         fontsize=8,
         frameon=False,
     )
@@ -878,6 +1140,20 @@ def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
     )
     queue_axis.legend(loc="upper right", fontsize=8, frameon=False)
     queue_axis.grid(alpha=0.3)
+    figure.suptitle(_title(report), y=1 - 0.12 / height, va="top", fontsize=11)
+    figure.text(
+        0.012, 0.1 / height, "\n".join(caption), ha="left", va="bottom", fontsize=9, wrap=False
+    )
+    figure.subplots_adjust(
+        left=0.07, right=0.98, top=1 - head / height, bottom=foot / height, hspace=0.55
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _title(report: Mapping[str, Any]) -> str:
     run = report["run"]
     by_app = report.get("latency_by_app_ms", {})
     waits = ", ".join(
@@ -888,22 +1164,61 @@ def plot_timeline(report: Mapping[str, Any], path: Path) -> Path:
         f"{SHORT.get(app, app)} {figures.get('weight', 1):g}"
         for app, figures in report["apps"].items()
     )
-    figure.suptitle(
+    free = report["latency_ms"].get("submit_to_dispatch_free_slot", {}).get("p50")
+    throughput = report.get("throughput_tasks_per_second")
+    return (
         f"Baton demo: {run.get('tasks')} tasks from two apps in {run.get('run_seconds', 0):.1f} s"
-        f" (a minute lasts {run.get('tick_seconds')} s)\n"
-        f"weights {weights}; p50 submit -> dispatch {waits}",
-        fontsize=11,
+        f" ({'-' if throughput is None else throughput} tasks/s; a minute lasts"
+        f" {run.get('tick_seconds')} s)\n"
+        f"weights {weights}; p50 submit -> dispatch {waits};"
+        f" with a free slot {_ms(free)} ms"
     )
-    figure.tight_layout(rect=(0, 0, 1, 0.965))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+
+
+def throughput_caption(report: Mapping[str, Any]) -> str:
+    """What bounded the run's throughput, in a sentence or three, from the report."""
+    algorithms = report["algorithms"]
+    busy = [
+        f"{name} {figures['utilization']['utilization']:.0%} of {figures['max_concurrency']}"
+        for name, figures in algorithms.items()
+        if figures["utilization"]["measured"]
+    ]
+    rates = {
+        name: figures["utilization"]["capacity_tasks_per_second"]
+        for name, figures in algorithms.items()
+        if figures["utilization"]["capacity_tasks_per_second"] is not None
+    }
+    throughput = report.get("throughput_tasks_per_second")
+    whole = (
+        ""
+        if throughput is None
+        else f" Over the whole run {throughput} tasks/s: the first tasks' arrival and the last"
+        " ones' tail run below the caps."
+    )
+    bound = (
+        f" At its cap an algorithm finishes cap / (cost x run time) tasks a second:"
+        f" {', '.join(f'{name} {rate:.2f}' for name, rate in rates.items())}"
+        f" ({sum(rates.values()):.1f} in all)."
+        if rates
+        else ""
+    )
+    if not busy:
+        return (
+            "What bounds throughput: the caps, once saturated; no algorithm had a backlog of"
+            f" {MIN_BACKLOG_SECONDS:g} s here, so how busy they were is not measured.{bound}{whole}"
+        )
+    return (
+        "What bounds throughput here: the caps, once saturated. While its tasks waited, each"
+        " algorithm kept its cap busy (cost in flight, Baton's attempt records):"
+        f" {', '.join(busy)}.{bound}{whole}"
+    )
 
 
 def _plot_algorithm(axis: Any, report: Mapping[str, Any], name: str, t: Sequence[float]) -> None:
     figures = report["algorithms"][name]
     cap = figures["max_concurrency"]
+    # Above the cap line: the share labels, the outcome markers, the backlog band.
+    room = max(1.3, cap * 0.3)
     running = report["timeline"]["running"][name]
     base = [0] * len(t)
     for app, values in running.items():
@@ -918,18 +1233,26 @@ def _plot_algorithm(axis: Any, report: Mapping[str, Any], name: str, t: Sequence
         if bulk is not None:
             axis.annotate(
                 f"bulk {bulk:.0%}",
-                xy=((window["from_s"] + window["to_s"]) / 2, cap + 0.15),
+                xy=((window["from_s"] + window["to_s"]) / 2, cap + room * 0.1),
                 ha="center",
                 va="bottom",
                 fontsize=7,
             )
+    use = figures["utilization"]
+    axis.broken_barh(
+        [(since, until - since) for since, until in use.get("backlog_s", [])],
+        (cap + room * 0.8, room * 0.15),
+        color=BACKLOG_COLOUR,
+        alpha=0.6,
+        lw=0,
+    )
     axis.axhline(cap, color="black", linestyle="--", linewidth=1)
     endpoints = figures["endpoints"]
-    caption = f"max_concurrency {cap}"
+    label = f"max_concurrency {cap}"
     if len(endpoints) > 1:
-        caption += " = " + " + ".join(f"{e['name']} {e['max_concurrency']}" for e in endpoints)
+        label += " = " + " + ".join(f"{e['name']} {e['max_concurrency']}" for e in endpoints)
     axis.annotate(
-        caption,
+        label,
         xy=(1, cap),
         xycoords=("axes fraction", "data"),
         xytext=(-4, -3),
@@ -944,20 +1267,28 @@ def _plot_algorithm(axis: Any, report: Mapping[str, Any], name: str, t: Sequence
             for row in report["tasks"]
             if row["algorithm"] == name and row["status"] == status and row["notified_s"]
         ]
-        axis.scatter(moments, [cap + 0.75] * len(moments), marker=marker, color=shade, s=22)
-    axis.set_ylim(0, cap + 1.3)
-    axis.set_yticks(range(0, cap + 1, 1 if cap <= 6 else 2))
+        axis.scatter(moments, [cap + room * 0.55] * len(moments), marker=marker, color=shade, s=22)
+    axis.set_ylim(0, cap + room)
+    step = max(1, math.ceil(cap / 6))
+    axis.set_yticks(range(0, cap + 1, step))
     axis.set_ylabel("cost in flight")
     statuses = figures["statuses"]
     shares = figures["shares"]
     if shares["measured"]:
         got = shares["contended_shares"]
         share_text = (
-            f"while both waited: portal {got.get(PORTAL, 0):.0%} / bulk {got.get(BULK, 0):.0%}"
-            f" of {shares['contended_cost']} cost units"
+            f"while both apps waited: portal {got.get(PORTAL, 0):.0%} /"
+            f" bulk {got.get(BULK, 0):.0%} of {shares['contended_cost']} cost units"
         )
     else:
-        share_text = f"shares not measured ({shares['contended_tasks']} contended dispatches)"
+        share_text = (
+            f"shares not measured ({shares['contended_tasks']} dispatches while both waited)"
+        )
+    busy_text = (
+        f"busy {use['utilization']:.0%} of cap while tasks waited"
+        if use["measured"]
+        else "busy: not measured"
+    )
     costs = figures["cost_per_task"]
     cost_text = f", cost {costs[0]}-{costs[-1]} per task" if costs and costs[-1] > 1 else ""
     endpoint_text = (
@@ -970,8 +1301,8 @@ def _plot_algorithm(axis: Any, report: Mapping[str, Any], name: str, t: Sequence
     axis.set_title(
         f"{name}: max {figures['max_in_flight']}/{cap}{endpoint_text}{cost_text};"
         f" {statuses.get('succeeded', 0)} ok, {statuses.get('failed', 0)} failed,"
-        f" {statuses.get('timed_out', 0)} timed out, {figures['refused_busy_429']} x 429"
-        f" | {share_text}",
+        f" {statuses.get('timed_out', 0)} timed out, {figures['refused_busy_429']} x 429\n"
+        f"{busy_text} | {share_text}",
         loc="left",
         fontsize=9,
     )

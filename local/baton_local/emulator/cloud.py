@@ -208,6 +208,24 @@ class LocalCloud:
             raise KeyError(f"no function {function} in the template")
         return self.lambdas.invoke(logical_id, event, "invoke")
 
+    def prewarm(self, function: str, instances: int | None = None) -> int:
+        """Cold-start up to ``instances`` instances of a function (default: as many as it
+        may run at once) and wait for them, as a function under steady load has them
+        warm; returns how many it has now."""
+        logical_id = self.lambdas.find(function)
+        if logical_id is None:
+            raise KeyError(f"no function {function} in the template")
+        pool = self.lambdas.pool(logical_id)
+        pool.prewarm(pool.concurrency if instances is None else instances)
+        return pool.instances
+
+    def instances(self) -> dict[str, dict[str, int]]:
+        """Per function started so far: its instances, and the most ever busy at once."""
+        return {
+            logical_id: {"instances": pool.instances, "peak_busy": pool.peak}
+            for logical_id, pool in sorted(self.lambdas.started_pools().items())
+        }
+
     def function_log(self, function: str) -> Path:
         """The file that holds a function's stdout and stderr."""
         return self.lambdas.log_path(self.lambdas.find(function) or function)

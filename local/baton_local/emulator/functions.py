@@ -120,6 +120,11 @@ class LambdaService:
                 self.pools[logical_id] = self._start(logical_id)
             return self.pools[logical_id]
 
+    def started_pools(self) -> dict[str, FunctionPool]:
+        """The pools of the functions started so far, by logical id."""
+        with self._lock:
+            return dict(self.pools)
+
     def invoke(
         self,
         logical_id: str,

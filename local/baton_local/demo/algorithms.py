@@ -349,20 +349,29 @@ class ServiceSpec:
     def endpoint_specs(self) -> tuple[EndpointSpec, ...]:
         return self.endpoints or (EndpointSpec("main", self.max_concurrency),)
 
-    def registry_entry(self, urls: Sequence[str]) -> dict[str, Any]:
+    def registry_entry(
+        self, urls: Sequence[str], cancel_urls: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """The registry entry for servers at ``urls``, each taking Baton's cancel
+        requests at the matching ``cancel_urls`` (so work Baton gave up on stops)."""
+        cancels = list(cancel_urls) if cancel_urls is not None else [None] * len(urls)
         entry: dict[str, Any] = {
             "max_concurrency": self.max_concurrency,
             "timeout_seconds": self.timeout_seconds,
             "max_timeout_seconds": max(self.timeout_seconds, 60),
             "max_attempts": self.max_attempts,
+            "cancel_grace_seconds": 10,
         }
         if self.endpoints:
             entry["endpoints"] = [
                 {"url": url, "max_concurrency": endpoint.max_concurrency}
-                for url, endpoint in zip(urls, self.endpoints, strict=True)
+                | ({"cancel_url": cancel} if cancel else {})
+                for url, cancel, endpoint in zip(urls, cancels, self.endpoints, strict=True)
             ]
         else:
             entry["endpoint"] = urls[0]
+            if cancels[0]:
+                entry["cancel_url"] = cancels[0]
         if self.rate_limit is not None:
             entry["rate_limit"] = self.rate_limit.registry_entry()
         return entry
@@ -543,7 +552,7 @@ class AlgorithmService:
         return [state.cancel_url for state in self.endpoint_states]
 
     def registry_entry(self) -> dict[str, Any]:
-        return self.spec.registry_entry(self.endpoints)
+        return self.spec.registry_entry(self.endpoints, self.cancel_urls)
 
     def use_secrets(self, secrets: Sequence[str]) -> None:
         """Verify requests with these from now on: the algorithm's secret under each key

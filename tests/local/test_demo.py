@@ -657,6 +657,25 @@ def test_a_small_demo_run_keeps_every_promise(tmp_path: Path) -> None:
     assert 0 < latency["submit_to_dispatch"]["p50"] <= latency["submit_to_notify"]["p50"]
     assert report["throughput_tasks_per_second"] > 0
 
+    # And an operator's views of the run: baton stats at the end, one algorithm a row,
+    # and baton task why of a task while it waited (with 30 tasks on caps of 5 and 6,
+    # some wait), naming one of the documented rules
+    operator = report["operator"]
+    assert operator["stats"].splitlines()[1].split()[:3] == ["algorithm", "pending", "queued"]
+    for name in report["algorithms"]:
+        assert any(line.startswith(name) for line in operator["stats"].splitlines()), name
+    if operator["task_why"] is not None:
+        assert operator["task_why"]["waiting"]["reason"] in {
+            "not_before",
+            "backoff",
+            "capacity",
+            "app_limit",
+            "rate_limit",
+            "cooling_down",
+            "paused",
+            "recovering",
+        }
+
     # And the JSON report and the PNG timeline were written
     assert json.loads(result.json_path.read_text())["passed"] is True
     with Image.open(result.png_path) as image:

@@ -294,6 +294,12 @@ class Ledger:
                     table[record.task.app, record.task.algorithm] += 1
         return dict(table)
 
+    def longest_waiting(self) -> TaskRecord | None:
+        """The task sent first of those waiting (sent, not running, not finished)."""
+        with self._lock:
+            waiting = [r for r in self.records.values() if r.state == "queued"]
+        return min(waiting, key=lambda r: r.submitted_at or 0.0, default=None)
+
     def app_of(self, ref: str) -> str | None:
         record = self.records.get(ref)
         return None if record is None else record.task.app

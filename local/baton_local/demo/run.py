@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -60,6 +61,9 @@ if TYPE_CHECKING:
 SAMPLE_SECONDS = 0.1
 RAM_DISK = "/dev/shm"  # noqa: S108 -- TemporaryDirectory makes a private one inside
 DRAIN_SECONDS = 1.0
+WHY_AFTER_SECONDS = 3.0
+WHY_TRIES = 5
+"""When the demo asks ``baton task why`` of a waiting task: once the caps are full."""
 """After the last notification, listen this much longer for a repeated one."""
 WARM_FUNCTIONS = ("PromoteFunction", "DispatchFunction", "SweepFunction")
 """The scheduled functions: once each has run, the stack's cold starts are behind it
@@ -159,6 +163,11 @@ class _DemoRun:
         self.submitted_at = 0.0
         self.timed_out = False
         self.attempts: list[AttemptSpan] = []
+        self.state_dir: Path | None = None
+        self.waited: dict[str, Any] | None = None
+        """``baton task why --json`` of one task while it waited, as an operator asks it."""
+        self.stats = ""
+        """``baton stats`` at the end of the run, as an operator reads it."""
 
     def start(self, stack: ExitStack) -> None:
         """The algorithm services, the emulated stack, and each app's subscription."""
@@ -170,7 +179,7 @@ class _DemoRun:
             service.start()
             stack.callback(service.stop)
         registry = {s.name: s.registry_entry() for s in self.services}
-        state_dir = Path(
+        state_dir = self.state_dir = Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="baton-demo-", dir=_scratch()))
         )
         self.console.print(
@@ -234,12 +243,18 @@ class _DemoRun:
             services=self.services,
             origin=self.submitted_at,
         ) as refresh:
+            asking: threading.Thread | None = None
             while not (self.ledger.all_final() and self.ledger.results_pending() == 0):
                 if time.monotonic() > deadline:
                     self.timed_out = True
                     break
                 time.sleep(0.25)
                 refresh()
+                if asking is None and time.monotonic() - self.submitted_at > WHY_AFTER_SECONDS:
+                    asking = threading.Thread(target=self._ask_why, daemon=True)
+                    asking.start()
+            if asking is not None:
+                asking.join(timeout=30)
             drain = 0 if self.timed_out else DRAIN_SECONDS
             for app in self.apps.values():
                 app.stop(drain_seconds=drain)
@@ -247,6 +262,40 @@ class _DemoRun:
             stop_sampling.set()
             sampler.join(timeout=5)
             refresh()
+
+    def _ask_why(self) -> None:
+        """What an operator asks of a task that waits: ``baton task why`` against the
+        running stack (its env file), for the waiting task that was sent first (again,
+        should it have started by the time the command asks)."""
+        for _ in range(WHY_TRIES):
+            record = self.ledger.longest_waiting()
+            if record is None:
+                return
+            key = f"{self.run_id}:{record.task.ref}"
+            answer = self._baton("task", "why", "--app", record.task.app, "--key", key, "--json")
+            waiting = json.loads(answer) if answer else None
+            if waiting is not None:
+                self.waited = {"ref": record.task.ref, "app": record.task.app, "waiting": waiting}
+                return
+
+    def _baton(self, *args: str) -> str | None:
+        """An operator command against this run's stack; its output, or None if it failed."""
+        if self.state_dir is None:
+            return None
+        command = [
+            sys.executable,
+            "-m",
+            "baton.cli",
+            *args,
+            "--local",
+            "--state-dir",
+            str(self.state_dir),
+        ]
+        # Our own interpreter and console script, arguments built here: nothing untrusted.
+        done = subprocess.run(  # noqa: S603
+            command, capture_output=True, text=True, timeout=60, check=False
+        )
+        return done.stdout if done.returncode == 0 else None
 
     def collect(self) -> None:
         """Baton's own record of every attempt of the run (its ``task_execution`` rows),
@@ -257,6 +306,7 @@ class _DemoRun:
 
         if self.cloud is None:
             return
+        self.stats = self._baton("stats") or ""
         engine = create_database_engine(self.cloud.environment()["BATON_DATABASE_URL"])
         try:
             repository = Repository(create_session_factory(engine))
@@ -324,6 +374,7 @@ class _DemoRun:
                 "errors": [{"function": f, "error": str(e)} for f, e in errors[:50]],
             },
         )
+        report["operator"] = {"task_why": self.waited, "stats": self.stats}
         if self.timed_out:
             report["passed"] = False
             report["checks"].append(
@@ -333,6 +384,16 @@ class _DemoRun:
         json_path = write_json(report, options.reports / f"demo-{stamp}.json")
         png_path = plot_timeline(report, options.reports / f"demo-{stamp}.png")
         self.console.print(summary_tables(report))
+        if self.stats:
+            self.console.print("[bold]baton stats[/] (as an operator reads it at the end)")
+            self.console.print(self.stats.rstrip(), highlight=False, markup=False)
+        if self.waited is not None:
+            why = self.waited["waiting"]
+            self.console.print(
+                f"[bold]baton task why[/] {self.waited['app']}/{self.waited['ref']} while it"
+                f" waited: {why['reason']}: {why['detail']}",
+                highlight=False,
+            )
         if errors:
             self.console.print(f"[yellow]the emulator recorded {len(errors)} function errors[/]")
         self.console.print(f"report:   {json_path}\ntimeline: {png_path}")

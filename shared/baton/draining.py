@@ -24,7 +24,7 @@ from baton.backoff import backoff_seconds
 from baton.contracts import CancelRequest
 from baton.faults import crash_point
 from baton.models import TaskExecution
-from baton.observability import logger, metrics
+from baton.observability import CANCEL_GRACE_EXPIRED, CANCELS_ACKNOWLEDGED, emit, logger
 from baton.records import CANCEL_REASONS, Drain, Draining
 from baton.runtime import Runtime
 
@@ -106,6 +106,40 @@ def drain_attempts(
     return report
 
 
+def _free_slot(
+    runtime: Runtime, algorithm: str, execution: TaskExecution, http_status: int | None
+) -> bool:
+    """The drain is over: acknowledged (``http_status``, 2xx or 404), or at its grace
+    (None). True for the one caller that recorded it, which frees the slot."""
+    now = runtime.clock()
+    task_id, attempt = execution.task_id, execution.attempt
+    if not runtime.repository.mark_drained(task_id, attempt, now, http_status):
+        return False
+    if http_status is not None:
+        crash_point("cancel.after_ack")
+    runtime.queue.release(algorithm, task_id, attempt, now)
+    if http_status is None:
+        emit(CANCEL_GRACE_EXPIRED, 1, algorithm=algorithm)
+        logger.warning(
+            "draining attempt freed at its grace; the service never acknowledged the cancel",
+            task_id=task_id,
+            attempt=attempt,
+            algorithm=algorithm,
+            endpoint=execution.endpoint,
+            cancel_tries=execution.cancel_tries,
+        )
+    else:
+        emit(CANCELS_ACKNOWLEDGED, 1, algorithm=algorithm)
+        logger.info(
+            "cancel acknowledged; slot freed",
+            task_id=task_id,
+            attempt=attempt,
+            algorithm=algorithm,
+            http_status=http_status,
+        )
+    return True
+
+
 def _drain_one(runtime: Runtime, algorithm: str, execution: TaskExecution) -> DrainReport:
     repository, queue = runtime.repository, runtime.queue
     report = DrainReport()
@@ -117,19 +151,9 @@ def _drain_one(runtime: Runtime, algorithm: str, execution: TaskExecution) -> Dr
     if cancel_url is None or now >= execution.drain_until:
         # The grace is over (or the registry no longer lists a cancel URL for the
         # endpoint): the slot goes back, whatever the service is doing.
-        if repository.mark_drained(task_id, attempt, now):
-            queue.release(algorithm, task_id, attempt, now)
+        if _free_slot(runtime, algorithm, execution, None):
             report.past_grace += 1
             report.algorithms_freed.add(algorithm)
-            metrics.add_metric(name="CancelGraceExpired", unit="Count", value=1)
-            logger.warning(
-                "draining attempt freed at its grace; the service never acknowledged the cancel",
-                task_id=task_id,
-                attempt=attempt,
-                algorithm=algorithm,
-                endpoint=execution.endpoint,
-                cancel_tries=execution.cancel_tries,
-            )
         return report
     request = CancelRequest(
         task_id=task_id,
@@ -138,22 +162,12 @@ def _drain_one(runtime: Runtime, algorithm: str, execution: TaskExecution) -> Dr
         reason=execution.cancel_reason or "cancelled",  # type: ignore[arg-type]
     )
     answer = runtime.dispatcher.cancel(cancel_url, request)
-    now = runtime.clock()
     if answer.acknowledged:
-        if repository.mark_drained(task_id, attempt, now, answer.http_status):
-            crash_point("cancel.after_ack")
-            queue.release(algorithm, task_id, attempt, now)
+        if _free_slot(runtime, algorithm, execution, answer.http_status):
             report.acknowledged += 1
             report.algorithms_freed.add(algorithm)
-            metrics.add_metric(name="CancelsAcknowledged", unit="Count", value=1)
-            logger.info(
-                "cancel acknowledged; slot freed",
-                task_id=task_id,
-                attempt=attempt,
-                algorithm=algorithm,
-                http_status=answer.http_status,
-            )
         return report
+    now = runtime.clock()
     repository.record_cancel_answer(task_id, attempt, answer.http_status)
     pause = backoff_seconds(
         execution.cancel_tries + 1, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS, runtime.random

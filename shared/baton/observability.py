@@ -120,6 +120,11 @@ GAUGES = (
     SATURATED,
 )
 
+CANCELS_ACKNOWLEDGED = _per_algorithm("CancelsAcknowledged")
+"""Draining attempts whose service acknowledged the cancel request: slot freed."""
+CANCEL_GRACE_EXPIRED = _per_algorithm("CancelGraceExpired")
+"""Draining attempts freed at their ``cancel_grace_seconds`` without an acknowledgement."""
+
 # Service-wide counts, through ``metrics``.
 TASKS_PROMOTED = _service("TasksPromoted")
 RECONCILE_REPAIRS = _service("ReconcileRepairs")
@@ -139,6 +144,8 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     QUEUE_WAIT_SECONDS,
     RUN_TIME_SECONDS,
     *GAUGES,
+    CANCELS_ACKNOWLEDGED,
+    CANCEL_GRACE_EXPIRED,
     TASKS_PROMOTED,
     RECONCILE_REPAIRS,
     REGISTRY_REJECTED,

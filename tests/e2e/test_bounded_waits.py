@@ -10,15 +10,14 @@ import json
 import uuid
 from typing import Any
 
-from baton.models import Task
 from baton.records import TaskStatus
-from baton.runtime import Runtime
 
 from tests.support.algorithm_service import AlgorithmService
 from tests.support.aws import AwsResources
 from tests.support.clock import ShiftableClock
-from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
+from tests.support.events import schedule_event, task_body
 from tests.support.handlers import Handlers
+from tests.support.lifecycle import notifications_of, run_sweep, send_message, task_of
 from tests.support.runtime import RuntimeFactory
 from tests.support.waiting import wait_for
 
@@ -37,23 +36,9 @@ def _ocr(service: AlgorithmService, cap: int = 1, **extra: Any) -> dict[str, Any
 
 
 def _send(handlers: Handlers, key: str, **fields: Any) -> None:
-    body = task_body(idempotency_key=key, **fields)
-    assert handlers.invoke("intake", sqs_event(sqs_record(body))) == {"batchItemFailures": []}
-
-
-def _task(runtime: Runtime, key: str) -> Task:
-    task = runtime.repository.find_task("contracts", key)
-    assert task is not None
-    return task
-
-
-def _sweep(handlers: Handlers) -> dict[str, Any]:
-    answer: dict[str, Any] = handlers.invoke("sweep", schedule_event("sweep"))
-    return answer
-
-
-def _notified(aws: AwsResources, task: Task) -> list[dict[str, Any]]:
-    return [n for n in aws.notifications(wait_seconds=1) if n["task_id"] == task.id]
+    assert send_message(handlers, task_body(idempotency_key=key, **fields)) == {
+        "batchItemFailures": []
+    }
 
 
 def test_a_task_that_waits_past_its_queue_timeout_ends_timed_out(
@@ -70,16 +55,16 @@ def test_a_task_that_waits_past_its_queue_timeout_ends_timed_out(
     _send(handlers, "waiter", input={"n": 2, "test": SILENT}, queue_timeout_seconds=60)
 
     # When a minute and a bit passes and the sweep runs
-    assert _sweep(handlers)["queue_timeouts"] == 0
+    assert run_sweep(handlers)["queue_timeouts"] == 0
     clock.advance(61)
-    assert _sweep(handlers)["queue_timeouts"] == 1
+    assert run_sweep(handlers)["queue_timeouts"] == 1
 
     # Then it ended timed_out / queue_timeout, was never dispatched, and was told once
-    waiter = _task(runtime, "waiter")
+    waiter = task_of(runtime, "waiter")
     assert (waiter.status, waiter.error_code) == (TaskStatus.TIMED_OUT, "queue_timeout")
     assert waiter.attempts == 0
-    assert [n["error"]["code"] for n in _notified(aws, waiter)] == ["queue_timeout"]
-    assert _task(runtime, "holder").status == TaskStatus.RUNNING  # it had been accepted
+    assert [n["error"]["code"] for n in notifications_of(aws, waiter)] == ["queue_timeout"]
+    assert task_of(runtime, "holder").status == TaskStatus.RUNNING  # it had been accepted
 
 
 def test_a_task_not_final_by_its_total_deadline_ends_across_attempts_and_backoff(
@@ -93,24 +78,24 @@ def test_a_task_not_final_by_its_total_deadline_ends_across_attempts_and_backoff
     runtime = make_runtime(algorithms=_ocr(algorithm_service, cap=2, timeout_seconds=600))
     test = {"dispatch_status": [503, 202], **SILENT}
     _send(handlers, "slow", input={"test": test}, total_timeout_seconds=120)
-    task = _task(runtime, "slow")
+    task = task_of(runtime, "slow")
     assert task.status == TaskStatus.PENDING  # in its backoff
 
     # When the backoff passes, the second attempt is sent, then the total deadline passes
     clock.advance(10)
     handlers.invoke("dispatch", schedule_event("dispatch"))
-    assert _task(runtime, "slow").attempts == 2
+    assert task_of(runtime, "slow").attempts == 2
     clock.advance(115)
-    assert _sweep(handlers)["deadlines_exceeded"] == 1
+    assert run_sweep(handlers)["deadlines_exceeded"] == 1
 
     # Then it ended timed_out / deadline_exceeded, its running attempt ended with it
     # and freed its slot, and it was told once
-    task = _task(runtime, "slow")
+    task = task_of(runtime, "slow")
     assert (task.status, task.error_code) == (TaskStatus.TIMED_OUT, "deadline_exceeded")
     executions = runtime.repository.executions_of(task.id)
     assert [e.status.value for e in executions] == ["dispatch_failed", "timed_out"]
     assert runtime.queue.running_count("ocr") == 0
-    assert [n["error"]["code"] for n in _notified(aws, task)] == ["deadline_exceeded"]
+    assert [n["error"]["code"] for n in notifications_of(aws, task)] == ["deadline_exceeded"]
 
 
 def test_heartbeats_extend_an_attempt_no_further_than_max_run_seconds(
@@ -144,11 +129,11 @@ def test_heartbeats_extend_an_attempt_no_further_than_max_run_seconds(
     late = algorithm_service.call_back(request, {"attempt": 1}, path="heartbeat")
     assert late.http_status == 200
     assert late.answer["deadline"] == deadlines[-1]
-    assert _sweep(handlers)["timed_out"] == 1
+    assert run_sweep(handlers)["timed_out"] == 1
     task = runtime.repository.get_task(request["task_id"])
     assert task is not None
     assert (task.status, task.error_code) == (TaskStatus.TIMED_OUT, "timeout")
-    assert [n["status"] for n in _notified(aws, task)] == ["timed_out"]
+    assert [n["status"] for n in notifications_of(aws, task)] == ["timed_out"]
 
 
 def test_busy_answers_retry_without_using_up_attempts(
@@ -170,8 +155,8 @@ def test_busy_answers_retry_without_using_up_attempts(
         handlers.invoke("dispatch", schedule_event("dispatch"))
 
     # Then it ran on the third dispatch and succeeded: the busy answers used up nothing
-    wait_for(lambda: _task(runtime, "busy").status == TaskStatus.SUCCEEDED, timeout=30)
-    task = _task(runtime, "busy")
+    wait_for(lambda: task_of(runtime, "busy").status == TaskStatus.SUCCEEDED, timeout=30)
+    task = task_of(runtime, "busy")
     assert task.attempts == 3
     assert len(algorithm_service.requests_for(task.id)) == 3
 
@@ -184,7 +169,7 @@ def test_a_failed_dispatch_waits_the_algorithms_own_backoff(
     )
     _send(handlers, "flaky", input={"test": {"dispatch_status": [500, 202]}})
 
-    task = _task(runtime, "flaky")
+    task = task_of(runtime, "flaky")
 
     # equal jitter: between half the base and the base, for the first retry
     assert task.status == TaskStatus.PENDING
@@ -216,15 +201,15 @@ def test_tasks_of_an_algorithm_that_left_the_registry_fail_after_the_grace(
     wait_for(lambda: "ocr" not in runtime.config.registry, timeout=10)
 
     # When the sweep runs within the grace, and after it
-    assert _sweep(handlers)["unregistered"] == 0
+    assert run_sweep(handlers)["unregistered"] == 0
     clock.advance(601)
-    assert _sweep(handlers)["unregistered"] == 1
+    assert run_sweep(handlers)["unregistered"] == 1
 
     # Then the waiting task failed with algorithm_unregistered, told once
-    orphan = _task(runtime, "orphan")
+    orphan = task_of(runtime, "orphan")
     assert (orphan.status, orphan.error_code) == (TaskStatus.FAILED, "algorithm_unregistered")
-    assert [n["error"]["code"] for n in _notified(aws, orphan)] == ["algorithm_unregistered"]
-    assert _task(runtime, "holder").status == TaskStatus.RUNNING
+    assert [n["error"]["code"] for n in notifications_of(aws, orphan)] == ["algorithm_unregistered"]
+    assert task_of(runtime, "holder").status == TaskStatus.RUNNING
 
 
 def test_tasks_that_no_endpoint_fits_any_more_fail_cost_too_large_after_the_grace(
@@ -251,13 +236,13 @@ def test_tasks_that_no_endpoint_fits_any_more_fail_cost_too_large_after_the_grac
     wait_for(lambda: runtime.config.registry["ocr"].largest_cost == 2, timeout=10)
 
     # When the sweep runs within the grace, and after it
-    assert _sweep(handlers)["cost_too_large"] == 0
+    assert run_sweep(handlers)["cost_too_large"] == 0
     clock.advance(601)
-    assert _sweep(handlers)["cost_too_large"] == 1
+    assert run_sweep(handlers)["cost_too_large"] == 1
 
     # Then the big task failed with cost_too_large, told once; the others are untouched
-    big = _task(runtime, "big")
+    big = task_of(runtime, "big")
     assert (big.status, big.error_code) == (TaskStatus.FAILED, "cost_too_large")
-    assert [n["error"]["code"] for n in _notified(aws, big)] == ["cost_too_large"]
-    assert _task(runtime, "holder").status == TaskStatus.RUNNING
-    assert not _task(runtime, "small").status.is_terminal
+    assert [n["error"]["code"] for n in notifications_of(aws, big)] == ["cost_too_large"]
+    assert task_of(runtime, "holder").status == TaskStatus.RUNNING
+    assert not task_of(runtime, "small").status.is_terminal

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from baton.faults import InjectedCrash, crash_once_at, inject_faults
-from baton.models import Task, TaskExecution
+from baton.models import TaskExecution
 from baton.records import TaskStatus
 from baton.runtime import Runtime
 from standardwebhooks import Webhook
@@ -23,6 +23,7 @@ from tests.support.aws import AwsResources
 from tests.support.clock import ShiftableClock
 from tests.support.events import schedule_event, sqs_event, sqs_record, task_body
 from tests.support.handlers import Handlers
+from tests.support.lifecycle import notifications_of, run_sweep, send_message, task_of
 from tests.support.logs import captured_log_lines
 from tests.support.runtime import RuntimeFactory
 from tests.support.services import flush_prefix
@@ -44,48 +45,26 @@ def _ocr(service: AlgorithmService, *, cancel: bool = True, cap: int = 1, **extr
     return {"ocr": entry}
 
 
-def _send(handlers: Handlers, body: str, sender_id: str | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = handlers.invoke(
-        "intake", sqs_event(sqs_record(body, sender_id=sender_id))
-    )
-    return answer
-
-
 def _submit(handlers: Handlers, key: str, **test: Any) -> None:
     body = task_body(idempotency_key=key, input={"key": key, "test": test})
-    assert _send(handlers, body) == {"batchItemFailures": []}
+    assert send_message(handlers, body) == {"batchItemFailures": []}
 
 
 def _cancel(handlers: Handlers, reason: str | None = None, **target: str) -> dict[str, Any]:
     message: dict[str, Any] = {"app": "contracts", "cancel": target}
     if reason is not None:
         message["reason"] = reason
-    return _send(handlers, json.dumps(message))
-
-
-def _sweep(handlers: Handlers) -> dict[str, Any]:
-    answer: dict[str, Any] = handlers.invoke("sweep", schedule_event("sweep"))
-    return answer
-
-
-def _task(runtime: Runtime, key: str) -> Task:
-    task = runtime.repository.find_task("contracts", key)
-    assert task is not None
-    return task
+    return send_message(handlers, json.dumps(message))
 
 
 def _execution(runtime: Runtime, key: str, attempt: int = 1) -> TaskExecution:
-    execution = runtime.repository.get_execution(_task(runtime, key).id, attempt)
+    execution = runtime.repository.get_execution(task_of(runtime, key).id, attempt)
     assert execution is not None
     return execution
 
 
 def _dispatched(service: AlgorithmService, runtime: Runtime, key: str) -> int:
-    return len(service.requests_for(_task(runtime, key).id))
-
-
-def _notified(aws: AwsResources, task: Task) -> list[dict[str, Any]]:
-    return [n for n in aws.notifications(wait_seconds=1) if n["task_id"] == task.id]
+    return len(service.requests_for(task_of(runtime, key).id))
 
 
 def test_a_timed_out_attempt_keeps_its_slot_until_the_service_acknowledges_the_cancel(
@@ -104,8 +83,8 @@ def test_a_timed_out_attempt_keeps_its_slot_until_the_service_acknowledges_the_c
 
     # When the first times out, the sweep ends it and sends the cancel request: refused
     clock.advance(31)
-    assert _sweep(handlers)["timed_out"] == 1
-    first = _task(runtime, "first")
+    assert run_sweep(handlers)["timed_out"] == 1
+    first = task_of(runtime, "first")
     assert (first.status, first.error_code) == (TaskStatus.TIMED_OUT, "timeout")
     assert _execution(runtime, "first").drain_until is not None
     # Then the slot stays taken while the service has not stopped
@@ -115,10 +94,10 @@ def test_a_timed_out_attempt_keeps_its_slot_until_the_service_acknowledges_the_c
 
     # When the sweep tries again (refused again), then a third time (acknowledged)
     clock.advance(10)
-    assert _sweep(handlers)["cancels_retrying"] == 1
+    assert run_sweep(handlers)["cancels_retrying"] == 1
     assert _dispatched(algorithm_service, runtime, "second") == 0
     clock.advance(10)
-    report = _sweep(handlers)
+    report = run_sweep(handlers)
 
     # Then the slot is freed at once and the next task dispatched on the fast path
     assert report["cancels_acknowledged"] == 1
@@ -129,7 +108,7 @@ def test_a_timed_out_attempt_keeps_its_slot_until_the_service_acknowledges_the_c
     assert (drained.cancel_tries, drained.cancel_http_status) == (3, 200)
     assert drained.cancel_reason == "timed_out"
     assert algorithm_service.max_true_cost_in_flight["ocr"] == 1
-    assert [n["error"]["code"] for n in _notified(aws, first)] == ["timeout"]
+    assert [n["error"]["code"] for n in notifications_of(aws, first)] == ["timeout"]
 
 
 def test_a_cancel_request_never_answered_frees_the_slot_at_the_grace_and_not_before(
@@ -143,19 +122,19 @@ def test_a_cancel_request_never_answered_frees_the_slot_at_the_grace_and_not_bef
     _submit(handlers, "first", run_seconds=120, outcome="until_cancelled", cancel_status=[0])
     _submit(handlers, "second", **UNTIL_CANCELLED)
     clock.advance(31)
-    _sweep(handlers)
+    run_sweep(handlers)
 
     # When the sweep keeps trying within the grace
     for _ in range(3):
         clock.advance(19)
-        assert _sweep(handlers)["cancels_retrying"] == 1
+        assert run_sweep(handlers)["cancels_retrying"] == 1
         assert _dispatched(algorithm_service, runtime, "second") == 0
         assert runtime.queue.inflight_cost("ocr") == 1
 
     # Then once the grace has passed the slot goes back, and the next task runs
     clock.advance(5)
     with captured_log_lines() as logs:
-        assert _sweep(handlers)["cancels_past_grace"] == 1
+        assert run_sweep(handlers)["cancels_past_grace"] == 1
     assert _dispatched(algorithm_service, runtime, "second") == 1
     drained = _execution(runtime, "first")
     assert drained.cancel_tries >= 4
@@ -176,7 +155,7 @@ def test_without_a_cancel_url_the_slot_is_freed_at_once_and_the_service_carries_
 
     # When the first times out
     clock.advance(31)
-    _sweep(handlers)
+    run_sweep(handlers)
 
     # Then Baton frees the slot at once and sends the next task, while the service is
     # still on the first: its true load is twice the cap (what the README warns of)
@@ -194,7 +173,7 @@ def test_the_cancel_request_is_signed_with_the_algorithm_s_secret_under_its_own_
     # Given a running task
     runtime = make_runtime(algorithms=_ocr(algorithm_service))
     _submit(handlers, "running", **UNTIL_CANCELLED)
-    task = _task(runtime, "running")
+    task = task_of(runtime, "running")
 
     # When its app cancels it by id
     assert _cancel(handlers, "the user deleted the document", task_id=task.id) == {
@@ -227,34 +206,34 @@ def test_cancel_messages_for_queued_running_and_final_tasks(
     runtime = make_runtime(algorithms=_ocr(algorithm_service))
     _submit(handlers, "done")
     algorithm_service.wait_idle()
-    assert _task(runtime, "done").status == TaskStatus.SUCCEEDED
+    assert task_of(runtime, "done").status == TaskStatus.SUCCEEDED
     _submit(handlers, "running", **UNTIL_CANCELLED)
     _submit(handlers, "queued", **UNTIL_CANCELLED)
     _submit(handlers, "next", **UNTIL_CANCELLED)
-    assert _task(runtime, "running").status == TaskStatus.RUNNING
+    assert task_of(runtime, "running").status == TaskStatus.RUNNING
 
     # When the app cancels the queued one by key, the running one by id, the final one
     ok: dict[str, Any] = {"batchItemFailures": []}
     assert _cancel(handlers, "no longer needed", idempotency_key="queued") == ok
-    assert _cancel(handlers, task_id=_task(runtime, "running").id) == ok
+    assert _cancel(handlers, task_id=task_of(runtime, "running").id) == ok
     assert _cancel(handlers, idempotency_key="done") == ok
     assert _cancel(handlers, task_id=str(uuid.uuid4())) == ok  # unknown: no failure
 
     # Then the queued one ended cancelled, never dispatched, with the reason
-    queued = _task(runtime, "queued")
+    queued = task_of(runtime, "queued")
     assert (queued.status, queued.attempts) == (TaskStatus.CANCELLED, 0)
     assert queued.error_message == "no longer needed"
     # the running one was stopped at the algorithm, its slot freed for the next task
-    running = _task(runtime, "running")
+    running = task_of(runtime, "running")
     assert running.status == TaskStatus.CANCELLED
     assert (running.id, 1) in algorithm_service.stopped_by_cancel
-    assert _task(runtime, "next").status == TaskStatus.RUNNING
+    assert task_of(runtime, "next").status == TaskStatus.RUNNING
     assert algorithm_service.max_true_cost_in_flight["ocr"] == 1
     # and the final one did not change; each of them was told exactly once
-    assert _task(runtime, "done").status == TaskStatus.SUCCEEDED
+    assert task_of(runtime, "done").status == TaskStatus.SUCCEEDED
     notifications = aws.notifications(wait_seconds=1)
     by_task = {
-        key: [n["status"] for n in notifications if n["task_id"] == _task(runtime, key).id]
+        key: [n["status"] for n in notifications if n["task_id"] == task_of(runtime, key).id]
         for key in ("done", "running", "queued")
     }
     assert by_task == {
@@ -281,17 +260,17 @@ def test_a_cancel_that_arrives_before_its_task_is_kept_and_the_task_never_runs(
 
     # Then it is cancelled, never dispatched, and told once (the duplicate publishes
     # the same notification again, as for any final task)
-    task = _task(runtime, "late")
+    task = task_of(runtime, "late")
     assert (task.status, task.attempts) == (TaskStatus.CANCELLED, 0)
     assert (task.error_code, task.error_message) == ("cancelled", "withdrawn")
     assert algorithm_service.requests == []
-    notified = _notified(aws, task)
+    notified = notifications_of(aws, task)
     assert {n["status"] for n in notified} == {"cancelled"}
     assert len({n["notification_id"] for n in notified}) == 1
     # and another task of the same app with another key is not affected
     _submit(handlers, "other")
     algorithm_service.wait_idle()
-    assert _task(runtime, "other").status == TaskStatus.SUCCEEDED
+    assert task_of(runtime, "other").status == TaskStatus.SUCCEEDED
 
 
 def test_a_cancel_is_kept_only_for_its_retention(
@@ -306,12 +285,12 @@ def test_a_cancel_is_kept_only_for_its_retention(
 
     # When its task arrives after that, once the sweep has purged it
     clock.advance(3601)
-    assert _sweep(handlers)["expired_cancels_purged"] == 1
+    assert run_sweep(handlers)["expired_cancels_purged"] == 1
     _submit(handlers, "much-later")
 
     # Then the task runs as any other
     algorithm_service.wait_idle()
-    assert _task(runtime, "much-later").status == TaskStatus.SUCCEEDED
+    assert task_of(runtime, "much-later").status == TaskStatus.SUCCEEDED
 
 
 def test_a_cancel_from_a_sender_not_the_app_s_is_refused_and_changes_nothing(
@@ -326,23 +305,23 @@ def test_a_cancel_from_a_sender_not_the_app_s_is_refused_and_changes_nothing(
     }
     runtime = make_runtime(algorithms=_ocr(algorithm_service), apps=json.dumps(apps))
     _submit(handlers, "mine", **UNTIL_CANCELLED)
-    task = _task(runtime, "mine")
+    task = task_of(runtime, "mine")
 
     # When someone else sends a cancel for it, and a malformed cancel comes too
     foreign = json.dumps({"app": "contracts", "cancel": {"task_id": task.id}})
-    refused = _send(handlers, foreign, sender_id="AROAEXAMPLEOTHERID:intruder")
-    malformed = _send(handlers, json.dumps({"app": "contracts", "cancel": {"id": task.id}}))
+    refused = send_message(handlers, foreign, sender_id="AROAEXAMPLEOTHERID:intruder")
+    malformed = send_message(handlers, json.dumps({"app": "contracts", "cancel": {"id": task.id}}))
 
     # and another registered app names the task as if it were its own
     other = json.dumps({"app": "billing", "cancel": {"task_id": task.id}})
-    unseen = _send(handlers, other, sender_id="AROAEXAMPLEBILLINGID:billing-job")
+    unseen = send_message(handlers, other, sender_id="AROAEXAMPLEBILLINGID:billing-job")
 
     # Then the first two are failed batch items, the third changes nothing (the task
     # is not found for billing), and the task runs on
     assert len(refused["batchItemFailures"]) == 1
     assert len(malformed["batchItemFailures"]) == 1
     assert unseen == {"batchItemFailures": []}
-    assert _task(runtime, "mine").status == TaskStatus.RUNNING
+    assert task_of(runtime, "mine").status == TaskStatus.RUNNING
     assert algorithm_service.cancels == []
 
 
@@ -354,7 +333,7 @@ def test_the_heartbeat_and_callback_of_an_ended_attempt_are_answered_409(
     # Given a running attempt that its app cancels (the endpoint has no cancel URL)
     runtime = make_runtime(algorithms=_ocr(algorithm_service, cancel=False))
     _submit(handlers, "stopped", outcome="silent", run_seconds=0)
-    task = _task(runtime, "stopped")
+    task = task_of(runtime, "stopped")
     [request] = algorithm_service.requests_for(task.id)
     _cancel(handlers, task_id=task.id)
 
@@ -365,7 +344,7 @@ def test_the_heartbeat_and_callback_of_an_ended_attempt_are_answered_409(
     # Then both are told 409: stop working on this attempt
     assert heartbeat.http_status == 409, heartbeat.answer
     assert callback.http_status == 409, callback.answer
-    assert _task(runtime, "stopped").status == TaskStatus.CANCELLED
+    assert task_of(runtime, "stopped").status == TaskStatus.CANCELLED
 
 
 @pytest.mark.parametrize("cancel", [True, False], ids=["cancel_url", "no_cancel_url"])
@@ -388,23 +367,23 @@ def test_the_service_s_true_load_stays_within_the_cap_through_many_timeouts_and_
     # When, round after round, attempts time out and the app cancels some tasks
     for round_ in range(40):
         if round_ % 3 == 1:
-            running = [k for k in keys if _task(runtime, k).status == TaskStatus.RUNNING]
+            running = [k for k in keys if task_of(runtime, k).status == TaskStatus.RUNNING]
             if running:
                 _cancel(handlers, idempotency_key=running[0])
         clock.advance(16)
-        _sweep(handlers)
+        run_sweep(handlers)
         # the minute timer: retries whose backoff ended meanwhile are promoted
         handlers.invoke("dispatch", schedule_event("dispatch"))
-        if all(_task(runtime, key).status.is_terminal for key in keys):
+        if all(task_of(runtime, key).status.is_terminal for key in keys):
             break
 
     # Then every task ended once, and the service never carried more than the cap,
     # by its own count of what it really ran, when the endpoint has a cancel URL
     for _ in range(6):  # the last drains
         clock.advance(16)
-        _sweep(handlers)
+        run_sweep(handlers)
         handlers.invoke("dispatch", schedule_event("dispatch"))
-    left = {key: _task(runtime, key).status.value for key in keys}
+    left = {key: task_of(runtime, key).status.value for key in keys}
     assert all(TaskStatus(status).is_terminal for status in left.values()), {
         key: status for key, status in left.items() if not TaskStatus(status).is_terminal
     }
@@ -432,7 +411,7 @@ def test_a_retry_waits_until_its_previous_attempt_has_drained(
     )
     _submit(handlers, "again", **UNTIL_CANCELLED, cancel_status=[503, 200])
     clock.advance(31)
-    assert _sweep(handlers)["retrying"] == 1
+    assert run_sweep(handlers)["retrying"] == 1
 
     # When the timers run while the first attempt still drains
     handlers.invoke("dispatch", schedule_event("dispatch"))
@@ -440,11 +419,11 @@ def test_a_retry_waits_until_its_previous_attempt_has_drained(
     # Then the retry waits, though there is room and its backoff is over: the task
     # never runs twice at once
     assert _dispatched(algorithm_service, runtime, "again") == 1
-    assert _task(runtime, "again").status == TaskStatus.PENDING
+    assert task_of(runtime, "again").status == TaskStatus.PENDING
     # and once the service acknowledges, the retry goes out at once
     clock.advance(5)
-    assert _sweep(handlers)["cancels_acknowledged"] == 1
-    assert [r["attempt"] for r in algorithm_service.requests_for(_task(runtime, "again").id)] == [
+    assert run_sweep(handlers)["cancels_acknowledged"] == 1
+    assert [r["attempt"] for r in algorithm_service.requests_for(task_of(runtime, "again").id)] == [
         1,
         2,
     ]
@@ -464,7 +443,7 @@ def test_a_draining_attempt_keeps_its_slot_through_a_redis_flush_and_reconcile(
     _submit(handlers, "first", **UNTIL_CANCELLED, cancel_status=[503, 200])
     _submit(handlers, "second", **UNTIL_CANCELLED)
     clock.advance(31)
-    _sweep(handlers)
+    run_sweep(handlers)
     assert _execution(runtime, "first").drain_until is not None
 
     # When Redis loses everything and reconcile rebuilds it from the database
@@ -477,7 +456,7 @@ def test_a_draining_attempt_keeps_its_slot_through_a_redis_flush_and_reconcile(
     assert _dispatched(algorithm_service, runtime, "second") == 0
     # and the sweep's next cancel request, acknowledged, frees it for the next task
     clock.advance(5)
-    assert _sweep(handlers)["cancels_acknowledged"] == 1
+    assert run_sweep(handlers)["cancels_acknowledged"] == 1
     assert _dispatched(algorithm_service, runtime, "second") == 1
     assert algorithm_service.max_true_cost_in_flight["ocr"] == 1
 
@@ -494,20 +473,20 @@ def test_a_running_attempt_past_its_total_deadline_is_cancelled_at_the_algorithm
     body = task_body(
         idempotency_key="bounded", input={"test": UNTIL_CANCELLED}, total_timeout_seconds=60
     )
-    assert _send(handlers, body) == {"batchItemFailures": []}
+    assert send_message(handlers, body) == {"batchItemFailures": []}
 
     # When the total deadline passes
     clock.advance(61)
-    assert _sweep(handlers)["deadlines_exceeded"] == 1
+    assert run_sweep(handlers)["deadlines_exceeded"] == 1
 
     # Then the algorithm was told, with the reason, and stopped; the task told once
-    task = _task(runtime, "bounded")
+    task = task_of(runtime, "bounded")
     assert [json.loads(d.body)["reason"] for d in algorithm_service.cancels] == [
         "deadline_exceeded"
     ]
     assert (task.id, 1) in algorithm_service.stopped_by_cancel
     assert runtime.queue.inflight_cost("ocr") == 0
-    assert [n["error"]["code"] for n in _notified(aws, task)] == ["deadline_exceeded"]
+    assert [n["error"]["code"] for n in notifications_of(aws, task)] == ["deadline_exceeded"]
 
 
 def _surviving(handlers: Handlers, name: str, event: dict[str, Any]) -> bool:
@@ -532,7 +511,7 @@ def test_a_crash_in_the_cancel_path_loses_nothing_and_holds_no_slot(
     runtime = make_runtime(algorithms=_ocr(algorithm_service))
     _submit(handlers, "cancelled", **UNTIL_CANCELLED)
     _submit(handlers, "waiting")
-    task = _task(runtime, "cancelled")
+    task = task_of(runtime, "cancelled")
     cancel = sqs_event(sqs_record(json.dumps({"app": "contracts", "cancel": {"task_id": task.id}})))
 
     # When the intake dies in the cancel path, and SQS delivers the message again
@@ -548,14 +527,16 @@ def test_a_crash_in_the_cancel_path_loses_nothing_and_holds_no_slot(
         clock.advance(15)
         for name in ("sweep", "reconcile", "dispatch"):
             handlers.invoke(name, schedule_event(name))
-        wait_for(lambda: _task(runtime, "waiting").status != TaskStatus.RUNNING, timeout=10)
+        wait_for(lambda: task_of(runtime, "waiting").status != TaskStatus.RUNNING, timeout=10)
     algorithm_service.wait_idle()
     assert (task.id, 1) in algorithm_service.stopped_by_cancel
-    assert _task(runtime, "cancelled").status == TaskStatus.CANCELLED
-    assert _task(runtime, "waiting").status == TaskStatus.SUCCEEDED
+    assert task_of(runtime, "cancelled").status == TaskStatus.CANCELLED
+    assert task_of(runtime, "waiting").status == TaskStatus.SUCCEEDED
     assert algorithm_service.max_true_cost_in_flight["ocr"] == 1
     assert runtime.queue.inflight_cost("ocr") == 0
-    assert [n["status"] for n in _notified(aws, _task(runtime, "cancelled"))] == ["cancelled"]
+    assert [n["status"] for n in notifications_of(aws, task_of(runtime, "cancelled"))] == [
+        "cancelled"
+    ]
 
 
 def test_a_crash_after_a_cancel_is_kept_still_cancels_its_task(
@@ -579,7 +560,7 @@ def test_a_crash_after_a_cancel_is_kept_still_cancels_its_task(
     _submit(handlers, "early")
 
     # Then it is cancelled without a dispatch, told once
-    task = _task(runtime, "early")
+    task = task_of(runtime, "early")
     assert (task.status, task.attempts) == (TaskStatus.CANCELLED, 0)
     assert algorithm_service.requests == []
-    assert [n["status"] for n in _notified(aws, task)] == ["cancelled"]
+    assert [n["status"] for n in notifications_of(aws, task)] == ["cancelled"]

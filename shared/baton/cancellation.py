@@ -75,11 +75,10 @@ def cancel_task_by_key(
     if task is None:
         now = runtime.clock()
         until = now + timedelta(seconds=runtime.settings.cancel_retention_seconds)
-        repository.keep_cancel(app, idempotency_key, reason, now, until)
+        # The task may be stored at this very moment: the keep looks for it again, in
+        # step with intake's own look for the cancel, and hands it back if it is there.
+        task = repository.keep_cancel(app, idempotency_key, reason, now, until)
         crash_point("cancel.after_keep")
-        # The task may have been stored between the look-up and the keep, without
-        # seeing the kept cancel: look again now that the cancel is committed.
-        task = repository.find_task(app, idempotency_key)
         if task is None:
             logger.info(
                 "cancel kept for a task not yet arrived", app=app, idempotency_key=idempotency_key

@@ -314,8 +314,9 @@ class Repository:
 
     def _apply_kept_cancel(self, session: Session, task: Task, now: datetime) -> None:
         """A cancel by this task's key arrived first: the task is stored cancelled, so
-        that nothing ever dispatches it. The read locks the key, so a cancel kept at this
-        moment waits for this commit, and its own check of the task then finds it."""
+        that nothing ever dispatches it. A locking read after the task's insert, in step
+        with ``keep_cancel`` (which writes the cancel, then reads the task so): of two
+        that race, the second waits for the first's commit and sees its row."""
         kept = session.scalars(
             select(CancelTombstone)
             .where(
@@ -486,16 +487,20 @@ class Repository:
         deadlocks against it. The task is running this attempt exactly while the
         attempt is active, so the condition on the task is the attempt's too."""
         with self._transaction() as session:
+            # By the primary key alone: a condition on the status would let the optimizer
+            # lock the status index's entry first, the very one a callback ending the
+            # task updates after locking the row, and the two would wait on each other.
+            accepted_now = (Task.status == TaskStatus.RUNNING) & (Task.attempts == attempt)
             session.execute(
                 update(Task)
-                .where(
-                    Task.id == task_id,
-                    Task.status == TaskStatus.RUNNING,
-                    Task.attempts == attempt,
-                )
+                .where(Task.id == task_id)
                 .values(
-                    first_accepted_at=func.coalesce(
-                        Task.first_accepted_at, type_coerce(now, UTCDateTime)
+                    first_accepted_at=case(
+                        (
+                            accepted_now,
+                            func.coalesce(Task.first_accepted_at, type_coerce(now, UTCDateTime)),
+                        ),
+                        else_=Task.first_accepted_at,
                     )
                 )
             )
@@ -688,22 +693,54 @@ class Repository:
 
     def keep_cancel(
         self, app: str, idempotency_key: str, reason: str | None, now: datetime, until: datetime
-    ) -> None:
+    ) -> Task | None:
         """Keep a cancel by key whose task has not arrived (SQS keeps no order), until
-        ``until``. The first one kept stays: a repeat changes nothing."""
-        try:
-            with self._transaction() as session:
-                session.add(
-                    CancelTombstone(
-                        app=app,
-                        idempotency_key=idempotency_key,
-                        reason=reason,
-                        created_at=now,
-                        expires_at=until,
-                    )
+        ``until``; or, if the task is there after all, keep nothing and return it.
+
+        The cancel is written, then the task looked for with a locking read, in one
+        transaction; intake writes the task, then looks for the cancel the same way
+        (``add_task``). Whichever comes second waits for the other's commit and sees its
+        row, so a task and its cancel never miss each other (in the exact race InnoDB
+        may end one of the two as a deadlock victim: SQS, or the API's caller, sends it
+        again). A cancel kept before stays as it was, unless it had expired."""
+        for _ in range(2):  # a concurrent keep of the same key: the second try finds it
+            try:
+                return self._keep_cancel(app, idempotency_key, reason, now, until)
+            except IntegrityError:
+                continue
+        return self._keep_cancel(app, idempotency_key, reason, now, until)
+
+    def _keep_cancel(
+        self, app: str, idempotency_key: str, reason: str | None, now: datetime, until: datetime
+    ) -> Task | None:
+        with self._transaction() as session:
+            kept = session.scalars(
+                select(CancelTombstone)
+                .where(
+                    CancelTombstone.app == app, CancelTombstone.idempotency_key == idempotency_key
                 )
-        except IntegrityError:
-            pass
+                .with_for_update()
+            ).one_or_none()
+            if kept is None:
+                kept = CancelTombstone(
+                    app=app,
+                    idempotency_key=idempotency_key,
+                    reason=reason,
+                    created_at=now,
+                    expires_at=until,
+                )
+                session.add(kept)
+            elif kept.expires_at <= now:
+                kept.reason, kept.created_at, kept.expires_at = reason, now, until
+            session.flush()
+            task = session.scalars(
+                select(Task)
+                .where(Task.app == app, Task.idempotency_key == idempotency_key)
+                .with_for_update()
+            ).one_or_none()
+            if task is not None:
+                session.delete(kept)
+            return task
 
     def purge_expired_cancels(self, now: datetime, limit: int) -> int:
         with self._transaction() as session:

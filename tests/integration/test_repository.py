@@ -10,12 +10,14 @@ from functools import partial
 
 import pytest
 import sqlalchemy as sa
+from baton.database import create_session_factory
 from baton.models import Task
 from baton.records import (
     ActiveAttempt,
     AttemptOutcome,
     EndedTask,
     ExecutionStatus,
+    NewTask,
     QueuedTask,
     Slot,
     TaskStatus,
@@ -733,3 +735,92 @@ def test_an_acceptance_and_a_callback_at_the_same_moment_never_deadlock(
         assert stored_task(repository, task.id).status == TaskStatus.SUCCEEDED
 
     assert failures == []
+
+
+def _race_a_task_with_its_cancel(repository: Repository, new: NewTask) -> bool:
+    """The task message and a cancel by its key, taken by two workers at one moment;
+    True if they missed each other (the task runs on while its cancel waits for it)."""
+    now = utcnow()
+    found: list[Task | None] = []
+    barrier = threading.Barrier(2)
+
+    def with_retry(action: Callable[[], object]) -> None:
+        barrier.wait()
+        for _ in range(5):  # a deadlock victim is sent again (SQS redelivers it)
+            try:
+                action()
+                return
+            except sa.exc.OperationalError:
+                continue
+        raise AssertionError("still deadlocked after five tries")
+
+    def keep() -> None:
+        until = now + timedelta(hours=1)
+        found.append(repository.keep_cancel(new.app, new.idempotency_key, "gone", now, until))
+
+    threads = [
+        threading.Thread(target=with_retry, args=(partial(repository.add_task, new),)),
+        threading.Thread(target=with_retry, args=(keep,)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = found_task(repository, new.app, new.idempotency_key)
+    return stored.status != TaskStatus.CANCELLED and found[-1] is None
+
+
+def test_a_task_and_its_cancel_arriving_at_once_never_miss_each_other(
+    repository: Repository, new_task: NewTaskFactory
+) -> None:
+    # Then, each time: either the task was stored cancelled (it saw the cancel), or the
+    # keep found the task (and its caller cancels it)
+    missed = [n for n in range(40) if _race_a_task_with_its_cancel(repository, new_task())]
+    assert missed == []
+
+
+def test_a_cancel_kept_while_its_task_is_being_stored_waits_and_finds_it(
+    repository: Repository, new_task: NewTaskFactory, engine: sa.Engine
+) -> None:
+    # Given intake storing a task, its transaction not yet committed
+    new = new_task()
+    now = utcnow()
+    sessions = create_session_factory(engine)
+    with sessions() as storing:
+        storing.add(
+            Task(
+                id=new.id,
+                app=new.app,
+                algorithm=new.algorithm,
+                idempotency_key=new.idempotency_key,
+                priority=0,
+                input={},
+                meta={},
+                timeout_seconds=60,
+                max_attempts=1,
+                status=TaskStatus.PENDING,
+                attempts=0,
+                not_before=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        storing.flush()
+
+        # When a cancel by its key is kept at that moment
+        found: list[Task | None] = []
+        keeping = threading.Thread(
+            target=lambda: found.append(
+                repository.keep_cancel(
+                    new.app, new.idempotency_key, "gone", now, now + timedelta(hours=1)
+                )
+            )
+        )
+        keeping.start()
+        keeping.join(timeout=1)
+
+        # Then it waits for the task's commit rather than missing it
+        assert keeping.is_alive()
+        storing.commit()
+    keeping.join(timeout=30)
+    assert [task.id if task else None for task in found] == [new.id]

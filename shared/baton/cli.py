@@ -80,8 +80,16 @@ def _check_settings(args: argparse.Namespace) -> None:
     needs = getattr(args, "needs", None)
     if needs is None or (needs == "database" and getattr(args, "database_url", None)):
         return
-    if getattr(args, "api_url", None):  # through the signed API: no settings of ours
-        return
+    if getattr(args, "via_api", False):
+        args.api_url = args.api_url or os.environ.get("BATON_STATUS_API_URL")
+        if args.api_url:  # through the signed API: no settings of ours
+            return
+    elif getattr(args, "api_url", None):
+        raise SettingsError(
+            f"baton {args.command} reads the database and Redis: run it where the stack's "
+            "settings reach them (inside the VPC, or --local); through the status API "
+            "(--api-url) only task show, task why and task cancel work"
+        )
     if needs == "runtime" and has_runtime():  # built already (the process set it up)
         return
     missing = _missing_settings(needs, os.environ)
@@ -759,12 +767,7 @@ def _add_task_ref(command: argparse.ArgumentParser) -> None:
     command.add_argument("task_id", nargs="?", help="or --app and --key")
     command.add_argument("--app", help="with --key: the task of this app ...")
     command.add_argument("--key", help="... with this idempotency key")
-    command.add_argument(
-        "--api-url",
-        default=os.environ.get("BATON_STATUS_API_URL"),
-        help="through the signed status API at this URL (stack output StatusApiUrl; "
-        "default BATON_STATUS_API_URL), with your AWS credentials: no database access needed",
-    )
+    command.set_defaults(via_api=True)
 
 
 def _operator_options() -> argparse.ArgumentParser:
@@ -779,6 +782,12 @@ def _operator_options() -> argparse.ArgumentParser:
         "--state-dir",
         default=LOCAL_STATE_DIR,
         help=f"the state directory of `baton local` (default {LOCAL_STATE_DIR})",
+    )
+    options.add_argument(
+        "--api-url",
+        help="through the signed status API at this URL (stack output StatusApiUrl; default "
+        "BATON_STATUS_API_URL), with your AWS credentials, from outside the VPC: task "
+        "show, why and cancel (the other commands need the database)",
     )
     return options
 

@@ -477,3 +477,13 @@ def test_a_server_that_does_not_answer_is_one_line(
     # (after the cold start's warning of open mode)
     assert err.splitlines()[-1].startswith(f"baton: {said}"), err
     assert "Traceback" not in err
+
+
+def test_a_command_that_needs_the_database_says_so_when_asked_through_the_api(
+    history: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["stats"], ["tasks", "list"], ["tasks", "retry", "--status", "failed"]):
+        code, out, err = baton(capsys, *command, "--api-url", "https://api.example/prod")
+        assert (code, out) == (2, ""), command
+        assert "reads the database and Redis" in err, command
+        assert "task show, task why and task cancel" in err, command

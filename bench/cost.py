@@ -154,7 +154,7 @@ PLATFORM_LINES = (
 )
 PLATFORM_BYTES_PER_INVOCATION = sum(len(line) + 1 for line in PLATFORM_LINES)
 
-# What the issue of this benchmark aims at, per task (medians), and what must not grow.
+# What Baton aims at per task (medians), and what must not grow.
 GOALS = {
     "sql_statements": 12,
     "db_commits": 4,

@@ -251,6 +251,13 @@ class LocalCloud:
             if self._stopping:
                 return
             self._stopping = True
+        # They describe a running stack: an operator command must not find them once it
+        # stops, however long the rest of the shutdown takes (or if it is cut short).
+        for name in (OUTPUTS_FILE, ENV_FILE):
+            path = self.state_dir / name
+            with contextlib.suppress(OSError):
+                if path.is_file() and self._wrote_files:
+                    path.unlink()
         self.scheduler.stop()
         if not self.options.quiet:
             self.console.stop()
@@ -267,12 +274,6 @@ class LocalCloud:
             profile.stop()
         if self._moto is not None:
             self._moto.stop()
-        # They describe a running stack: an operator command must not find them after.
-        for name in (OUTPUTS_FILE, ENV_FILE):
-            path = self.state_dir / name
-            with contextlib.suppress(OSError):
-                if path.is_file() and self._wrote_files:
-                    path.unlink()
 
     # -- start-up ---------------------------------------------------------------------------
 

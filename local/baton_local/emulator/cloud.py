@@ -638,6 +638,10 @@ def run_until_interrupted(
         cloud.stop()
         print(f"baton local: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while it was still starting: stop all the same
+        print("stopping ...", file=options.output or sys.stdout, flush=True)
+        cloud.stop()
+        return 0
     try:
         print("Ctrl-C stops.", file=options.output or sys.stdout, flush=True)
         while not stop.wait(0.5):

@@ -628,7 +628,10 @@ def run_until_interrupted(
     """``baton local``: start, print the outputs and URLs, run until Ctrl-C (or SIGTERM).
     ``after_start`` adds to the running stack and returns lines for the banner."""
     stop = threading.Event()
+    # Both set here, SIGINT too: a process started in the background of a shell without
+    # job control inherits SIGINT ignored, and Ctrl-C (or `kill -INT`) must still stop it.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     cloud = LocalCloud(options, profiles)
     try:
         cloud.start()

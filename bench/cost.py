@@ -264,6 +264,15 @@ class CountingStream(io.TextIOBase):
 SQL_KINDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
+TRACE: list[str] | None = None  # --trace-sql: every round trip, with the invocation it served
+
+
+def _trace(text: str) -> None:
+    if TRACE is not None:
+        where = getattr(_invocation, "name", None) or threading.current_thread().name
+        TRACE.append(f"{where:<12} {' '.join(text.split())[:200]}")
+
+
 def instrument_engine(engine: sa.Engine, meter: Meter) -> None:
     """Count every round trip Baton's engine makes: statements, commits, rollbacks
     (the pool's reset of a returned connection included), pings, new connections."""
@@ -273,6 +282,7 @@ def instrument_engine(engine: sa.Engine, meter: Meter) -> None:
         statement = str(args[2]).lstrip()
         kind = statement.split(None, 1)[0].upper() if statement else ""
         meter.count_sql(kind if kind in SQL_KINDS else "other")
+        _trace(statement)
 
     @sa.event.listens_for(engine, "connect")
     def _connect(*_args: Any) -> None:
@@ -288,6 +298,7 @@ def instrument_engine(engine: sa.Engine, meter: Meter) -> None:
 
         def counted(dbapi_connection: Any, _original: Any = original, _kind: str = kind) -> Any:
             meter.count_sql(_kind)
+            _trace(_kind)
             return _original(dbapi_connection)
 
         setattr(dialect, method, counted)
@@ -353,8 +364,10 @@ def worker_cpu_attributed() -> Iterator[None]:
         sink: list[float] | None = getattr(_invocation, "sink", None)
         if sink is None:
             return original(self, fn, *args, **kw)
+        name = f"{getattr(_invocation, 'name', '?')}/pool"
 
         def timed(*inner: Any, **inner_kw: Any) -> Any:
+            _invocation.name = name
             started = time.thread_time()
             try:
                 return fn(*inner, **inner_kw)
@@ -386,7 +399,7 @@ class MeteredHandlers(Handlers):
         with self._locks[name]:
             wall, cpu = time.perf_counter(), time.thread_time()
             workers: list[float] = []
-            _invocation.sink = workers
+            _invocation.sink, _invocation.name = workers, name
             status = 0
             try:
                 answer = self._modules[name].lambda_handler(event, _context(name))
@@ -394,7 +407,7 @@ class MeteredHandlers(Handlers):
                     status = int(answer["statusCode"])
                 return answer
             finally:
-                _invocation.sink = None
+                _invocation.sink = _invocation.name = None
                 cpu_ms = (time.thread_time() - cpu + sum(workers)) * 1000
                 self.meter.count_invocation(name, cpu_ms, (time.perf_counter() - wall) * 1000)
                 if name == "callback":
@@ -686,6 +699,8 @@ def lifecycle(stack: Stack, tasks: int, warmup: int) -> tuple[Window, dict[str, 
     send_tasks(stack, warm)
     pump(stack, warmup, submitted)
     refs = [f"task-{stack.run}-{n}" for n in range(tasks)]
+    if TRACE is not None:
+        TRACE.clear()
     with window(stack.meter, lambda: server_status(database), lambda: redis_status(probe)) as out:
         send_tasks(stack, refs)  # the producer's requests are SQS requests of the design too
         pump(stack, tasks, submitted)
@@ -698,6 +713,8 @@ def lifecycle(stack: Stack, tasks: int, warmup: int) -> tuple[Window, dict[str, 
 def ticks(stack: Stack) -> Window:
     database = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
     probe = redis.Redis.from_url(REDIS)
+    if TRACE is not None:
+        TRACE.clear()
     with window(stack.meter, lambda: server_status(database), lambda: redis_status(probe)) as out:
         for name in SCHEDULED:
             stack.handlers.invoke(name, schedule_event(name))
@@ -1273,7 +1290,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also time each cold start with the layers' bytecode taken out, interleaved",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--trace-sql",
+        type=Path,
+        help="write every database round trip of the counted run to this file, each with "
+        "the handler it served",
+    )
     args = parser.parse_args(argv)
+    global TRACE
+    TRACE = [] if args.trace_sql else None
     started = time.perf_counter()
     meter = Meter()
     load = os.getloadavg()[0]
@@ -1286,6 +1311,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         instrument_redis(s.redis_pool, meter),
     ):
         run, latencies = lifecycle(s, args.tasks, args.warmup)
+        if args.trace_sql and TRACE is not None:
+            args.trace_sql.write_text("\n".join(TRACE) + "\n")
+            TRACE = None
         per_task = figures_of(run, args.tasks)
         callbacks = per_task["invocations"].get("callback", 0.0)
         walls = run.meter.wall_ms["callback"]

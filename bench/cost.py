@@ -292,16 +292,20 @@ def instrument_engine(engine: sa.Engine, meter: Meter) -> None:
     def _error(context: sa.engine.ExceptionContext) -> None:
         meter.count_db_error(str(context.original_exception)[:160])
 
-    dialect: Any = engine.dialect
-    for method, kind in (("do_commit", "COMMIT"), ("do_rollback", "ROLLBACK"), ("do_ping", "ping")):
-        original = getattr(dialect, method)
+    # Counted on the driver's connections, whoever calls them: the dialect, or the
+    # pool's own reset and idle check (baton.database). The benchmark's own probes
+    # (SHOW GLOBAL STATUS, autocommit) call none of these.
+    for method, kind in (("commit", "COMMIT"), ("rollback", "ROLLBACK"), ("ping", "ping")):
+        original = getattr(pymysql.connections.Connection, method)
 
-        def counted(dbapi_connection: Any, _original: Any = original, _kind: str = kind) -> Any:
+        def counted(
+            self: Any, *args: Any, _original: Any = original, _kind: str = kind, **kw: Any
+        ) -> Any:
             meter.count_sql(_kind)
             _trace(_kind)
-            return _original(dbapi_connection)
+            return _original(self, *args, **kw)
 
-        setattr(dialect, method, counted)
+        setattr(pymysql.connections.Connection, method, counted)
 
 
 @contextmanager

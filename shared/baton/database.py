@@ -1,13 +1,39 @@
-"""Engine and session factory: one per cold start, sessions scoped to one unit of work."""
+"""Engine and session factory: one per cold start, sessions scoped to one unit of work.
+
+The database is the one part of the stack that does not scale out with Lambda, so the
+engine spends no round trip that does no work:
+
+- No ping on every checkout. A connection idle for longer than ``IDLE_PING_SECONDS``
+  (a frozen Lambda, a quiet timer) is pinged before use and replaced if dead; one in
+  steady use is not. A connection that dies in between fails its unit of work, the
+  pool is invalidated (SQLAlchemy's disconnect handling) and the caller's retry (SQS
+  redelivery, the next timer tick, the algorithm's callback retry) gets a new one.
+  Connections are recycled after ``RECYCLE_SECONDS``, before any idle timeout of the
+  server or the network between.
+- No ``ROLLBACK`` for a connection handed back with nothing to undo: one whose last
+  transaction committed or rolled back already. A connection that ran a statement since
+  is rolled back as before: even a plain ``SELECT`` opens a transaction that holds its
+  tables' metadata locks (a migration's ``ALTER TABLE`` would wait on an idle pooled
+  connection), and MariaDB does not flag such a transaction in its status packets.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
+
+IDLE_PING_SECONDS = 30.0
+RECYCLE_SECONDS = 300
+
+_DIRTY = "baton_dirty"
+"""In a connection's ``info``: a statement ran since its last commit or rollback."""
+_CHECKED_IN_AT = "baton_checked_in_at"
 
 
 def create_database_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -22,16 +48,69 @@ def create_database_engine(url: str, *, pool_size: int = 5) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_recycle=300,
+        pool_recycle=RECYCLE_SECONDS,
+        # The reset below rolls back only what needs it.
+        pool_reset_on_return=None,
         # READ COMMITTED avoids InnoDB gap locks on the queue-like task table.
         isolation_level="READ COMMITTED",
         connect_args={"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30},
     )
+    event.listen(engine, "before_cursor_execute", _mark_dirty)
+    event.listen(engine, "commit", _mark_clean)
+    event.listen(engine, "rollback", _mark_clean)
+    event.listen(engine.pool, "checkout", _ping_if_idle)
+    event.listen(engine.pool, "checkin", _note_checkin)
+    event.listen(engine.pool, "reset", _roll_back_if_dirty)
+    return engine
+
+
+def _mark_dirty(connection: Connection, *_args: Any) -> None:
+    connection.info[_DIRTY] = True
+
+
+def _mark_clean(connection: Connection) -> None:
+    # Fired before the driver's commit or rollback: should that fail, the pool's reset
+    # below still sees the server's in-transaction flag, or the connection is invalid.
+    connection.info[_DIRTY] = False
+
+
+def _in_transaction(dbapi_connection: Any) -> bool:
+    status = getattr(dbapi_connection, "server_status", None)
+    return status is None or bool(status & _SERVER_STATUS_IN_TRANS)
+
+
+_SERVER_STATUS_IN_TRANS = 1  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_IN_TRANS
+
+
+def _roll_back_if_dirty(
+    dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    if state.terminate_only:
+        return
+    if record.info.get(_DIRTY, True) or _in_transaction(dbapi_connection):
+        dbapi_connection.rollback()
+        record.info[_DIRTY] = False
+
+
+def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_CHECKED_IN_AT] = time.monotonic()
+
+
+def _ping_if_idle(
+    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    checked_in_at = record.info.get(_CHECKED_IN_AT)
+    if checked_in_at is None or time.monotonic() - checked_in_at < IDLE_PING_SECONDS:
+        return
+    try:
+        dbapi_connection.ping(reconnect=False)
+    except Exception as exc:
+        # The pool discards this connection and checks out another (or a new one).
+        raise DisconnectionError(f"connection idle for long is dead: {exc}") from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

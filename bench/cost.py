@@ -264,13 +264,14 @@ class CountingStream(io.TextIOBase):
 SQL_KINDS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
-TRACE: list[str] | None = None  # --trace-sql: every round trip, with the invocation it served
+class _Trace:
+    lines: list[str] | None = None  # --trace-sql: every round trip, with what it served
 
 
 def _trace(text: str) -> None:
-    if TRACE is not None:
+    if _Trace.lines is not None:
         where = getattr(_invocation, "name", None) or threading.current_thread().name
-        TRACE.append(f"{where:<12} {' '.join(text.split())[:200]}")
+        _Trace.lines.append(f"{where:<12} {' '.join(text.split())[:200]}")
 
 
 def instrument_engine(engine: sa.Engine, meter: Meter) -> None:
@@ -703,8 +704,8 @@ def lifecycle(stack: Stack, tasks: int, warmup: int) -> tuple[Window, dict[str, 
     send_tasks(stack, warm)
     pump(stack, warmup, submitted)
     refs = [f"task-{stack.run}-{n}" for n in range(tasks)]
-    if TRACE is not None:
-        TRACE.clear()
+    if _Trace.lines is not None:
+        _Trace.lines.clear()
     with window(stack.meter, lambda: server_status(database), lambda: redis_status(probe)) as out:
         send_tasks(stack, refs)  # the producer's requests are SQS requests of the design too
         pump(stack, tasks, submitted)
@@ -717,8 +718,8 @@ def lifecycle(stack: Stack, tasks: int, warmup: int) -> tuple[Window, dict[str, 
 def ticks(stack: Stack) -> Window:
     database = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
     probe = redis.Redis.from_url(REDIS)
-    if TRACE is not None:
-        TRACE.clear()
+    if _Trace.lines is not None:
+        _Trace.lines.clear()
     with window(stack.meter, lambda: server_status(database), lambda: redis_status(probe)) as out:
         for name in SCHEDULED:
             stack.handlers.invoke(name, schedule_event(name))
@@ -1301,8 +1302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "the handler it served",
     )
     args = parser.parse_args(argv)
-    global TRACE
-    TRACE = [] if args.trace_sql else None
+    _Trace.lines = [] if args.trace_sql else None
     started = time.perf_counter()
     meter = Meter()
     load = os.getloadavg()[0]
@@ -1315,9 +1315,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         instrument_redis(s.redis_pool, meter),
     ):
         run, latencies = lifecycle(s, args.tasks, args.warmup)
-        if args.trace_sql and TRACE is not None:
-            args.trace_sql.write_text("\n".join(TRACE) + "\n")
-            TRACE = None
+        if args.trace_sql and _Trace.lines is not None:
+            args.trace_sql.write_text("\n".join(_Trace.lines) + "\n")
+            _Trace.lines = None
         per_task = figures_of(run, args.tasks)
         callbacks = per_task["invocations"].get("callback", 0.0)
         walls = run.meter.wall_ms["callback"]

@@ -60,7 +60,7 @@ def end_attempt(
         runtime.queue.release(algorithm, task_id, attempt, runtime.clock())
     if finished.terminal:
         crash_point("attempt.after_release")
-        publish_notification(runtime, task_id)
+        publish_notification(runtime, task_id, finished.task)
     return finished
 
 

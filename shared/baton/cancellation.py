@@ -163,7 +163,7 @@ def end_task_early(
         hold_slot(runtime, task.algorithm, ended.draining)
     elif ended.running_attempt:
         runtime.queue.release(task.algorithm, task.id, ended.running_attempt, runtime.clock())
-    publish_notification(runtime, task.id)
+    publish_notification(runtime, task.id, task)
     if ended.draining is not None and now:
         cancel_now(runtime, task.algorithm, ended.draining)
     return task

@@ -33,10 +33,10 @@ _OUTCOMES = {
 
 
 def _load(runtime: Runtime, task_id: str, attempt: int) -> tuple[Task, TaskExecution | None]:
-    task = runtime.repository.get_task(task_id)
+    task, execution = runtime.repository.get_task_with_execution(task_id, attempt)
     if task is None:
         raise TaskNotFound(f"task {task_id} does not exist")
-    return task, runtime.repository.get_execution(task_id, attempt)
+    return task, execution
 
 
 def complete_attempt(
@@ -61,6 +61,7 @@ def complete_attempt(
         if error
         else (None if body.status == "succeeded" else "algorithm_failed"),
         error_message=error.message if error else None,
+        result_key=execution.result_key,
     )
     finished = end_attempt(runtime, task.algorithm, task_id, body.attempt, outcome)
     if finished is None:  # lost a race (timeout, cancel, a twin callback): answer as if late

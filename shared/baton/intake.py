@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from baton.contracts import TaskMessage, derive_idempotency_key
 from baton.errors import InvalidTaskMessage
 from baton.faults import crash_point
 from baton.input_hygiene import describe_validation_error, duplicate_key, inspect_json
+from baton.models import Task
 from baton.observability import logger
 from baton.outbox import publish_notification, republish_notification
 from baton.records import NewTask
@@ -138,14 +140,24 @@ def accept_task_message(
     ``sender_id`` is the SQS record's ``SenderId``: with an app registry, a message
     without one is refused.
     """
-    # One copy of each registry for the whole message: a refresh in between must not
-    # let it be checked against one and stored against the other.
-    registry = runtime.config.registry
+    new = new_task_of(runtime, body, sender_id, runtime.config.registry)
+    task, created = runtime.repository.add_task(new)
+    crash_point("intake.after_task_commit")
+    return _announce_stored(runtime, task, created)
+
+
+def new_task_of(
+    runtime: Runtime, body: str | bytes, sender_id: str | None, registry: AlgorithmRegistry
+) -> NewTask:
+    """The task a message asks for, validated and checked against the app registry,
+    with the algorithm's defaults filled in (``registry``: one copy for the whole
+    message, so that a refresh in between cannot check it against one and store it
+    against the other)."""
     message = _parse_task_message(runtime, body, registry)
     enforce_app_registry(runtime.config.apps, message.app, sender_id, message.priority)
     algorithm = registry[message.algorithm]
     now = runtime.clock()
-    new = NewTask(
+    return NewTask(
         id=str(uuid.uuid4()),
         app=message.app,
         algorithm=message.algorithm,
@@ -166,8 +178,11 @@ def accept_task_message(
         ),
         attempt_budget=message.max_attempts,
     )
-    task, created = runtime.repository.add_task(new)
-    crash_point("intake.after_task_commit")
+
+
+def _announce_stored(runtime: Runtime, task: Task, created: bool) -> AcceptedTask:
+    """What follows a task message's store: a new task is logged; one whose cancel came
+    first, or a duplicate of a final task, has its notification published."""
     if created and task.status.is_terminal:
         # Its cancel came first: stored cancelled, never dispatched, announced once.
         logger.info(
@@ -176,7 +191,7 @@ def accept_task_message(
             app=task.app,
             idempotency_key=task.idempotency_key,
         )
-        publish_notification(runtime, task.id)
+        publish_notification(runtime, task.id, task)
         return AcceptedTask(task.id, task.algorithm, created=False)
     if created:
         logger.info(
@@ -233,11 +248,53 @@ def accept_cancel(runtime: Runtime, body: str | bytes, sender_id: str | None = N
     return accept_cancel_message(runtime, message).outcome.value
 
 
+def store_task_messages(
+    runtime: Runtime, records: Iterable[SQSRecord]
+) -> dict[str, tuple[Task, bool] | Exception]:
+    """Step 3 for a batch: every task message (cancel messages are left for their
+    turn) validated, then all the valid ones stored in one transaction
+    (``Repository.add_tasks``); by message id, the stored task and whether it is new,
+    or what was wrong with the message. Should the batch's transaction fail, its tasks
+    are stored one by one, so that a task the database refuses fails alone."""
+    registry = runtime.config.registry
+    outcomes: dict[str, tuple[Task, bool] | Exception] = {}
+    news: dict[str, NewTask] = {}
+    for record in records:
+        try:
+            if is_cancel_message(record.body):
+                continue
+            news[record.message_id] = new_task_of(
+                runtime, record.body, record.attributes.get("SenderId"), registry
+            )
+        except Exception as exc:  # the record's own failure, raised again in its turn
+            outcomes[record.message_id] = exc
+    if not news:
+        return outcomes
+    try:
+        stored = runtime.repository.add_tasks(list(news.values()))
+    except Exception as exc:
+        logger.warning(
+            "intake batch not stored at once; storing its tasks one by one",
+            error=type(exc).__name__,
+        )
+        for message_id, new in news.items():
+            try:
+                outcomes[message_id] = runtime.repository.add_task(new)
+            except Exception as single:
+                outcomes[message_id] = single
+    else:
+        outcomes.update(zip(news, stored, strict=True))
+    crash_point("intake.after_task_commit")
+    return outcomes
+
+
 def ingest_task_batch(runtime: Runtime, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Steps 1-2: accept an SQS batch: bad records become batch item failures (SQS retries them,
-    then moves them to the DLQ), good ones are stored regardless; new tasks then go
-    straight to promotion and dispatch when their algorithm has a free slot."""
+    then moves them to the DLQ), good ones are stored regardless, in one transaction;
+    new tasks then go straight to promotion and dispatch when their algorithm has a
+    free slot."""
     touched: set[str] = set()
+    stored = store_task_messages(runtime, (SQSRecord(raw) for raw in event.get("Records") or []))
 
     def accept_record(record: SQSRecord) -> str:
         sender_id: str | None = record.attributes.get("SenderId")
@@ -246,7 +303,10 @@ def ingest_task_batch(runtime: Runtime, event: dict[str, Any], context: Any) -> 
         try:
             if is_cancel_message(record.body):
                 return accept_cancel(runtime, record.body, sender_id)
-            accepted = accept_task_message(runtime, record.body, sender_id)
+            outcome = stored[record.message_id]
+            if isinstance(outcome, Exception):
+                raise outcome
+            accepted = _announce_stored(runtime, *outcome)
         except InvalidTaskMessage as exc:
             report_rejection(runtime, record.message_id, record.body, sender_id, str(exc))
             raise

@@ -83,18 +83,24 @@ def build_notification(runtime: Runtime, task: Task) -> Notification:
     )
 
 
-def publish_notification(runtime: Runtime, task_id: str) -> bool:
+def publish_notification(runtime: Runtime, task_id: str, ended: Task | None = None) -> bool:
     """Steps 15-16: publish the notification of a terminal task unless it is out or being published.
 
-    A publisher that dies between SNS and the outbox delete leaves a duplicate for
-    the next one, under the same ``notification_id`` for consumers to drop.
+    ``ended`` is the task as the transaction that ended it wrote it: that transaction
+    claimed the outbox row for its caller (``Repository._finalize``), so the row is
+    neither claimed nor read again. A publisher that dies between SNS and the outbox
+    delete leaves a duplicate for the next one, under the same ``notification_id`` for
+    consumers to drop.
     """
-    now = runtime.clock()
-    if not runtime.repository.claim_notification(
-        task_id, now, now + timedelta(seconds=PUBLISH_CLAIM_SECONDS)
-    ):
-        return False
-    task = runtime.repository.get_task(task_id)
+    if ended is not None:
+        task: Task | None = ended
+    else:
+        now = runtime.clock()
+        if not runtime.repository.claim_notification(
+            task_id, now, now + timedelta(seconds=PUBLISH_CLAIM_SECONDS)
+        ):
+            return False
+        task = runtime.repository.get_task(task_id)
     if task is None or not task.status.is_terminal or task.notified_at is not None:
         return False
     try:

@@ -174,6 +174,9 @@ class AttemptOutcome:
     use up one of the task's attempts (its queue and total timeouts bound how long)."""
     drain: Drain | None = None
     """Set when Baton ends the attempt on its own (a timeout): it may drain."""
+    result_key: str | None = None
+    """The attempt's result key, when the caller read it already (a success callback):
+    the terminal transaction then writes it without reading it again."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -231,14 +233,52 @@ def backlog_query(now: datetime) -> Select[str, TaskStatus, int, int, datetime |
     )
 
 
+def _task_row(new: NewTask) -> dict[str, Any]:
+    """A new task's row, by the model's attribute names."""
+    return {
+        "id": new.id,
+        "app": new.app,
+        "algorithm": new.algorithm,
+        "idempotency_key": new.idempotency_key,
+        "priority": new.priority,
+        "input": new.input,
+        "meta": new.metadata,
+        "timeout_seconds": new.timeout_seconds,
+        "max_attempts": new.max_attempts,
+        "attempt_budget": new.attempt_budget,
+        "cost": new.cost,
+        "queue_deadline": new.queue_deadline,
+        "total_deadline": new.total_deadline,
+        "status": TaskStatus.PENDING,
+        "attempts": 0,
+        "not_before": new.not_before,
+        "created_at": new.created_at,
+        "updated_at": new.created_at,
+    }
+
+
+def _insert_skipping_duplicates(session: Session, rows: list[dict[str, Any]]) -> Any:
+    """``INSERT`` of ``rows`` in one statement that leaves a row whose unique key is
+    taken as it is, in the dialect's words (MySQL's no-op ``ON DUPLICATE KEY UPDATE``
+    rather than ``INSERT IGNORE``, which would also turn a bad value into a warning)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return sqlite_insert(Task).values(rows).on_conflict_do_nothing()
+    # "id = task.id": the taken row keeps every value, its id included.
+    return mysql_insert(Task).values(rows).on_duplicate_key_update(id=Task.__table__.c.id)
+
+
 def _rowcount(result: Any) -> int:
     assert isinstance(result, CursorResult)
     return result.rowcount
 
 
 class Repository:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, publish_claim_seconds: int = 30) -> None:
         self._sessions = sessions
+        self._publish_claim = timedelta(seconds=publish_claim_seconds)
+        """How long the outbox row of a task that ends is claimed by whoever ended it,
+        who publishes at once: the notification grace period, so the sweep (which takes
+        only rows older than that) sees it as it would an unclaimed row."""
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
@@ -275,31 +315,68 @@ class Repository:
 
     # -- intake -------------------------------------------------------------------------
 
+    def add_tasks(self, news: Sequence[NewTask]) -> list[tuple[Task, bool]]:
+        """Step 3 for a whole intake batch, in one transaction: insert the tasks, each
+        or, for one already stored under its idempotency key (a redelivery, or a twin
+        in the same batch), return that one with ``False``.
+
+        One multi-row insert that skips the rows whose ``(app, idempotency_key)`` is
+        taken (the unique constraint decides races between deliveries, as it does for
+        one task), one read of the batch's rows by those keys (a row with the id this
+        batch gave it is new), and one locking read of the cancels kept for the new
+        ones (``_apply_kept_cancel``). A failure fails the whole batch: the caller
+        stores its tasks one by one then, so a bad one fails alone.
+        """
+        if not news:
+            return []
+        keys = sorted({(new.app, new.idempotency_key) for new in news})
+        with self._transaction() as session:
+            # In key order: two batches that share keys lock them in the same order.
+            rows = sorted(
+                (_task_row(new) for new in news), key=lambda r: (r["app"], r["idempotency_key"])
+            )
+            insert = _insert_skipping_duplicates(session, rows)
+            session.execute(insert)
+            stored = {
+                (task.app, task.idempotency_key): task
+                for task in session.scalars(
+                    select(Task).where(tuple_(Task.app, Task.idempotency_key).in_(keys))
+                )
+            }
+            ours = {new.id for new in news}
+            created = [task for task in stored.values() if task.id in ours]
+            if created:
+                self._apply_kept_cancels(session, created, min(n.created_at for n in news))
+        return [
+            (task, task.id == new.id)
+            for new in news
+            for task in (stored[(new.app, new.idempotency_key)],)
+        ]
+
+    def _apply_kept_cancels(self, session: Session, tasks: Sequence[Task], now: datetime) -> None:
+        """``_apply_kept_cancel`` for many new tasks, in one locking read."""
+        by_key = {(task.app, task.idempotency_key): task for task in tasks}
+        kept = session.scalars(
+            select(CancelTombstone)
+            .where(
+                tuple_(CancelTombstone.app, CancelTombstone.idempotency_key).in_(sorted(by_key)),
+                CancelTombstone.expires_at > now,
+            )
+            .with_for_update()
+        ).all()
+        for cancel in kept:
+            task = by_key[(cancel.app, cancel.idempotency_key)]
+            task.error_code = "cancelled"
+            task.error_message = cancel.reason or "cancelled before the task arrived"
+            self._finalize(session, task, TaskStatus.CANCELLED, now)
+            session.delete(cancel)
+
     def add_task(self, new: NewTask) -> tuple[Task, bool]:
         """Step 3: insert the task, or return the one already stored under its idempotency key.
 
         The unique ``(app, idempotency_key)`` constraint decides races between deliveries.
         """
-        task = Task(
-            id=new.id,
-            app=new.app,
-            algorithm=new.algorithm,
-            idempotency_key=new.idempotency_key,
-            priority=new.priority,
-            input=new.input,
-            meta=new.metadata,
-            timeout_seconds=new.timeout_seconds,
-            max_attempts=new.max_attempts,
-            attempt_budget=new.attempt_budget,
-            cost=new.cost,
-            queue_deadline=new.queue_deadline,
-            total_deadline=new.total_deadline,
-            status=TaskStatus.PENDING,
-            attempts=0,
-            not_before=new.not_before,
-            created_at=new.created_at,
-            updated_at=new.created_at,
-        )
+        task = Task(**_task_row(new))
         try:
             with self._transaction() as session:
                 session.add(task)
@@ -342,6 +419,21 @@ class Repository:
     def get_task(self, task_id: str) -> Task | None:
         with self._sessions() as session:
             return session.get(Task, task_id)
+
+    def get_task_with_execution(
+        self, task_id: str, attempt: int
+    ) -> tuple[Task | None, TaskExecution | None]:
+        """A task and one of its attempts, in one read."""
+        with self._sessions() as session:
+            row = session.execute(
+                select(Task, TaskExecution)
+                .outerjoin(
+                    TaskExecution,
+                    (TaskExecution.task_id == Task.id) & (TaskExecution.attempt == attempt),
+                )
+                .where(Task.id == task_id)
+            ).one_or_none()
+            return (None, None) if row is None else (row[0], row[1])
 
     def get_execution(self, task_id: str, attempt: int) -> TaskExecution | None:
         with self._sessions() as session:
@@ -422,13 +514,18 @@ class Repository:
                     Task.status == TaskStatus.QUEUED,
                     Task.attempts == attempt - 1,
                 )
-                .values(status=TaskStatus.RUNNING, attempts=attempt, updated_at=now)
+                .values(
+                    status=TaskStatus.RUNNING,
+                    attempts=attempt,
+                    updated_at=now,
+                    first_dispatched_at=func.coalesce(
+                        Task.first_dispatched_at, type_coerce(now, UTCDateTime)
+                    ),
+                )
             )
             if _rowcount(result) != 1:
                 return None
             task = session.get_one(Task, task_id, populate_existing=True)
-            if task.first_dispatched_at is None:
-                task.first_dispatched_at = now
             deadline = now + timedelta(seconds=task.timeout_seconds)
             upload_expires_at = now + timedelta(
                 seconds=min(upload_ttl_seconds, task.timeout_seconds + 300)
@@ -554,7 +651,9 @@ class Repository:
                 task.not_before = outcome.retry_at
                 return FinishedAttempt(task, terminal=False, draining=draining)
             self._finalize(session, task, outcome.task_status, now)
-            if outcome.task_status == TaskStatus.SUCCEEDED:
+            if outcome.task_status == TaskStatus.SUCCEEDED and outcome.result_key is not None:
+                task.result_key = outcome.result_key
+            elif outcome.task_status == TaskStatus.SUCCEEDED:
                 task.result_key = session.scalars(
                     select(TaskExecution.result_key).where(
                         TaskExecution.task_id == task_id, TaskExecution.attempt == attempt
@@ -584,15 +683,19 @@ class Repository:
         values = {"drain_until": max(drain.until, cancel_from), "cancel_reason": drain.reason}
         return values, Draining(task_id, attempt, cancel_from)
 
-    @staticmethod
-    def _finalize(session: Session, task: Task, status: TaskStatus, now: datetime) -> None:
+    def _finalize(self, session: Session, task: Task, status: TaskStatus, now: datetime) -> None:
+        """The terminal state and its outbox row, claimed by the caller, who publishes
+        next (``outbox.publish_notification`` with the task in hand)."""
         assert status.is_terminal
         task.status = status
         task.finished_at = now
         task.notification_id = str(uuid.uuid4())
         session.add(
             NotificationOutbox(
-                task_id=task.id, notification_id=task.notification_id, created_at=now
+                task_id=task.id,
+                notification_id=task.notification_id,
+                created_at=now,
+                claimed_until=now + self._publish_claim,
             )
         )
 

@@ -106,7 +106,10 @@ def build_runtime(
     queue = TaskQueue(client, settings.key_prefix)
     return Runtime(
         config=config,
-        repository=Repository(create_session_factory(engine)),
+        repository=Repository(
+            create_session_factory(engine),
+            publish_claim_seconds=settings.notification_grace_seconds,
+        ),
         queue=queue,
         policy=PolicyWriter(queue, settings.policy_refresh_seconds),
         # SigV4 explicitly: S3 refuses SigV2 presigned URLs on buckets made since 2020,

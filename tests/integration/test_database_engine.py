@@ -84,7 +84,8 @@ def test_a_write_handed_back_uncommitted_is_undone(
         )
         # closed without a commit: the pool's reset must roll it back
     stored = repository.get_task(task.id)
-    assert stored is not None and stored.status is TaskStatus.PENDING
+    assert stored is not None
+    assert stored.status is TaskStatus.PENDING
 
 
 def test_a_connection_in_steady_use_is_not_pinged_and_an_idle_one_is(
@@ -104,7 +105,10 @@ def test_a_connection_in_steady_use_is_not_pinged_and_an_idle_one_is(
 
 
 def test_an_idle_connection_that_died_is_replaced_before_use(
-    engine: sa.Engine, clean_database: str, new_task: NewTaskFactory, monkeypatch: pytest.MonkeyPatch
+    engine: sa.Engine,
+    clean_database: str,
+    new_task: NewTaskFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repository = Repository(create_session_factory(engine))
     repository.add_task(new_task())
@@ -115,7 +119,7 @@ def test_an_idle_connection_that_died_is_replaced_before_use(
         connection.exec_driver_sql(f"KILL {int(thread_id)}")
     killer.dispose()
     monkeypatch.setattr(database, "IDLE_PING_SECONDS", 0.0)
-    task, created = repository.add_task(new_task())  # no error: a new connection serves it
+    _, created = repository.add_task(new_task())  # no error: a new connection serves it
     assert created
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one() != thread_id

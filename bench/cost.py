@@ -274,7 +274,7 @@ def _trace(text: str) -> None:
         _Trace.lines.append(f"{where:<12} {' '.join(text.split())[:200]}")
 
 
-def instrument_engine(engine: sa.Engine, meter: Meter) -> None:
+def instrument_engine(engine: sa.Engine, meter: Meter, *, driver: bool = True) -> None:
     """Count every round trip Baton's engine makes: statements, commits, rollbacks
     (the pool's reset of a returned connection included), pings, new connections."""
 
@@ -294,8 +294,10 @@ def instrument_engine(engine: sa.Engine, meter: Meter) -> None:
         meter.count_db_error(str(context.original_exception)[:160])
 
     # Counted on the driver's connections, whoever calls them: the dialect, or the
-    # pool's own reset and idle check (baton.database). The benchmark's own probes
-    # (SHOW GLOBAL STATUS, autocommit) call none of these.
+    # pool's own reset and idle check (baton.database), for all engines at once. The
+    # benchmark's own probes (SHOW GLOBAL STATUS, autocommit) call none of these.
+    if not driver:
+        return
     for method, kind in (("commit", "COMMIT"), ("rollback", "ROLLBACK"), ("ping", "ping")):
         original = getattr(pymysql.connections.Connection, method)
 
@@ -562,6 +564,7 @@ def stack(meter: Meter) -> Iterator[Stack]:
         assert isinstance(client, redis.Redis)
         runtime = build_runtime(load_settings(env), redis_client=client, boto_session=baton_session)
         instrument_engine(runtime.repository._sessions.kw["bind"], meter)
+        instrument_engine(runtime.repository._reads.kw["bind"], meter, driver=False)
         set_runtime(runtime)
         cleanup.append(lambda: set_runtime(None))
 

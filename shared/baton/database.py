@@ -15,6 +15,11 @@ engine spends no round trip that does no work:
   is rolled back as before: even a plain ``SELECT`` opens a transaction that holds its
   tables' metadata locks (a migration's ``ALTER TABLE`` would wait on an idle pooled
   connection), and MariaDB does not flag such a transaction in its status packets.
+- No transaction at all for a read (``create_read_engine``): the repository's reads
+  that lock nothing run on connections in autocommit mode, each statement on its own,
+  so there is nothing to roll back. Under READ COMMITTED a statement sees what was
+  committed when it began, in a transaction or not, so a read loses nothing by it. It
+  costs a second, small pool: a warm function holds one more connection.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
+
+from baton.repository import Repository
 
 IDLE_PING_SECONDS = 30.0
 RECYCLE_SECONDS = 300
@@ -66,6 +73,46 @@ def create_database_engine(url: str, *, pool_size: int = 5) -> Engine:
     event.listen(engine.pool, "checkin", _note_checkin)
     event.listen(engine.pool, "reset", _roll_back_if_dirty)
     return engine
+
+
+def create_read_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for reads that lock nothing: autocommit, so no transaction to end."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            isolation_level="AUTOCOMMIT",
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    engine = create_engine(
+        url,
+        pool_size=1,
+        max_overflow=pool_size,
+        pool_recycle=RECYCLE_SECONDS,
+        pool_reset_on_return=None,
+        isolation_level="AUTOCOMMIT",
+        skip_autocommit_rollback=True,
+        connect_args={"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30},
+    )
+    event.listen(engine.pool, "checkout", _ping_if_idle)
+    event.listen(engine.pool, "checkin", _note_checkin)
+    return engine
+
+
+def create_repository(
+    url: str, *, pool_size: int = 5, publish_claim_seconds: int = 30
+) -> tuple[Repository, Engine]:
+    """The repository over ``url``: units of work on one engine, reads on another;
+    returns the first engine too (tests and tools read and write beside it)."""
+    engine = create_database_engine(url, pool_size=pool_size)
+    reads = create_read_engine(url, pool_size=pool_size)
+    repository = Repository(
+        create_session_factory(engine),
+        reads=create_session_factory(reads),
+        publish_claim_seconds=publish_claim_seconds,
+    )
+    return repository, engine
 
 
 def _mark_dirty(connection: Connection, *_args: Any) -> None:

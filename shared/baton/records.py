@@ -99,6 +99,25 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class AttemptStart:
+    """An admitted attempt to start: where its result goes and which endpoint gets it."""
+
+    task_id: str
+    attempt: int
+    result_key: str
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class AcceptedDispatch:
+    """An attempt its endpoint accepted, with the status it answered."""
+
+    task_id: str
+    attempt: int
+    http_status: int
+
+
+@dataclass(frozen=True)
 class ActiveAttempt:
     task_id: str
     attempt: int

@@ -21,6 +21,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    insert,
     or_,
     select,
     tuple_,
@@ -43,8 +44,10 @@ from baton.models import (
 )
 from baton.records import (
     ACTIVE_EXECUTION_STATUSES,
+    AcceptedDispatch,
     ActiveAttempt,
     AttemptOutcome,
+    AttemptStart,
     Drain,
     Draining,
     EndedTask,
@@ -273,8 +276,17 @@ def _rowcount(result: Any) -> int:
 
 
 class Repository:
-    def __init__(self, sessions: sessionmaker[Session], *, publish_claim_seconds: int = 30) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        reads: sessionmaker[Session] | None = None,
+        publish_claim_seconds: int = 30,
+    ) -> None:
         self._sessions = sessions
+        self._reads = reads or sessions
+        """Reads that lock nothing: on an autocommit engine (``database.create_read_engine``)
+        where there is one."""
         self._publish_claim = timedelta(seconds=publish_claim_seconds)
         """How long the outbox row of a task that ends is claimed by whoever ended it,
         who publishes at once: the notification grace period, so the sweep (which takes
@@ -411,20 +423,20 @@ class Repository:
         session.delete(kept)
 
     def find_task(self, app: str, idempotency_key: str) -> Task | None:
-        with self._sessions() as session:
+        with self._reads() as session:
             return session.scalars(
                 select(Task).where(Task.app == app, Task.idempotency_key == idempotency_key)
             ).one_or_none()
 
     def get_task(self, task_id: str) -> Task | None:
-        with self._sessions() as session:
+        with self._reads() as session:
             return session.get(Task, task_id)
 
     def get_task_with_execution(
         self, task_id: str, attempt: int
     ) -> tuple[Task | None, TaskExecution | None]:
         """A task and one of its attempts, in one read."""
-        with self._sessions() as session:
+        with self._reads() as session:
             row = session.execute(
                 select(Task, TaskExecution)
                 .outerjoin(
@@ -436,7 +448,7 @@ class Repository:
             return (None, None) if row is None else (row[0], row[1])
 
     def get_execution(self, task_id: str, attempt: int) -> TaskExecution | None:
-        with self._sessions() as session:
+        with self._reads() as session:
             return session.scalars(
                 select(TaskExecution).where(
                     TaskExecution.task_id == task_id, TaskExecution.attempt == attempt
@@ -444,7 +456,7 @@ class Repository:
             ).one_or_none()
 
     def executions_of(self, task_id: str) -> list[TaskExecution]:
-        with self._sessions() as session:
+        with self._reads() as session:
             return list(
                 session.scalars(
                     select(TaskExecution)
@@ -458,7 +470,7 @@ class Repository:
     def apps_with_pending_tasks(self, algorithm: str) -> list[str]:
         """The apps with PENDING tasks of ``algorithm``, read from the prefix of
         ``ix_task_promotion`` alone."""
-        with self._sessions() as session:
+        with self._reads() as session:
             return sorted(session.scalars(apps_with_pending_query(algorithm)))
 
     def queue_pending_tasks(
@@ -481,7 +493,7 @@ class Repository:
         return [_queued(row) for row in rows]
 
     def queued_tasks(self, algorithm: str) -> list[QueuedTask]:
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(
                 select(
                     Task.id, Task.attempts, Task.priority, Task.created_at, Task.app, Task.cost
@@ -501,51 +513,88 @@ class Repository:
         *,
         endpoint: str,
     ) -> StartedAttempt | None:
-        """Step 6: QUEUED -> RUNNING and a new execution row, or None if another worker won.
+        """Step 6 for one attempt (``start_attempts``)."""
+        return self.start_attempts(
+            [AttemptStart(task_id, attempt, result_key, endpoint)], now, upload_ttl_seconds
+        ).get(task_id)
 
-        The attempt's deadline starts now: if the worker dies after sending the request,
-        the algorithm still has until the deadline to call back before a retry.
+    def start_attempts(
+        self, starts: Sequence[AttemptStart], now: datetime, upload_ttl_seconds: int
+    ) -> dict[str, StartedAttempt]:
+        """Step 6 for a dispatch round, in one transaction: each task QUEUED -> RUNNING on
+        its attempt, with a new execution row; by task id, those started (a task missing
+        was not QUEUED on the attempt before: another worker won, or it ended).
+
+        The task rows are locked by their primary key alone, in id order (so two rounds
+        that share tasks cannot deadlock, and no status index is locked first), then
+        compared; the winners move in one ``UPDATE`` and their attempts are written in
+        one ``INSERT``. An attempt's deadline starts now: if the worker dies after
+        sending the request, the algorithm still has until the deadline to call back
+        before a retry.
         """
+        wanted = {start.task_id: start for start in starts}
+        if not wanted:
+            return {}
         with self._transaction() as session:
-            result = session.execute(
+            locked = session.scalars(
+                select(Task).where(Task.id.in_(sorted(wanted))).order_by(Task.id).with_for_update()
+            ).all()
+            tasks = [
+                task
+                for task in locked
+                if task.status == TaskStatus.QUEUED and task.attempts == wanted[task.id].attempt - 1
+            ]
+            if not tasks:
+                return {}
+            # One UPDATE for every winner (the ORM would write one per row): attempts
+            # and the first dispatch per row, from the values just compared. The rows
+            # read are detached first, so that what is set on them below (what the
+            # UPDATE writes) is not flushed a second time.
+            session.expunge_all()
+            session.execute(
                 update(Task)
-                .where(
-                    Task.id == task_id,
-                    Task.status == TaskStatus.QUEUED,
-                    Task.attempts == attempt - 1,
-                )
+                .where(Task.id.in_([task.id for task in tasks]))
                 .values(
                     status=TaskStatus.RUNNING,
-                    attempts=attempt,
+                    attempts=Task.attempts + 1,
                     updated_at=now,
                     first_dispatched_at=func.coalesce(
                         Task.first_dispatched_at, type_coerce(now, UTCDateTime)
                     ),
+                ),
+                execution_options={"synchronize_session": False},
+            )
+            started: dict[str, StartedAttempt] = {}
+            rows: list[dict[str, Any]] = []
+            for task in tasks:
+                start = wanted[task.id]
+                task.status = TaskStatus.RUNNING
+                task.attempts = start.attempt
+                task.updated_at = now
+                if task.first_dispatched_at is None:
+                    task.first_dispatched_at = now
+                deadline = now + timedelta(seconds=task.timeout_seconds)
+                upload_expires_at = now + timedelta(
+                    seconds=min(upload_ttl_seconds, task.timeout_seconds + 300)
                 )
-            )
-            if _rowcount(result) != 1:
-                return None
-            task = session.get_one(Task, task_id, populate_existing=True)
-            deadline = now + timedelta(seconds=task.timeout_seconds)
-            upload_expires_at = now + timedelta(
-                seconds=min(upload_ttl_seconds, task.timeout_seconds + 300)
-            )
-            session.add(
-                TaskExecution(
-                    task_id=task_id,
-                    attempt=attempt,
-                    algorithm=task.algorithm,
-                    app=task.app,
-                    cost=task.cost,
-                    endpoint=endpoint,
-                    status=ExecutionStatus.DISPATCHING,
-                    result_key=result_key,
-                    created_at=now,
-                    deadline=deadline,
-                    upload_expires_at=upload_expires_at,
+                rows.append(
+                    {
+                        "task_id": task.id,
+                        "attempt": start.attempt,
+                        "algorithm": task.algorithm,
+                        "app": task.app,
+                        "cost": task.cost,
+                        "endpoint": start.endpoint,
+                        "status": ExecutionStatus.DISPATCHING,
+                        "result_key": start.result_key,
+                        "created_at": now,
+                        "deadline": deadline,
+                        "upload_expires_at": upload_expires_at,
+                    }
                 )
-            )
-        return StartedAttempt(task, deadline, upload_expires_at)
+                started[task.id] = StartedAttempt(task, deadline, upload_expires_at)
+            session.execute(insert(TaskExecution).values(rows))
+        return started
 
     def abandon_attempt(self, task_id: str, attempt: int, now: datetime) -> bool:
         """Give up an attempt whose request was never sent (no slot could be confirmed).
@@ -576,21 +625,32 @@ class Repository:
         return True
 
     def mark_accepted(self, task_id: str, attempt: int, now: datetime, http_status: int) -> bool:
-        """Step 10: the algorithm accepted the dispatch (2xx): DISPATCHING -> RUNNING.
-        The task's first acceptance ends its queue timeout.
+        """Step 10 for one attempt (``mark_many_accepted``)."""
+        return bool(self.mark_many_accepted([AcceptedDispatch(task_id, attempt, http_status)], now))
 
-        The task row is written first, as every other transaction that writes both does
-        (a callback arriving at once locks the task, then the attempt): the other order
-        deadlocks against it. The task is running this attempt exactly while the
+    def mark_many_accepted(self, accepted: Sequence[AcceptedDispatch], now: datetime) -> int:
+        """Step 10 for a dispatch round, in one transaction: the algorithm accepted these
+        dispatches (2xx): DISPATCHING -> RUNNING, and each task's first acceptance ends
+        its queue timeout. Returns how many attempts moved (an attempt that ended
+        meanwhile, by its callback say, stays as it is).
+
+        The task rows are written first, as every other transaction that writes both
+        does (a callback arriving at once locks the task, then the attempt): the other
+        order deadlocks against it. The task is running an attempt exactly while that
         attempt is active, so the condition on the task is the attempt's too."""
+        if not accepted:
+            return 0
+        pairs = sorted({(a.task_id, a.attempt) for a in accepted})
         with self._transaction() as session:
             # By the primary key alone: a condition on the status would let the optimizer
             # lock the status index's entry first, the very one a callback ending the
             # task updates after locking the row, and the two would wait on each other.
-            accepted_now = (Task.status == TaskStatus.RUNNING) & (Task.attempts == attempt)
+            accepted_now = (Task.status == TaskStatus.RUNNING) & tuple_(Task.id, Task.attempts).in_(
+                pairs
+            )
             session.execute(
                 update(Task)
-                .where(Task.id == task_id)
+                .where(Task.id.in_(sorted({task_id for task_id, _ in pairs})))
                 .values(
                     first_accepted_at=case(
                         (
@@ -601,15 +661,23 @@ class Repository:
                     )
                 )
             )
-            return self._move_execution(
-                session,
-                task_id,
-                attempt,
-                [ExecutionStatus.DISPATCHING],
-                status=ExecutionStatus.RUNNING,
-                accepted_at=now,
-                http_status=http_status,
-            )
+            moved = 0
+            by_status: dict[int, list[tuple[str, int]]] = {}
+            for a in accepted:
+                by_status.setdefault(a.http_status, []).append((a.task_id, a.attempt))
+            for http_status, ours in sorted(by_status.items()):
+                result = session.execute(
+                    update(TaskExecution)
+                    .where(
+                        tuple_(TaskExecution.task_id, TaskExecution.attempt).in_(sorted(ours)),
+                        TaskExecution.status == ExecutionStatus.DISPATCHING,
+                    )
+                    .values(
+                        status=ExecutionStatus.RUNNING, accepted_at=now, http_status=http_status
+                    )
+                )
+                moved += _rowcount(result)
+            return moved
 
     # -- completion, timeout, failure ---------------------------------------------------
 
@@ -865,19 +933,19 @@ class Repository:
 
     def tasks_past_queue_deadline(self, now: datetime, limit: int) -> list[str]:
         """Waiting tasks no attempt of which was accepted by their queue deadline."""
-        with self._sessions() as session:
+        with self._reads() as session:
             return list(session.scalars(past_queue_deadline_query(now, limit)))
 
     def tasks_past_total_deadline(self, now: datetime, limit: int) -> list[str]:
         """Tasks not final by their total deadline."""
-        with self._sessions() as session:
+        with self._reads() as session:
             return list(session.scalars(past_total_deadline_query(now, limit)))
 
     # -- tasks the registry no longer serves (gone, or too costly) -----------------------
 
     def largest_waiting_costs(self) -> dict[str, int]:
         """Per algorithm with pending or queued tasks, the largest cost among them."""
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(
                 select(Task.algorithm, func.max(Task.cost))
                 .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.QUEUED]))
@@ -888,7 +956,7 @@ class Repository:
     def waiting_tasks_of(
         self, algorithm: str, limit: int, *, costing_more_than: int = 0
     ) -> list[str]:
-        with self._sessions() as session:
+        with self._reads() as session:
             return list(
                 session.scalars(
                     select(Task.id)
@@ -909,7 +977,7 @@ class Repository:
                 session.add(PolicyGap(algorithm=algorithm, since=now))
         except IntegrityError:
             pass
-        with self._sessions() as session:
+        with self._reads() as session:
             return session.get_one(PolicyGap, algorithm).since
 
     def close_policy_gaps(self, still_missing: Iterable[str]) -> None:
@@ -951,7 +1019,7 @@ class Repository:
         pairs = list(attempts)
         if not pairs:
             return set()
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(
                 select(TaskExecution.task_id, TaskExecution.attempt).where(
                     tuple_(TaskExecution.task_id, TaskExecution.attempt).in_(pairs),
@@ -964,7 +1032,7 @@ class Repository:
     def active_attempts(self, algorithm: str) -> list[ActiveAttempt]:
         """The attempts that hold a slot: those running, and those draining (scored as
         due at once, so that the sweep sends their cancel request again soon)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(
                 select(*_ACTIVE_COLUMNS).where(
                     TaskExecution.algorithm == algorithm,
@@ -985,7 +1053,7 @@ class Repository:
         return [_active(row) for row in rows] + [_active(row) for row in draining]
 
     def overdue_attempts(self, now: datetime, limit: int) -> list[ActiveAttempt]:
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(overdue_attempts_query(now, limit)).all()
         return [_active(row) for row in rows]
 
@@ -1089,11 +1157,11 @@ class Repository:
     def retry_candidates(
         self, selection: RetrySelection, after: tuple[datetime, str] | None, limit: int
     ) -> list[Task]:
-        with self._sessions() as session:
+        with self._reads() as session:
             return list(session.scalars(retry_candidates_query(selection, after, limit)))
 
     def count_retry_candidates(self, selection: RetrySelection) -> int:
-        with self._sessions() as session:
+        with self._reads() as session:
             return int(
                 session.scalar(
                     select(func.count()).select_from(Task).where(*_retry_conditions(selection))
@@ -1121,19 +1189,19 @@ class Repository:
         return _rowcount(result) == 1
 
     def is_held(self, algorithm: str) -> bool:
-        with self._sessions() as session:
+        with self._reads() as session:
             return session.get(AlgorithmHold, algorithm) is not None
 
     def held_algorithms(self) -> set[str]:
         """The algorithms an operator paused."""
-        with self._sessions() as session:
+        with self._reads() as session:
             return set(session.scalars(select(AlgorithmHold.algorithm)))
 
     def backlog(self, now: datetime) -> dict[str, AlgorithmBacklog]:
         """Per algorithm with waiting tasks: how many are pending and queued, how many
         may start now, and when the oldest of those was accepted."""
         found: dict[str, AlgorithmBacklog] = {}
-        with self._sessions() as session:
+        with self._reads() as session:
             for algorithm, status, total, due, oldest in session.execute(backlog_query(now)):
                 entry = found.get(algorithm, AlgorithmBacklog())
                 if status == TaskStatus.PENDING:
@@ -1154,7 +1222,7 @@ class Repository:
     def unpublished_notifications(
         self, created_before: datetime, now: datetime, limit: int
     ) -> list[str]:
-        with self._sessions() as session:
+        with self._reads() as session:
             return list(
                 session.scalars(
                     select(NotificationOutbox.task_id)
@@ -1223,11 +1291,11 @@ class Repository:
 
     def list_tasks(self, selection: TaskListing) -> list[Task]:
         """The newest tasks that match, newest first (``task_list_query``)."""
-        with self._sessions() as session:
+        with self._reads() as session:
             return list(session.scalars(task_list_query(selection)))
 
     def waiting_stats(self, now: datetime) -> list[WaitingStats]:
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(waiting_stats_query(now)).all()
         # (SUM is a DECIMAL in MySQL)
         return [
@@ -1236,13 +1304,13 @@ class Repository:
         ]
 
     def timeouts_since(self, start: datetime) -> dict[str, int]:
-        with self._sessions() as session:
+        with self._reads() as session:
             return {
                 row.algorithm: int(row.timeouts) for row in session.execute(timeouts_query(start))
             }
 
     def recent_attempts(self, start: datetime, limit: int) -> list[RecentAttempt]:
-        with self._sessions() as session:
+        with self._reads() as session:
             rows = session.execute(recent_attempts_query(start, limit)).all()
         return [
             RecentAttempt(

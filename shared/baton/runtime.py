@@ -13,7 +13,7 @@ import boto3
 import redis
 from botocore.config import Config as BotoConfig
 
-from baton.database import create_database_engine, create_session_factory
+from baton.database import create_repository
 from baton.dispatch_client import DispatchClient, HttpDispatchClient
 from baton.errors import SettingsError
 from baton.notifications import Notifier
@@ -100,16 +100,15 @@ def build_runtime(
             "is accepted from any sender, with weight 1 and no limits, and the status API "
             "answers every IAM-authenticated caller about every app's tasks"
         )
-    engine = create_database_engine(config.database_url)
+    repository, _ = create_repository(
+        config.database_url, publish_claim_seconds=settings.notification_grace_seconds
+    )
     session = boto_session or boto3.session.Session()
     client = redis_client or connect_redis(config.redis_url, cluster=settings.redis_cluster)
     queue = TaskQueue(client, settings.key_prefix)
     return Runtime(
         config=config,
-        repository=Repository(
-            create_session_factory(engine),
-            publish_claim_seconds=settings.notification_grace_seconds,
-        ),
+        repository=repository,
         queue=queue,
         policy=PolicyWriter(queue, settings.policy_refresh_seconds),
         # SigV4 explicitly: S3 refuses SigV2 presigned URLs on buckets made since 2020,

@@ -10,7 +10,7 @@ that a task with a free slot goes out at once rather than at the next minute tic
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -21,9 +21,10 @@ from sqlalchemy.exc import OperationalError
 
 from baton.attempts import backoff_bounds, end_attempt, retryable_outcome, run_limit_seconds
 from baton.contracts import CallbackTarget, DispatchRequest, ResultTarget
-from baton.dispatch_client import DispatchVerdict
+from baton.dispatch_client import DispatchAnswer, DispatchVerdict
 from baton.errors import RedisStateLost
 from baton.faults import crash_point
+from baton.models import Task
 from baton.observability import (
     DISPATCH_ACCEPTED,
     DISPATCH_BUSY,
@@ -35,7 +36,15 @@ from baton.observability import (
     logger,
 )
 from baton.queue import Admissions, SlotConfirmation
-from baton.records import AttemptOutcome, ExecutionStatus, Slot, TaskStatus
+from baton.records import (
+    AcceptedDispatch,
+    AttemptOutcome,
+    AttemptStart,
+    ExecutionStatus,
+    Slot,
+    StartedAttempt,
+    TaskStatus,
+)
 from baton.repair import repair_algorithm_state
 from baton.runtime import Runtime
 from baton.storage import result_key
@@ -154,12 +163,7 @@ def _admit(runtime: Runtime, algorithm: str) -> Admissions:
 def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
     admitted = _admit(runtime, algorithm).slots
     report = DispatchReport(admitted=len(admitted))
-    if len(admitted) == 1:
-        outcomes = [dispatch_attempt(runtime, algorithm, admitted[0])]
-    else:
-        with ThreadPoolExecutor(max_workers=DISPATCH_THREADS) as pool:
-            outcomes = list(pool.map(lambda a: dispatch_attempt(runtime, algorithm, a), admitted))
-    for outcome in outcomes:
+    for outcome in dispatch_round(runtime, algorithm, admitted):
         if outcome is None:
             # Its task ended meanwhile (a cancel, a queue timeout) or another worker has
             # it: the room it took may be free again for the next ready task.
@@ -177,21 +181,78 @@ def _dispatch_algorithm(runtime: Runtime, algorithm: str) -> DispatchReport:
 
 
 def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVerdict | None:
-    """Steps 7-8: start, confirm and send one admitted attempt to the endpoint admission
-    chose for it. None: nothing was sent."""
-    repository, queue = runtime.repository, runtime.queue
-    settings = runtime.settings
-    task_id, attempt = slot.task_id, slot.attempt
+    """Steps 6-10 for one admitted attempt (``dispatch_round``). None: nothing was sent."""
+    return dispatch_round(runtime, algorithm, [slot])[0]
+
+
+def dispatch_round(
+    runtime: Runtime, algorithm: str, slots: Sequence[Slot]
+) -> list[DispatchVerdict | None]:
+    """Steps 6-10 for the attempts one admission admitted, each to the endpoint
+    admission chose for it: started in one transaction, each confirmed and sent (side
+    by side), the accepted ones recorded in one transaction. By slot, how its endpoint
+    answered; None: nothing was sent."""
+    if not slots:
+        return []
+    repository, settings = runtime.repository, runtime.settings
     now = runtime.clock()
-    key = result_key(settings.result_prefix, algorithm, task_id, attempt)
+    starts = [
+        AttemptStart(
+            slot.task_id,
+            slot.attempt,
+            result_key(settings.result_prefix, algorithm, slot.task_id, slot.attempt),
+            slot.endpoint,
+        )
+        for slot in slots
+    ]
     crash_point("dispatch.after_admit")
-    started = repository.start_attempt(
-        task_id, attempt, now, key, settings.upload_url_ttl_seconds, endpoint=slot.endpoint
-    )
-    if started is None:
-        _drop_lost_admission(runtime, algorithm, task_id, attempt)
-        return None
-    crash_point("dispatch.after_start")
+    started = repository.start_attempts(starts, now, settings.upload_url_ttl_seconds)
+    for slot in slots:
+        if slot.task_id not in started:
+            _drop_lost_admission(runtime, algorithm, slot.task_id, slot.attempt)
+    if started:
+        crash_point("dispatch.after_start")
+    sending = [
+        (slot, start, started[slot.task_id])
+        for slot, start in zip(slots, starts, strict=True)
+        if slot.task_id in started
+    ]
+
+    def send(item: tuple[Slot, AttemptStart, StartedAttempt]) -> DispatchAnswer | None:
+        return _send_attempt(runtime, algorithm, *item, now=now)
+
+    if len(sending) <= 1:
+        answers = [send(item) for item in sending]
+    else:
+        with ThreadPoolExecutor(max_workers=min(DISPATCH_THREADS, len(sending))) as pool:
+            answers = list(pool.map(send, sending))
+    accepted = [
+        AcceptedDispatch(slot.task_id, slot.attempt, answer.http_status or 200)
+        for (slot, _, _), answer in zip(sending, answers, strict=True)
+        if answer is not None and answer.verdict is DispatchVerdict.ACCEPTED
+    ]
+    repository.mark_many_accepted(accepted, runtime.clock())
+    verdicts: dict[str, DispatchVerdict | None] = {}
+    for (slot, _, attempt), answer in zip(sending, answers, strict=True):
+        verdicts[slot.task_id] = None if answer is None else answer.verdict
+        if answer is not None:
+            _record_answer(runtime, algorithm, slot, attempt.task, answer)
+    return [verdicts.get(slot.task_id) for slot in slots]
+
+
+def _send_attempt(
+    runtime: Runtime,
+    algorithm: str,
+    slot: Slot,
+    start: AttemptStart,
+    started: StartedAttempt,
+    *,
+    now: datetime,
+) -> DispatchAnswer | None:
+    """Steps 7-8 for one started attempt: the signed request, built, then the slot
+    confirmed and the request sent. None: the attempt was given back unsent."""
+    settings = runtime.settings
+    task_id, attempt, key = slot.task_id, slot.attempt, start.result_key
     upload_url, upload_expires = runtime.results.upload_url(
         key, now, max(1, int((started.upload_expires_at - now).total_seconds()))
     )
@@ -224,8 +285,8 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
     if confirmation is not SlotConfirmation.OK:
         # Redis was rebuilt without this attempt and the room is taken, or the rate
         # limit had nothing left for too long: send nothing, and give the attempt back.
-        repository.abandon_attempt(task_id, attempt, runtime.clock())
-        queue.release(algorithm, task_id, attempt, runtime.clock())
+        runtime.repository.abandon_attempt(task_id, attempt, runtime.clock())
+        runtime.queue.release(algorithm, task_id, attempt, runtime.clock())
         logger.warning(
             "attempt taken back before dispatch",
             task_id=task_id,
@@ -237,23 +298,33 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         return None
     crash_point("dispatch.before_send")
     answer = runtime.dispatcher.send(slot.endpoint, request)
+    if answer.verdict is DispatchVerdict.ACCEPTED:
+        crash_point("dispatch.after_send")
+    return answer
+
+
+def _record_answer(
+    runtime: Runtime, algorithm: str, slot: Slot, task: Task, answer: DispatchAnswer
+) -> None:
+    """Step 10, or the attempt's end when the endpoint did not accept it: counted and
+    logged; a refused or failed dispatch ends its attempt (retried while attempts
+    remain, the endpoint left alone for a while)."""
+    task_id, attempt = slot.task_id, slot.attempt
     log = {
         "task_id": task_id,
         "attempt": attempt,
         "algorithm": algorithm,
-        "app": started.task.app,
-        "idempotency_key": started.task.idempotency_key,
+        "app": task.app,
+        "idempotency_key": task.idempotency_key,
         "endpoint": slot.endpoint,
         "http_status": answer.http_status,
     }
     if answer.verdict is not DispatchVerdict.ACCEPTED:
         log["error"] = answer.detail  # the cause: what the endpoint answered, or the failure
     if answer.verdict is DispatchVerdict.ACCEPTED:
-        crash_point("dispatch.after_send")
-        repository.mark_accepted(task_id, attempt, runtime.clock(), answer.http_status or 200)
         emit(DISPATCH_ACCEPTED, 1, algorithm=algorithm, app=slot.app)
         logger.info("dispatch accepted", extra=log)
-        return answer.verdict
+        return
     if answer.verdict is DispatchVerdict.REJECTED:
         outcome = AttemptOutcome(
             execution_status=ExecutionStatus.REJECTED,
@@ -270,7 +341,7 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         # algorithm's other endpoints keep taking work.
         pause = answer.retry_after_seconds or backoff_bounds(runtime, algorithm)[0]
         now = runtime.clock()
-        queue.cool_down(algorithm, slot.endpoint, now + timedelta(seconds=pause), now)
+        runtime.queue.cool_down(algorithm, slot.endpoint, now + timedelta(seconds=pause), now)
         # "Busy, come back later" (a 429, or a 503 that says when) is no failure of the
         # task: it waits without using up an attempt (its timeouts bound how long).
         busy = answer.http_status == 429 or (
@@ -293,7 +364,6 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         emit(DISPATCH_BUSY if busy else DISPATCH_FAILED, 1, algorithm=algorithm, app=slot.app)
         logger.warning("dispatch failed; will retry while attempts remain", extra=log)
     end_attempt(runtime, algorithm, task_id, attempt, outcome)
-    return answer.verdict
 
 
 def _confirm(runtime: Runtime, algorithm: str, slot: Slot, deadline: datetime) -> SlotConfirmation:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
-from baton.database import create_database_engine, create_session_factory
+from baton.database import create_repository
 from baton.queue import TaskQueue
 from baton.records import NewTask
 from baton.repository import Repository
@@ -22,15 +22,23 @@ from tests.support.database import ALGORITHM, NewTaskFactory, utcnow
 
 
 @pytest.fixture
-def engine(clean_database: str) -> Iterator[sa.Engine]:
-    engine = create_database_engine(clean_database, pool_size=10)
-    yield engine
+def built(clean_database: str) -> Iterator[tuple[Repository, sa.Engine]]:
+    """The repository as functions build it (its reads on an engine of their own), and
+    the engine of its units of work."""
+    repository, engine = create_repository(clean_database, pool_size=10)
+    yield repository, engine
     engine.dispose()
+    repository._reads.kw["bind"].dispose()
 
 
 @pytest.fixture
-def repository(engine: sa.Engine) -> Repository:
-    return Repository(create_session_factory(engine))
+def engine(built: tuple[Repository, sa.Engine]) -> sa.Engine:
+    return built[1]
+
+
+@pytest.fixture
+def repository(built: tuple[Repository, sa.Engine]) -> Repository:
+    return built[0]
 
 
 @pytest.fixture

@@ -385,8 +385,13 @@ def test_finish_terminal_sets_status_and_writes_one_outbox_row(
     assert len(outbox) == 1
     assert outbox[0].task_id == task.id
     assert outbox[0].notification_id == stored.notification_id
-    assert repository.unpublished_notifications(now, now, 10) == [task.id]
-    assert repository.unpublished_notifications(now - timedelta(seconds=1), now, 10) == []
+    # Claimed by whoever ended the task, who publishes next, for the grace period
+    # (30 s here): the sweep, which takes only the rows older than that, sees it then.
+    assert outbox[0].claimed_until == (now + timedelta(seconds=30)).replace(tzinfo=None)
+    assert repository.unpublished_notifications(now, now, 10) == []
+    grace_later = now + timedelta(seconds=30, microseconds=1)
+    assert repository.unpublished_notifications(now, grace_later, 10) == [task.id]
+    assert repository.unpublished_notifications(now - timedelta(seconds=1), grace_later, 10) == []
 
 
 def test_a_second_finish_of_the_same_attempt_changes_nothing(
@@ -642,9 +647,12 @@ def test_claim_notification_gives_one_publisher_the_row_until_the_claim_ends(
         task, now = start(repository, new_task)
         repository.finish_attempt(task.id, 1, now, SUCCEEDED)
         tasks.append(task)
-    now = utcnow()
-    until = now + timedelta(seconds=30)
     first, second, third = (task.id for task in tasks)
+    # Whoever ended a task holds its row for the grace period (30 s here), then it is
+    # anyone's.
+    assert not repository.claim_notification(first, utcnow(), utcnow())
+    now = utcnow() + timedelta(seconds=31)
+    until = now + timedelta(seconds=30)
 
     assert repository.claim_notification(first, now, until)
     assert not repository.claim_notification(first, now, until)  # another publisher

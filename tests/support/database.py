@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from baton.database import create_database_engine, create_session_factory
+from baton.database import create_repository
 from baton.models import Task, TaskExecution
 from baton.records import NewTask
 from baton.repository import Repository
@@ -26,8 +26,7 @@ def utcnow() -> datetime:
 
 
 def build_repository(url: str, pool_size: int = 5) -> tuple[Repository, sa.Engine]:
-    engine = create_database_engine(url, pool_size=pool_size)
-    return Repository(create_session_factory(engine)), engine
+    return create_repository(url, pool_size=pool_size)
 
 
 def count_rows(engine: sa.Engine, table: str, where: str = "", **params: Any) -> int:

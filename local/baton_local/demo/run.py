@@ -300,16 +300,14 @@ class _DemoRun:
     def collect(self) -> None:
         """Baton's own record of every attempt of the run (its ``task_execution`` rows),
         read while the stack is still up: when each took its slot and gave it back."""
-        from baton.database import create_database_engine, create_session_factory
+        from baton.database import create_repository
         from baton.records import ExecutionStatus
-        from baton.repository import Repository
 
         if self.cloud is None:
             return
         self.stats = self._baton("stats") or ""
-        engine = create_database_engine(self.cloud.environment()["BATON_DATABASE_URL"])
+        repository, engine = create_repository(self.cloud.environment()["BATON_DATABASE_URL"])
         try:
-            repository = Repository(create_session_factory(engine))
             for record in self.ledger.records.values():
                 if record.task_id is None:
                     continue

@@ -58,22 +58,24 @@ function's docstring starts with its step:
 
 1-2    A task message arrives on the intake queue.
        ``intake.ingest_task_batch``
-3      The task row is stored, once per ``(app, idempotency_key)``.
-       ``intake.accept_task_message``, ``repository.Repository.add_task``
+3      The task row is stored, once per ``(app, idempotency_key)``; a batch's tasks in
+       one transaction.
+       ``intake.store_task_messages``, ``repository.Repository.add_tasks``
+       (one message: ``intake.accept_task_message``, ``repository.Repository.add_task``)
 4      Pending tasks are read, on the schedule or on an event.
        ``scheduling.promote_pending_tasks``, ``repository.Repository.queue_pending_tasks``
 5      They enter the Redis execution queue; a slot is taken only under the cap.
        ``queue.TaskQueue.enqueue`` (enqueue.lua), ``queue.TaskQueue.admit`` (admit.lua)
-6      An execution row is written for the attempt.
-       ``repository.Repository.start_attempt``
+6      An execution row is written for the attempt; a dispatch round's in one transaction.
+       ``repository.Repository.start_attempts``
 7-8    The attempt is taken from the queue and sent, signed, to the algorithm.
-       ``scheduling.dispatch_ready_tasks``, ``scheduling.dispatch_attempt``,
+       ``scheduling.dispatch_ready_tasks``, ``scheduling.dispatch_round``,
        ``dispatch_client.HttpDispatchClient.send``, ``signing.SigningKeyring.dispatch_headers``
 9      It waits in the running set, scored by its deadline; overdue attempts are
        removed and the app is told.
        ``queue.TaskQueue.confirm_slot`` (confirm.lua), ``sweep.sweep_overdue_attempts``
-10     The execution row records the dispatch.
-       ``repository.Repository.mark_accepted``
+10     The execution row records the dispatch; a round's acceptances in one transaction.
+       ``repository.Repository.mark_many_accepted``
 11     The algorithm writes its result to S3, through a presigned URL.
        ``storage.ResultStore.upload_url``
 12     The algorithm calls back.

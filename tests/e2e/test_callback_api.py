@@ -217,7 +217,7 @@ def test_database_outage_is_503_with_retry_after(
     def refuse(*_args: Any, **_kwargs: Any) -> None:
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
 
-    monkeypatch.setattr(runtime.repository, "get_task", refuse)
+    monkeypatch.setattr(runtime.repository, "get_task_with_execution", refuse)
     answer = handlers.invoke(
         "callback",
         api_event(

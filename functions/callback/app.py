@@ -1,5 +1,7 @@
-"""Completion callback and heartbeat API, API Gateway REST payload 1.0 (steps 12-16:
-the algorithm reports, the attempt leaves the running set, the app is told)."""
+"""Completion callback and heartbeat API, and the task status API, from API Gateway:
+a REST API (payload 1.0) or an HTTP API (payload 2.0), as the template's ApiKind
+chose (steps 12-16: the algorithm reports, the attempt leaves the running set, the
+app is told)."""
 
 from typing import Any
 
@@ -10,6 +12,7 @@ from baton.observability import logger, metrics, tracer
 from baton.runtime import get_runtime
 
 
+# requestContext.requestId: the path of both payloads (API_GATEWAY_HTTP is the same).
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics

@@ -1,9 +1,11 @@
 """Who asks the status API, and which apps' tasks they may see (invariant 9).
 
 API Gateway authenticates the caller (SigV4, ``AWS_IAM`` on the status routes) and
-hands over its ARN as ``requestContext.identity.userArn``; what that ARN may see is
-decided here, from the app registry's ``principals`` and ``BATON_OPERATOR_PRINCIPALS``
-(an assumed-role session stands for its role, ``apps.principal_matches``).
+hands over its ARN: a REST API (payload 1.0) as ``requestContext.identity.userArn``, an
+HTTP API (payload 2.0) as ``requestContext.authorizer.iam.userArn`` (``caller_arn``
+reads either). What that ARN may see is decided here, from the app registry's
+``principals`` and ``BATON_OPERATOR_PRINCIPALS`` (an assumed-role session stands for
+its role, ``apps.principal_matches``).
 
 A caller is refused outright (403) only when it may see nothing at all; a task of an
 app it may not see is answered as if it did not exist (404, ``status``), so that the
@@ -13,6 +15,12 @@ API tells nobody which tasks, or which apps, there are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from aws_lambda_powertools.utilities.data_classes import (
+    APIGatewayProxyEvent,
+    APIGatewayProxyEventV2,
+)
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from baton.apps import principal_matches
 from baton.errors import Forbidden
@@ -29,6 +37,16 @@ class Access:
 
     def sees(self, app: str) -> bool:
         return self.every_app or app in self.apps
+
+
+def caller_arn(event: BaseProxyEvent) -> str | None:
+    """The ARN API Gateway authenticated for ``event``, whichever payload carries it;
+    None for a request without an IAM identity."""
+    if isinstance(event, APIGatewayProxyEventV2):
+        return event.request_context.authorizer.iam.user_arn or None
+    if isinstance(event, APIGatewayProxyEvent):
+        return event.request_context.identity.user_arn or None
+    return None
 
 
 def access_of(config: Config, caller_arn: str | None) -> Access:

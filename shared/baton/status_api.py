@@ -1,27 +1,30 @@
-"""The status API's routes (REST, payload 1.0, ``AWS_IAM`` authorization): business
-apps and operators look a task up, or cancel it, by id or by its app's idempotency
-key (a cancel does what the cancel message does: ``baton.cancellation``).
+"""The status API's routes (``AWS_IAM`` authorization; REST payload 1.0 or HTTP API
+payload 2.0, whichever ``callback_api`` was handed): business apps and operators look
+a task up, or cancel it, by id or by its app's idempotency key (a cancel does what the
+cancel message does: ``baton.cancellation``).
 
 A Powertools router that ``callback_api`` includes, so both APIs share one function,
 one runtime and the one place where domain errors become answers
 (``callback_api.answer_api_error``). API Gateway has checked the SigV4 signature
-before the function runs; who the caller is comes from
-``requestContext.identity.userArn``, and what it may see is ``callers.access_of``'s
-to decide. Idempotency keys travel in the query string, never in the path: a key may
-hold ``/``, ``?`` or ``%``.
+before the function runs; who the caller is comes from the event
+(``callers.caller_arn``), and what it may see is ``callers.access_of``'s to decide.
+Idempotency keys travel in the query string, never in the path: a key may hold ``/``,
+``?`` or ``%``.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TypeVar, cast
+from typing import TypeVar
+from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from baton.callers import access_of
+from baton.callers import access_of, caller_arn
 from baton.cancellation import CancelOutcome, CancelResult, cancel_task, cancel_task_by_key
 from baton.contracts import (
     AlreadyFinalAnswer,
@@ -55,22 +58,36 @@ def _runtime() -> Runtime:
     return runtime
 
 
-def _event() -> APIGatewayProxyEvent:
-    return cast("APIGatewayProxyEvent", router.current_event)
+def _event() -> BaseProxyEvent:
+    return router.current_event
 
 
 def _caller() -> str | None:
     """The SigV4-authenticated caller's ARN, as API Gateway reports it."""
-    return _event().request_context.identity.user_arn
+    return caller_arn(_event())
+
+
+def _query_values(event: BaseProxyEvent, name: str) -> list[str]:
+    if isinstance(event, APIGatewayProxyEventV2):
+        # Payload 2.0 joins repeated parameters with commas, and a key may hold a comma:
+        # the raw query string tells how many there were, API Gateway's own decoding
+        # gives the value of the one.
+        count = sum(key == name for key, _ in parse_qsl(event.raw_query_string, True))
+        single = event.query_string_parameters.get(name)
+        if count == 1 and single is not None:
+            return [single]
+        return [""] * count  # none, or several: only how many matters then
+    values = event.multi_value_query_string_parameters.get(name) or []
+    if not values:
+        single = event.query_string_parameters.get(name)
+        values = [single] if single is not None else []
+    return list(values)
 
 
 def _query_value(name: str) -> str:
     """The one value of a query parameter. Two make the request ambiguous (a proxy may
     read one and Baton the other), so they are refused like none."""
-    values = (_event().multi_value_query_string_parameters or {}).get(name) or []
-    if not values:
-        single = (_event().query_string_parameters or {}).get(name)
-        values = [single] if single is not None else []
+    values = _query_values(_event(), name)
     if len(values) != 1:
         problem = "required" if not values else "given more than once"
         raise InvalidRequest(f"{name}: {problem} in the query string")

@@ -95,3 +95,28 @@ def test_status_sample_is_a_rest_proxy_event_signed_with_sigv4() -> None:
     assert identity["accessKey"]
     assert identity["accountId"] == "123456789012"
     assert event["body"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "twin"), [("callback-http", "callback"), ("status-http", "status")]
+)
+def test_http_api_samples_are_payload_2_0_twins_of_the_rest_ones(name: str, twin: str) -> None:
+    event, rest = _event(name), _event(twin)
+    assert event["version"] == "2.0"
+    context = event["requestContext"]
+    assert event["routeKey"] == context["routeKey"] == f"{rest['httpMethod']} {rest['resource']}"
+    # The stage stays in the raw path; Powertools strips it as for REST.
+    assert event["rawPath"] == context["http"]["path"] == rest["requestContext"]["path"]
+    assert context["http"]["method"] == rest["httpMethod"]
+    assert context["stage"] == rest["requestContext"]["stage"]
+    assert event["pathParameters"] == rest["pathParameters"]
+    assert event.get("body") == rest["body"]
+    assert event["headers"]["authorization"] == rest["headers"]["Authorization"]
+    assert "multiValueHeaders" not in event
+    identity = rest["requestContext"]["identity"]
+    if identity["userArn"] is None:
+        assert "authorizer" not in context
+    else:
+        iam = context["authorizer"]["iam"]
+        assert iam["userArn"] == identity["userArn"]
+        assert iam["accountId"] == identity["accountId"]

@@ -50,6 +50,18 @@ STAR_RESOURCE_ACTIONS = {
 }
 
 
+# Whatever needs the API's id takes the one API that the ApiKind parameter created.
+API_ID = {"Fn::If": ["UseRestApi", {"Ref": "BatonApi"}, {"Ref": "BatonHttpApi"}]}
+
+
+def api_sub(node: Any) -> str:
+    """The text of a ``!Sub`` whose ``${ApiId}`` is the API of either kind."""
+    text, names = node["Fn::Sub"]
+    assert names == {"ApiId": API_ID}
+    assert isinstance(text, str)
+    return text
+
+
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     return load_template()
@@ -191,8 +203,8 @@ def test_settings_are_passed_as_the_documented_variables(template: dict[str, Any
     # (declaring them empty, for `sam local invoke --env-vars`, is fine).
     for local in ("BATON_DATABASE_URL", "BATON_TOKEN_SECRET", "BATON_ALGORITHMS"):
         assert variables.get(local, "") == "", local
-    callback_url = variables["BATON_CALLBACK_BASE_URL"]["Fn::Sub"]
-    assert callback_url.startswith("https://${BatonApi}.execute-api.")
+    callback_url = api_sub(variables["BATON_CALLBACK_BASE_URL"])
+    assert callback_url.startswith("https://${ApiId}.execute-api.")
     assert callback_url.endswith("/${Stage}")
 
 
@@ -447,7 +459,7 @@ def test_callback_api_routes_reach_the_callback_function(resources: dict[str, An
         assert integration["httpMethod"] == "POST", path  # Lambda is always invoked by POST
         assert "${!stageVariables.callbackFunction}" in integration["uri"]["Fn::Sub"], path
     granted = {
-        body["Properties"]["SourceArn"]["Fn::Sub"].split("/${Stage}/", 1)[1]
+        api_sub(body["Properties"]["SourceArn"]).split("/${Stage}/", 1)[1]
         for body in of_type(resources, "AWS::Lambda::Permission").values()
         if is_ref(body["Properties"]["FunctionName"], "CallbackFunction")
         and body["Properties"]["Principal"] == "apigateway.amazonaws.com"
@@ -488,21 +500,75 @@ def test_only_the_status_routes_take_iam_authorization(resources: dict[str, Any]
     ).items()
 
 
+def test_the_api_kind_is_a_parameter_and_exactly_one_api_exists(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    parameter = template["Parameters"]["ApiKind"]
+    assert parameter["AllowedValues"] == ["REST", "HTTP"]
+    assert parameter["Default"] == "REST"
+    conditions = template["Conditions"]
+    assert conditions["UseRestApi"] == {"Fn::Equals": [{"Ref": "ApiKind"}, "REST"]}
+    assert conditions["UseHttpApi"] == {"Fn::Equals": [{"Ref": "ApiKind"}, "HTTP"]}
+    apis = {
+        name: body
+        for name, body in resources.items()
+        if body["Type"] in ("AWS::Serverless::Api", "AWS::Serverless::HttpApi")
+    }
+    assert {name: body.get("Condition") for name, body in apis.items()} == {
+        "BatonApi": "UseRestApi",
+        "BatonHttpApi": "UseHttpApi",
+    }
+    assert resources["BatonHttpApi"]["Type"] == "AWS::Serverless::HttpApi"
+
+
+def test_the_http_api_serves_the_same_routes_with_payload_2_0(resources: dict[str, Any]) -> None:
+    api = props(resources, "BatonHttpApi")
+    assert is_ref(api["StageName"], "Stage")  # the URL ends in /<Stage>, as the REST one
+    assert is_ref(api["StageVariables"]["callbackFunction"], "CallbackFunction")
+    assert api["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+    assert api["DefaultRouteSettings"]["ThrottlingBurstLimit"] > 0
+    assert is_getatt(api["AccessLogSettings"]["DestinationArn"], "ApiAccessLogGroup", "Arn")
+    json.loads(api["AccessLogSettings"]["Format"])  # one JSON object per request
+    assert "Auth" not in api  # SAM's Auth would add a default authorizer to every route
+    definition = api["DefinitionBody"]
+    assert "security" not in definition
+    paths = definition["paths"]
+    routes = {(method, path) for path, methods in paths.items() for method in methods}
+    assert routes == CALLBACK_ROUTES | STATUS_ROUTES
+    for method, path in routes:
+        operation = paths[path][method]
+        integration = operation["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy", path
+        assert integration["httpMethod"] == "POST", path
+        assert integration["payloadFormatVersion"] == "2.0", path
+        assert "${!stageVariables.callbackFunction}" in integration["uri"]["Fn::Sub"], path
+        if (method, path) in STATUS_ROUTES:
+            assert operation["security"] == [{"sigv4": []}], (method, path)
+        else:
+            assert "security" not in operation, (method, path)  # bearer tokens instead
+    assert definition["components"]["securitySchemes"]["sigv4"] == {
+        "type": "apiKey",
+        "name": "Authorization",
+        "in": "header",
+        "x-amazon-apigateway-authtype": "awsSigv4",
+    }
+
+
 def test_callers_of_the_status_api_get_a_policy_for_its_routes_only(
     template: dict[str, Any], resources: dict[str, Any]
 ) -> None:
     (statement,) = props(resources, "StatusApiCallerPolicy")["PolicyDocument"]["Statement"]
     assert statement["Action"] == "execute-api:Invoke"
-    routes = {resource["Fn::Sub"].split("/${Stage}/", 1)[1] for resource in statement["Resource"]}
+    routes = {api_sub(resource).split("/${Stage}/", 1)[1] for resource in statement["Resource"]}
     assert routes == STATUS_GRANTS
     for resource in statement["Resource"]:
-        assert resource["Fn::Sub"].startswith(
-            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${BatonApi}/"
+        assert api_sub(resource).startswith(
+            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${ApiId}/"
         )
     outputs = template["Outputs"]
     assert is_ref(outputs["StatusApiCallerPolicyArn"]["Value"], "StatusApiCallerPolicy")
     assert outputs["StatusApiUrl"]["Value"] == outputs["CallbackBaseUrl"]["Value"]
-    invoke_arns = outputs["StatusApiInvokeArns"]["Value"]["Fn::Sub"].split(",")
+    invoke_arns = api_sub(outputs["StatusApiInvokeArns"]["Value"]).split(",")
     assert {arn.split("/${Stage}/", 1)[1] for arn in invoke_arns} == STATUS_GRANTS
 
 
@@ -540,6 +606,13 @@ _STAGE_PROPERTIES = {
     "CacheClusterEnabled",
     "CacheClusterSize",
     "CanarySetting",
+}
+_HTTP_STAGE_PROPERTIES = {
+    "StageName",
+    "StageVariables",
+    "DefaultRouteSettings",
+    "RouteSettings",
+    "AccessLogSettings",
 }
 
 
@@ -612,8 +685,12 @@ def raw_dependency_graph(template: dict[str, Any]) -> dict[str, set[str]]:
                     graph.setdefault(f"{name}.{event['Type']}", set()).update(
                         references(event, names) | {name}
                     )
-        if body["Type"] == "AWS::Serverless::Api":
-            stage = {key: properties.pop(key) for key in _STAGE_PROPERTIES & set(properties)}
+        stage_properties = {
+            "AWS::Serverless::Api": _STAGE_PROPERTIES,
+            "AWS::Serverless::HttpApi": _HTTP_STAGE_PROPERTIES,
+        }.get(body["Type"], set())
+        if stage_properties:
+            stage = {key: properties.pop(key) for key in stage_properties & set(properties)}
             graph.setdefault(f"{name}.Stage", set()).update(references(stage, names) | {name})
         edges = references(properties, names) | set(as_list(body.get("DependsOn", [])))
         graph.setdefault(name, set()).update(edges)
@@ -670,6 +747,9 @@ def test_no_circular_dependency_after_the_sam_transform(
     assert find_cycle(graph) is None
     stages = of_type(resources, "AWS::ApiGateway::Stage")
     assert len(stages) == 1  # no stray "Stage" stage
+    (http_stage,) = of_type(resources, "AWS::ApiGatewayV2::Stage").values()
+    assert http_stage["Condition"] == "UseHttpApi"
+    assert is_ref(http_stage["Properties"]["StageName"], "Stage")
 
 
 # --------------------------------------------------------------------------- operations
@@ -694,7 +774,21 @@ def test_alarms_cover_the_dlq_every_function_and_the_api(resources: dict[str, An
     )
     for name in FUNCTIONS:
         assert alarmed("AWS/Lambda", "Errors", {"Ref": name}), name
-    assert alarmed("AWS/ApiGateway", "5XXError", props(resources, "BatonApi")["Name"])
+    # One alarm on the API of either kind: a REST API's 5XXError by ApiName, an HTTP
+    # API's 5xx by ApiId (their metrics are named differently).
+    (api_alarm,) = [alarm for alarm in alarms if alarm.get("Namespace") == "AWS/ApiGateway"]
+    assert api_alarm["MetricName"] == {"Fn::If": ["UseRestApi", "5XXError", "5xx"]}
+    by_api, stage = api_alarm["Dimensions"]
+    assert by_api == {
+        "Fn::If": [
+            "UseRestApi",
+            {"Name": "ApiName", "Value": props(resources, "BatonApi")["Name"]},
+            {"Name": "ApiId", "Value": {"Ref": "BatonHttpApi"}},
+        ]
+    }
+    assert stage == {"Name": "Stage", "Value": {"Ref": "Stage"}}
+    assert (api_alarm["ComparisonOperator"], api_alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert api_alarm["AlarmActions"]
     subscription = resources["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert is_ref(subscription["Properties"]["Endpoint"], "AlarmEmail")

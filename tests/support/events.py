@@ -9,6 +9,7 @@ import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -86,3 +87,53 @@ def response_headers(answer: dict[str, Any]) -> dict[str, str]:
     for key, values in (answer.get("multiValueHeaders") or {}).items():
         headers[key] = ", ".join(str(value) for value in values)
     return headers
+
+
+def http_api_event(rest: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP API (payload 2.0) twin of a REST proxy event: the same request as API
+    Gateway's HTTP API hands it over (events/callback-http.json, status-http.json) -
+    lower-case headers and repeated ones joined with commas, repeated query parameters
+    joined likewise beside the raw query string, the stage in ``rawPath``, and the
+    IAM caller, if any, in ``requestContext.authorizer.iam``."""
+    context = rest["requestContext"]
+    identity = context.get("identity") or {}
+    event = sample_event("status-http" if identity.get("userArn") else "callback-http")
+    method = rest["httpMethod"]
+    route_key = f"{method} {rest['resource']}"
+    headers: dict[str, str] = {}
+    for name, values in (rest.get("multiValueHeaders") or {}).items():
+        key = name.lower()
+        headers[key] = ",".join([*([headers[key]] if key in headers else []), *values])
+    pairs = [
+        (name, value)
+        for name, values in (rest.get("multiValueQueryStringParameters") or {}).items()
+        for value in values
+    ]
+    event["routeKey"] = route_key
+    event["rawPath"] = context["path"]
+    event["rawQueryString"] = urlencode(pairs, quote_via=quote)
+    event["headers"] = headers
+    event.pop("queryStringParameters", None)
+    if pairs:
+        event["queryStringParameters"] = {
+            name: ",".join(values)
+            for name, values in (rest.get("multiValueQueryStringParameters") or {}).items()
+        }
+    event.pop("pathParameters", None)
+    if rest.get("pathParameters"):
+        event["pathParameters"] = dict(rest["pathParameters"])
+    http = event["requestContext"]["http"]
+    http["method"] = method
+    http["path"] = context["path"]
+    event["requestContext"]["routeKey"] = route_key
+    event["requestContext"]["requestId"] = context["requestId"]
+    event["requestContext"]["stage"] = context["stage"]
+    if identity.get("userArn"):
+        iam = event["requestContext"]["authorizer"]["iam"]
+        iam["userArn"] = identity["userArn"]
+        iam["accountId"] = identity.get("accountId")
+    event.pop("body", None)
+    if rest.get("body") is not None:
+        event["body"] = rest["body"]
+    event["isBase64Encoded"] = bool(rest.get("isBase64Encoded"))
+    return event

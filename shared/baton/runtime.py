@@ -80,6 +80,12 @@ def connect_redis(url: str, *, cluster: bool) -> RedisClient:
     )
 
 
+AWS_CLIENT_CONFIG = BotoConfig(parameter_validation=False)
+"""Every parameter of Baton's S3 and SNS calls is one Baton built itself, typed by the
+clients' stubs: botocore checking each against the service model again, on every call
+and every presigned URL, is CPU spent on no input from outside."""
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -114,10 +120,14 @@ def build_runtime(
         # SigV4 explicitly: S3 refuses SigV2 presigned URLs on buckets made since 2020,
         # and some regions' clients would still default to it.
         results=ResultStore(
-            session.client("s3", config=BotoConfig(signature_version="s3v4")),
+            session.client(
+                "s3", config=AWS_CLIENT_CONFIG.merge(BotoConfig(signature_version="s3v4"))
+            ),
             settings.result_bucket,
         ),
-        notifier=Notifier(session.client("sns"), settings.notification_topic_arn),
+        notifier=Notifier(
+            session.client("sns", config=AWS_CLIENT_CONFIG), settings.notification_topic_arn
+        ),
         dispatcher=dispatcher
         or HttpDispatchClient(settings.dispatch_timeout_seconds, config.signing_keys),
         clock=clock,

@@ -29,8 +29,10 @@ import argparse
 import cProfile
 import io
 import pstats
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -40,6 +42,32 @@ from typing import Any
 from bench.cost import Meter, lifecycle, quiet, stack
 
 _current = threading.local()
+
+
+def package_of(path: str) -> str:
+    """What a profiled function's file belongs to: a distribution of site-packages, a
+    module of Baton's, or the standard library's module."""
+    if found := re.search(r"site-packages/([^/]+)", path):
+        return found.group(1).removesuffix(".py")
+    if found := re.search(r"/(baton|baton_sdk)/([^/]+)\.py$", path):
+        return f"{found.group(1)}.{found.group(2)}"
+    if found := re.search(r"/python3\.\d+/([^/]+)", path):
+        return "stdlib " + found.group(1).removesuffix(".py")
+    return path.rsplit("/", 1)[-1]
+
+
+def own_cpu_by_package(stats: pstats.Stats) -> Counter[str]:
+    """Each function's own CPU summed by package; a C function's (``~``: socket reads,
+    hashing, ssl, pydantic-core) goes to the packages that called it, in proportion."""
+    totals: Counter[str] = Counter()
+    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # untyped in typeshed
+    for (path, _line, _name), (_cc, _nc, own, _cum, callers) in entries.items():
+        if path == "~" and callers:
+            for (caller_path, _l, _n), edge in callers.items():
+                totals[package_of(caller_path)] += edge[2]
+        else:
+            totals[package_of(path)] += own
+    return totals
 
 
 class Profiles:
@@ -83,6 +111,11 @@ class Profiles:
             stats.add(profile)
         if save is not None:
             stats.dump_stats(str(save.with_suffix(".prof")))
+        packages = own_cpu_by_package(stats)
+        total = sum(packages.values()) or 1.0
+        print("-- own CPU by package (C calls counted to their callers)", file=out)
+        for package, seconds in packages.most_common(20):
+            print(f"  {100 * seconds / total:5.1f}%  {package}", file=out)
         stats.strip_dirs()
         print("-- by cumulative CPU", file=out)
         stats.sort_stats("cumulative").print_stats(top)

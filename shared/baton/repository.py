@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     CursorResult,
     Select,
+    Table,
     case,
     delete,
     exists,
@@ -260,14 +261,27 @@ def _task_row(new: NewTask) -> dict[str, Any]:
     }
 
 
-def _insert_skipping_duplicates(session: Session, rows: list[dict[str, Any]]) -> Any:
-    """``INSERT`` of ``rows`` in one statement that leaves a row whose unique key is
-    taken as it is, in the dialect's words (MySQL's no-op ``ON DUPLICATE KEY UPDATE``
-    rather than ``INSERT IGNORE``, which would also turn a bad value into a warning)."""
+def _table(model: type[Task | TaskExecution]) -> Table:
+    return cast("Table", model.__table__)
+
+
+def _task_columns(new: NewTask) -> dict[str, Any]:
+    """A new task's row, by the table's column names."""
+    row = _task_row(new)
+    row["metadata"] = row.pop("meta")
+    return row
+
+
+def _insert_skipping_duplicates(session: Session) -> Any:
+    """A Core ``INSERT`` of task rows (by column name, executed for many at once: one
+    multi-row statement, compiled once) that leaves a row whose unique key is taken as
+    it is, in the dialect's words (MySQL's no-op ``ON DUPLICATE KEY UPDATE`` rather
+    than ``INSERT IGNORE``, which would also turn a bad value into a warning)."""
+    table = _table(Task)
     if session.get_bind().dialect.name == "sqlite":
-        return sqlite_insert(Task).values(rows).on_conflict_do_nothing()
+        return sqlite_insert(table).on_conflict_do_nothing()
     # "id = task.id": the taken row keeps every value, its id included.
-    return mysql_insert(Task).values(rows).on_duplicate_key_update(id=Task.__table__.c.id)
+    return mysql_insert(table).on_duplicate_key_update(id=table.c.id)
 
 
 def _rowcount(result: Any) -> int:
@@ -345,10 +359,10 @@ class Repository:
         with self._transaction() as session:
             # In key order: two batches that share keys lock them in the same order.
             rows = sorted(
-                (_task_row(new) for new in news), key=lambda r: (r["app"], r["idempotency_key"])
+                (_task_columns(new) for new in news),
+                key=lambda r: (r["app"], r["idempotency_key"]),
             )
-            insert = _insert_skipping_duplicates(session, rows)
-            session.execute(insert)
+            session.execute(_insert_skipping_duplicates(session), rows)
             stored = {
                 (task.app, task.idempotency_key): task
                 for task in session.scalars(
@@ -593,7 +607,8 @@ class Repository:
                     }
                 )
                 started[task.id] = StartedAttempt(task, deadline, upload_expires_at)
-            session.execute(insert(TaskExecution).values(rows))
+            # Core, by column name, for many at once: one multi-row INSERT, compiled once.
+            session.execute(insert(_table(TaskExecution)), rows)
         return started
 
     def abandon_attempt(self, task_id: str, attempt: int, now: datetime) -> bool:

@@ -77,14 +77,6 @@ def create_database_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 def create_read_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine for reads that lock nothing: autocommit, so no transaction to end."""
-    if make_url(url).get_backend_name() == "sqlite":
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            isolation_level="AUTOCOMMIT",
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
     engine = create_engine(
         url,
         pool_size=1,
@@ -106,10 +98,14 @@ def create_repository(
     """The repository over ``url``: units of work on one engine, reads on another;
     returns the first engine too (tests and tools read and write beside it)."""
     engine = create_database_engine(url, pool_size=pool_size)
-    reads = create_read_engine(url, pool_size=pool_size)
+    # SQLite (the local defaults) reads where it writes: an in-memory database is
+    # one per engine.
+    reads = None
+    if engine.dialect.name != "sqlite":
+        reads = create_session_factory(create_read_engine(url, pool_size=pool_size))
     repository = Repository(
         create_session_factory(engine),
-        reads=create_session_factory(reads),
+        reads=reads,
         publish_claim_seconds=publish_claim_seconds,
     )
     return repository, engine

@@ -123,3 +123,23 @@ def test_an_idle_connection_that_died_is_replaced_before_use(
     assert created
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one() != thread_id
+
+
+def test_the_repositorys_reads_end_no_transaction_and_hold_no_lock(
+    clean_database: str, new_task: NewTaskFactory, driver_calls: Counter[str]
+) -> None:
+    repository, engine = database.create_repository(clean_database, pool_size=1)
+    task, _ = repository.add_task(new_task())
+    repository.get_task(task.id)
+    driver_calls.clear()
+    for _ in range(3):
+        assert repository.get_task_with_execution(task.id, 1)[0] is not None
+        assert repository.find_task(task.app, task.idempotency_key) is not None
+    assert driver_calls == Counter()  # no COMMIT, no ROLLBACK, no ping
+    ddl = sa.create_engine(clean_database, poolclass=sa.NullPool)
+    with ddl.connect() as connection:
+        connection.exec_driver_sql("SET SESSION lock_wait_timeout = 2")
+        connection.exec_driver_sql("ALTER TABLE task COMMENT = 'probe'")
+        connection.exec_driver_sql("ALTER TABLE task COMMENT = ''")
+    ddl.dispose()
+    engine.dispose()

@@ -274,14 +274,14 @@ def _shrink_time(spec: WorkerSpec) -> None:
     """Time runs ~20x faster here than in production (backoff 0.2 s for 5 s, a tick of
     a second for a minute): the admission lease and the publish claim, module constants
     sized for minute timers, shrink the same way."""
-    from baton import outbox, scheduling
+    from baton import repository, scheduling
 
     # The constant is an int in baton.scheduling (inferred from `= 60`); every use of it
     # (a timedelta) takes a float as well, and the shrunken lease needs one.
     scheduling.ADMISSION_LEASE_SECONDS = spec.admission_lease_seconds - float(  # type: ignore[assignment]
         spec.environ["BATON_DISPATCH_TIMEOUT_SECONDS"]
     )
-    outbox.PUBLISH_CLAIM_SECONDS = int(spec.publish_claim_seconds)
+    repository.PUBLISH_CLAIM_SECONDS = int(spec.publish_claim_seconds)
 
 
 @dataclass

@@ -92,9 +92,7 @@ def create_read_engine(url: str, *, pool_size: int = 5) -> Engine:
     return engine
 
 
-def create_repository(
-    url: str, *, pool_size: int = 5, publish_claim_seconds: int = 30
-) -> tuple[Repository, Engine]:
+def create_repository(url: str, *, pool_size: int = 5) -> tuple[Repository, Engine]:
     """The repository over ``url``: units of work on one engine, reads on another;
     returns the first engine too (tests and tools read and write beside it)."""
     engine = create_database_engine(url, pool_size=pool_size)
@@ -103,11 +101,7 @@ def create_repository(
     reads = None
     if engine.dialect.name != "sqlite":
         reads = create_session_factory(create_read_engine(url, pool_size=pool_size))
-    repository = Repository(
-        create_session_factory(engine),
-        reads=reads,
-        publish_claim_seconds=publish_claim_seconds,
-    )
+    repository = Repository(create_session_factory(engine), reads=reads)
     return repository, engine
 
 

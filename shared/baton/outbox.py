@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from baton import repository as repository_module
 from baton.contracts import Notification, NotificationError, ResultLocation
 from baton.faults import crash_point
 from baton.models import Task
@@ -25,9 +26,6 @@ from baton.observability import (
 )
 from baton.records import TaskStatus
 from baton.runtime import Runtime
-
-PUBLISH_CLAIM_SECONDS = 60
-"""How long a publisher holds an outbox row before another may publish it again."""
 
 
 def result_location(runtime: Runtime, key: str) -> ResultLocation:
@@ -97,7 +95,7 @@ def publish_notification(runtime: Runtime, task_id: str, ended: Task | None = No
     else:
         now = runtime.clock()
         if not runtime.repository.claim_notification(
-            task_id, now, now + timedelta(seconds=PUBLISH_CLAIM_SECONDS)
+            task_id, now, now + timedelta(seconds=repository_module.PUBLISH_CLAIM_SECONDS)
         ):
             return False
         task = runtime.repository.get_task(task_id)

@@ -60,6 +60,11 @@ from baton.records import (
     TaskStatus,
 )
 
+PUBLISH_CLAIM_SECONDS = 60
+"""How long a publisher holds an outbox row before another may publish it again: the
+transaction that ends a task claims its row so for its caller, who publishes next
+(``outbox.publish_notification``); the sweep's publisher claims a row it takes so."""
+
 
 def promotion_candidates(
     algorithm: str, now: datetime, limit: int, app: str | None = None
@@ -291,20 +296,12 @@ def _rowcount(result: Any) -> int:
 
 class Repository:
     def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        *,
-        reads: sessionmaker[Session] | None = None,
-        publish_claim_seconds: int = 30,
+        self, sessions: sessionmaker[Session], *, reads: sessionmaker[Session] | None = None
     ) -> None:
         self._sessions = sessions
         self._reads = reads or sessions
         """Reads that lock nothing: on an autocommit engine (``database.create_read_engine``)
         where there is one."""
-        self._publish_claim = timedelta(seconds=publish_claim_seconds)
-        """How long the outbox row of a task that ends is claimed by whoever ended it,
-        who publishes at once: the notification grace period, so the sweep (which takes
-        only rows older than that) sees it as it would an unclaimed row."""
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
@@ -778,7 +775,7 @@ class Repository:
                 task_id=task.id,
                 notification_id=task.notification_id,
                 created_at=now,
-                claimed_until=now + self._publish_claim,
+                claimed_until=now + timedelta(seconds=PUBLISH_CLAIM_SECONDS),
             )
         )
 

@@ -106,9 +106,7 @@ def build_runtime(
             "is accepted from any sender, with weight 1 and no limits, and the status API "
             "answers every IAM-authenticated caller about every app's tasks"
         )
-    repository, _ = create_repository(
-        config.database_url, publish_claim_seconds=settings.notification_grace_seconds
-    )
+    repository, _ = create_repository(config.database_url)
     session = boto_session or boto3.session.Session()
     client = redis_client or connect_redis(config.redis_url, cluster=settings.redis_cluster)
     queue = TaskQueue(client, settings.key_prefix)

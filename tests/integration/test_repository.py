@@ -385,13 +385,13 @@ def test_finish_terminal_sets_status_and_writes_one_outbox_row(
     assert len(outbox) == 1
     assert outbox[0].task_id == task.id
     assert outbox[0].notification_id == stored.notification_id
-    # Claimed by whoever ended the task, who publishes next, for the grace period
-    # (30 s here): the sweep, which takes only the rows older than that, sees it then.
-    assert outbox[0].claimed_until == (now + timedelta(seconds=30)).replace(tzinfo=None)
+    # Claimed by whoever ended the task, who publishes next, as any publisher claims
+    # it: the sweep sees it once the claim has lapsed.
+    assert outbox[0].claimed_until == (now + timedelta(seconds=60)).replace(tzinfo=None)
     assert repository.unpublished_notifications(now, now, 10) == []
-    grace_later = now + timedelta(seconds=30, microseconds=1)
-    assert repository.unpublished_notifications(now, grace_later, 10) == [task.id]
-    assert repository.unpublished_notifications(now - timedelta(seconds=1), grace_later, 10) == []
+    lapsed = now + timedelta(seconds=60, microseconds=1)
+    assert repository.unpublished_notifications(now, lapsed, 10) == [task.id]
+    assert repository.unpublished_notifications(now - timedelta(seconds=1), lapsed, 10) == []
 
 
 def test_a_second_finish_of_the_same_attempt_changes_nothing(
@@ -648,10 +648,9 @@ def test_claim_notification_gives_one_publisher_the_row_until_the_claim_ends(
         repository.finish_attempt(task.id, 1, now, SUCCEEDED)
         tasks.append(task)
     first, second, third = (task.id for task in tasks)
-    # Whoever ended a task holds its row for the grace period (30 s here), then it is
-    # anyone's.
+    # Whoever ended a task holds its row for a claim's time, then it is anyone's.
     assert not repository.claim_notification(first, utcnow(), utcnow())
-    now = utcnow() + timedelta(seconds=31)
+    now = utcnow() + timedelta(seconds=61)
     until = now + timedelta(seconds=30)
 
     assert repository.claim_notification(first, now, until)

@@ -252,7 +252,7 @@ def dispatch_attempt(runtime: Runtime, algorithm: str, slot: Slot) -> DispatchVe
         crash_point("dispatch.after_send")
         repository.mark_accepted(task_id, attempt, runtime.clock(), answer.http_status or 200)
         emit(DISPATCH_ACCEPTED, 1, algorithm=algorithm, app=slot.app)
-        logger.info("dispatch accepted", extra=log)
+        logger.debug("dispatch accepted", extra=log)
         return answer.verdict
     if answer.verdict is DispatchVerdict.REJECTED:
         outcome = AttemptOutcome(

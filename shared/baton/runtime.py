@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-import boto3
 import redis
-from botocore.config import Config as BotoConfig
 
 from baton.database import create_database_engine, create_session_factory
 from baton.dispatch_client import DispatchClient, HttpDispatchClient
@@ -124,6 +122,34 @@ class LazyClient:
         return getattr(client, name)
 
 
+class LazySession:
+    """The runtime's boto3 session, made when first needed, once: boto3 and botocore's
+    client machinery take a few hundred milliseconds to import, and a function that
+    reads no secret and calls no AWS API (settings given as values, a timer's tick with
+    nothing to publish) never needs them."""
+
+    def __init__(self, session: Any = None) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    import boto3
+
+                    self._session = boto3.session.Session()
+        return self._session
+
+
+def _s3_client(sessions: LazySession) -> Any:
+    from botocore.config import Config
+
+    # SigV4 explicitly: S3 refuses SigV2 presigned URLs on buckets made since 2020,
+    # and some regions' clients would still default to it.
+    return sessions.get().client("s3", config=Config(signature_version="s3v4"))
+
+
 RedisClient = redis.Redis | redis.RedisCluster
 
 
@@ -150,11 +176,11 @@ def build_runtime(
     refresh = settings.policy_refresh_seconds
     # One boto3 session for the settings' reads and the clients: a session is a fresh
     # copy of botocore's endpoint data, read and parsed anew.
-    session = boto_session or boto3.session.Session()
+    sessions = LazySession(boto_session)
     config = resolve_config(
         settings,
-        lambda arn: fetch_secret(arn, session=session),
-        lambda name: fetch_parameter(name, max_age=refresh, session=session),
+        lambda arn: fetch_secret(arn, session=sessions.get()),
+        lambda name: fetch_parameter(name, max_age=refresh, session=sessions.get()),
         clock=clock,
     )
     if config.apps is None:
@@ -171,19 +197,12 @@ def build_runtime(
         repository=Repository(create_session_factory(engine)),
         queue=queue,
         policy=PolicyWriter(queue, settings.policy_refresh_seconds),
-        # SigV4 explicitly: S3 refuses SigV2 presigned URLs on buckets made since 2020,
-        # and some regions' clients would still default to it.
         results=ResultStore(
-            cast(
-                "S3Client",
-                LazyClient(
-                    lambda: session.client("s3", config=BotoConfig(signature_version="s3v4"))
-                ),
-            ),
+            cast("S3Client", LazyClient(lambda: _s3_client(sessions))),
             settings.result_bucket,
         ),
         notifier=Notifier(
-            cast("SNSClient", LazyClient(lambda: session.client("sns"))),
+            cast("SNSClient", LazyClient(lambda: sessions.get().client("sns"))),
             settings.notification_topic_arn,
         ),
         dispatcher=dispatcher

@@ -1,6 +1,6 @@
 """What a cold start leaves out, and the shape of a log line: the handlers import no
-X-Ray SDK and no half of the SDK they never call, boto3 clients are made on their first
-call (once), and Baton's lines carry the request id but none of the Lambda context
+X-Ray SDK, no boto3 and no half of the SDK they never call, boto3 clients are made on
+their first call (once), and Baton's lines carry the request id but none of the Lambda context
 CloudWatch already has."""
 
 from __future__ import annotations
@@ -17,12 +17,19 @@ from typing import Any
 
 import pytest
 from baton.observability import LazyTracer, logger, tracing_enabled
-from baton.runtime import LazyClient
+from baton.runtime import LazyClient, LazySession
 
 from tests.support.handlers import FUNCTION_NAMES, ROOT, FakeLambdaContext
 from tests.support.logs import captured_log_lines
 
-NEVER_AT_IMPORT = ("aws_xray_sdk", "baton_sdk.app", "baton_sdk.algorithm", "baton.cli")
+NEVER_AT_IMPORT = (
+    "aws_xray_sdk",
+    "boto3",
+    "botocore.client",
+    "baton_sdk.app",
+    "baton_sdk.algorithm",
+    "baton.cli",
+)
 
 PROBE = """
 import json, sys
@@ -145,6 +152,15 @@ def test_a_lazy_client_is_made_on_its_first_call_and_once() -> None:
     for thread in threads:
         thread.join()
     assert len(made) == 1
+
+
+def test_the_runtime_session_is_the_one_given_or_one_made_on_first_need() -> None:
+    given = object()
+    assert LazySession(given).get() is given
+    sessions = LazySession()
+    made = sessions.get()
+    assert type(made).__module__ == "boto3.session"
+    assert sessions.get() is made
 
 
 def test_a_line_carries_the_request_id_and_none_of_the_context_cloudwatch_has() -> None:

@@ -20,15 +20,17 @@ alarms watch) must be published as such.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 
 if TYPE_CHECKING:
@@ -305,8 +307,12 @@ class _Documents:
         with self._lock:
             documents = list(self._documents.values())
             self._documents.clear()
-        for document in documents:
-            document.flush_metrics()
+        if not documents or is_metrics_disabled():
+            return
+        serialized = [cast("dict[str, Any]", d.serialize_metric_set()) for d in documents]
+        for line in merged_documents(serialized):
+            # As Powertools' flush_metrics writes a document: one line on stdout.
+            print(json.dumps(line, separators=(",", ":")))
 
     def clear(self) -> None:
         with self._lock:
@@ -314,6 +320,35 @@ class _Documents:
 
 
 _documents = _Documents()
+
+EMF_MAX_METRICS = 100
+"""CloudWatch takes at most 100 metrics in one EMF document."""
+
+
+def merged_documents(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EMF documents whose dimension values agree, as one document each: a document may
+    hold several directives (each its own dimension sets and metrics) over one set of
+    root values, so the timestamp and the values are written once. A callback's
+    ``Callbacks`` and its task's outcome (two sets of dimension sets, one task) make
+    one line instead of two."""
+    lines: list[dict[str, Any]] = []
+    for document in documents:
+        directives = document["_aws"]["CloudWatchMetrics"]
+        names = {metric["Name"] for directive in directives for metric in directive["Metrics"]}
+        root = {key: value for key, value in document.items() if key != "_aws"}
+        for line in lines:
+            taken = sum(len(d["Metrics"]) for d in line["_aws"]["CloudWatchMetrics"])
+            if (
+                not names & line.keys()
+                and all(line[key] == value for key, value in root.items() if key in line)
+                and taken + len(names) <= EMF_MAX_METRICS
+            ):
+                line["_aws"]["CloudWatchMetrics"].extend(directives)
+                line.update(root)
+                break
+        else:
+            lines.append(document)
+    return lines
 
 
 def emit(spec: MetricSpec, value: float, *, algorithm: str, app: str | None = None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from baton.observability import LazyTracer, logger, tracing_enabled
+from baton.observability import LazyTracer, logger, merged_documents, tracing_enabled
 from baton.runtime import LazyClient, LazySession
 
 from tests.support.handlers import FUNCTION_NAMES, ROOT, FakeLambdaContext
@@ -184,3 +184,40 @@ def test_a_line_carries_the_request_id_and_none_of_the_context_cloudwatch_has() 
     ]
     assert line["function_request_id"] == context.aws_request_id
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
+
+
+def _document(metrics: dict[str, float], dimension_sets: list[list[str]], **values: str) -> Any:
+    return {
+        "_aws": {
+            "Timestamp": 1,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": "Baton",
+                    "Dimensions": dimension_sets,
+                    "Metrics": [{"Name": name, "Unit": "Count"} for name in metrics],
+                }
+            ],
+        },
+        **values,
+        **{name: [value] for name, value in metrics.items()},
+    }
+
+
+def test_emf_documents_whose_dimension_values_agree_are_written_as_one() -> None:
+    per_app = [["service", "algorithm"], ["service", "algorithm", "app"]]
+    ocr = {"service": "baton", "algorithm": "ocr", "app": "portal"}
+    callbacks = _document({"Callbacks": 1}, [*per_app, ["service"]], **ocr)
+    outcome = _document({"TasksSucceeded": 1, "RunTimeSeconds": 2.5}, per_app, **ocr)
+    other_algorithm = _document({"Callbacks": 1}, per_app, **{**ocr, "algorithm": "nlp"})
+    same_name = _document({"Callbacks": 1}, [["service"]], service="baton")
+
+    one, nlp, again = merged_documents([callbacks, outcome, other_algorithm, same_name])
+
+    assert [d["Metrics"][0]["Name"] for d in one["_aws"]["CloudWatchMetrics"]] == [
+        "Callbacks",
+        "TasksSucceeded",
+    ]
+    assert (one["Callbacks"], one["TasksSucceeded"], one["RunTimeSeconds"]) == ([1], [1], [2.5])
+    assert nlp["algorithm"] == "nlp"  # a value that differs is a document of its own
+    assert again["Callbacks"] == [1]  # and so is a metric the line already has
+    assert again["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]

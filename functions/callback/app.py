@@ -12,7 +12,8 @@ from baton.observability import logger, metrics, tracer
 from baton.runtime import get_runtime
 
 
-# requestContext.requestId: the path of both payloads (API_GATEWAY_HTTP is the same).
+# The gateway's request id (requestContext.requestId, the same path in both payloads)
+# ties each line to the API's access log.
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics

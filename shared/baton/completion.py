@@ -68,7 +68,7 @@ def complete_attempt(
         task, execution = _load(runtime, task_id, body.attempt)
         return _answer_ended(task, execution, body, execution_status)
     emit(CALLBACKS, 1, algorithm=task.algorithm, app=task.app)
-    logger.info("callback applied", task_id=task_id, attempt=body.attempt, status=body.status)
+    logger.debug("callback applied", task_id=task_id, attempt=body.attempt, status=body.status)
     run_fast_path(runtime, [task.algorithm])
     return CallbackAnswer(task_id=task_id, attempt=body.attempt, status=body.status, applied=True)
 

@@ -20,22 +20,134 @@ alarms watch) must be published as such.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 SERVICE = "baton"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Baton"
 """Powertools would let an explicit namespace win over its variable: this lets the
 variable win, and falls back to the design's ``Baton``."""
 
-logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+# -- logs ------------------------------------------------------------------------------
+
+KEYS_DROPPED = frozenset(
+    {"service", "cold_start", "function_name", "function_memory_size", "function_arn"}
+)
+"""What Powertools would repeat on every line and CloudWatch already has: the log
+group names the function (and every function is Baton's), the platform's REPORT line
+gives its memory and (as Init Duration) the cold start. Of the Lambda context that
+``inject_lambda_context`` adds, only ``function_request_id`` stays."""
+
+
+class CompactFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON lines, without what every line would repeat for nothing.
+
+    A line is billed by the byte at ingestion: a successful task's lines are kept to a
+    few hundred bytes by leaving out what CloudWatch already has (``KEYS_DROPPED``),
+    the source location (each message is written at one place, and an exception
+    carries its traceback) and the X-Ray trace id (the request id finds the
+    invocation, and its trace), and by a short UTC timestamp.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            datefmt="%Y-%m-%dT%H:%M:%S.%FZ",
+            utc=True,
+            log_record_order=["level", "message", "timestamp"],
+            location=None,
+            xray_trace_id=None,
+        )
+
+    def append_keys(self, **additional_keys: Any) -> None:
+        for key in KEYS_DROPPED & additional_keys.keys():
+            del additional_keys[key]
+        super().append_keys(**additional_keys)
+
+
+logger = Logger(service=SERVICE, logger_formatter=CompactFormatter())
+
+# -- traces ------------------------------------------------------------------------------
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def tracing_enabled() -> bool:
+    """Whether Powertools' Tracer would trace here: not turned off by
+    ``POWERTOOLS_TRACE_DISABLED``, and in Lambda (not SAM's or Chalice's emulators),
+    where the X-Ray daemon listens (Powertools' own rule, ``Tracer._is_tracer_disabled``)."""
+    if resolve_truthy_env_var_choice(env=os.getenv("POWERTOOLS_TRACE_DISABLED", "false")):
+        return False
+    in_lambda = bool(os.getenv("LAMBDA_TASK_ROOT"))
+    emulated = bool(os.getenv("AWS_SAM_LOCAL") or os.getenv("AWS_CHALICE_CLI_MODE"))
+    return in_lambda and not emulated
+
+
+class LazyTracer:
+    """Powertools' Tracer, built (and the X-Ray SDK imported, some 100 ms of a cold
+    start) only where tracing is on; elsewhere its decorators leave the function as is.
+
+    Where tracing is on, the Tracer is built when the first handler is decorated, at
+    import, as Powertools' own module-level Tracer is: its patching of botocore and the
+    HTTP clients must come before any client is made.
+    """
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._tracer: Tracer | None = None
+
+    @property
+    def tracer(self) -> Tracer:
+        """The Powertools Tracer (built on first use; disabled where tracing is off)."""
+        if self._tracer is None:
+            from aws_lambda_powertools import Tracer
+
+            self._tracer = Tracer(service=self._service)
+        return self._tracer
+
+    @overload
+    def capture_lambda_handler(self, lambda_handler: _Handler) -> _Handler: ...
+
+    @overload
+    def capture_lambda_handler(
+        self,
+        lambda_handler: None = None,
+        capture_response: bool | None = None,
+        capture_error: bool | None = None,
+    ) -> Callable[[_Handler], _Handler]: ...
+
+    def capture_lambda_handler(
+        self,
+        lambda_handler: _Handler | None = None,
+        capture_response: bool | None = None,
+        capture_error: bool | None = None,
+    ) -> _Handler | Callable[[_Handler], _Handler]:
+        if lambda_handler is None:
+            return functools.partial(
+                self.capture_lambda_handler,
+                capture_response=capture_response,
+                capture_error=capture_error,
+            )
+        if not tracing_enabled():
+            return lambda_handler
+        return self.tracer.capture_lambda_handler(
+            lambda_handler, capture_response=capture_response, capture_error=capture_error
+        )
+
+
+tracer = LazyTracer(SERVICE)
 
 # -- dimension sets ----------------------------------------------------------------------
 
@@ -195,8 +307,12 @@ class _Documents:
         with self._lock:
             documents = list(self._documents.values())
             self._documents.clear()
-        for document in documents:
-            document.flush_metrics()
+        if not documents or is_metrics_disabled():
+            return
+        serialized = [cast("dict[str, Any]", d.serialize_metric_set()) for d in documents]
+        for line in merged_documents(serialized):
+            # As Powertools' flush_metrics writes a document: one line on stdout.
+            print(json.dumps(line, separators=(",", ":")))
 
     def clear(self) -> None:
         with self._lock:
@@ -204,6 +320,35 @@ class _Documents:
 
 
 _documents = _Documents()
+
+EMF_MAX_METRICS = 100
+"""CloudWatch takes at most 100 metrics in one EMF document."""
+
+
+def merged_documents(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EMF documents whose dimension values agree, as one document each: a document may
+    hold several directives (each its own dimension sets and metrics) over one set of
+    root values, so the timestamp and the values are written once. A callback's
+    ``Callbacks`` and its task's outcome (two sets of dimension sets, one task) make
+    one line instead of two."""
+    lines: list[dict[str, Any]] = []
+    for document in documents:
+        directives = document["_aws"]["CloudWatchMetrics"]
+        names = {metric["Name"] for directive in directives for metric in directive["Metrics"]}
+        root = {key: value for key, value in document.items() if key != "_aws"}
+        for line in lines:
+            taken = sum(len(d["Metrics"]) for d in line["_aws"]["CloudWatchMetrics"])
+            if (
+                not names & line.keys()
+                and all(line[key] == value for key, value in root.items() if key in line)
+                and taken + len(names) <= EMF_MAX_METRICS
+            ):
+                line["_aws"]["CloudWatchMetrics"].extend(directives)
+                line.update(root)
+                break
+        else:
+            lines.append(document)
+    return lines
 
 
 def emit(spec: MetricSpec, value: float, *, algorithm: str, app: str | None = None) -> None:

@@ -127,7 +127,7 @@ def publish_notification(runtime: Runtime, task_id: str, ended: Task | None = No
         idempotency_key=task.idempotency_key,
         status=task.status.value,
         attempts=task.attempts,
-        notification_id=notification.notification_id,
+        # not its notification_id: the task's row keeps it, and this line is per task
     )
     return True
 

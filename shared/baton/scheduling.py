@@ -323,7 +323,7 @@ def _record_answer(
         log["error"] = answer.detail  # the cause: what the endpoint answered, or the failure
     if answer.verdict is DispatchVerdict.ACCEPTED:
         emit(DISPATCH_ACCEPTED, 1, algorithm=algorithm, app=slot.app)
-        logger.info("dispatch accepted", extra=log)
+        logger.debug("dispatch accepted", extra=log)
         return
     if answer.verdict is DispatchVerdict.REJECTED:
         outcome = AttemptOutcome(

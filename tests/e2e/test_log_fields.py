@@ -1,7 +1,8 @@
 """Every intake, dispatch and sweep log line about a task names its app, idempotency key
 and task id, and an intake line its SQS message id; a failed dispatch names the
-endpoint and the cause. Read from the JSON lines a whole run writes (at INFO, the
-functions' level)."""
+endpoint and the cause. Read from the JSON lines a whole run writes, at DEBUG: the
+lines about each step of a task that goes well ("dispatch accepted", "callback
+applied") are written at DEBUG, and they name it as much as the INFO ones do."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_every_line_about_a_task_names_it(
         ),
         "bad": sqs_record(task_body(idempotency_key="bad", colour="red")),
     }
-    with captured_log_lines(logging.INFO) as logs:
+    with captured_log_lines(logging.DEBUG) as logs:
         handlers.invoke("intake", sqs_event(*records.values()))
         handlers.invoke("intake", sqs_event(records["silent"]))  # a duplicate, not final
         wait_for(lambda: [n for n in aws.notifications() if n.get("task_id")])  # fine is done
@@ -99,6 +100,20 @@ def test_every_line_about_a_task_names_it(
             assert (line["app"], line["idempotency_key"]) == ("contracts", key), about(line)
             if key in ids:
                 assert line["task_id"] == ids[key], about(line)
+    # A task that goes well writes one INFO line when it is accepted and one when it
+    # ends (here its message comes once more, and is answered): its dispatch and its
+    # callback are told at DEBUG only.
+    fine_at_info = [
+        line["message"]
+        for line in lines
+        if line.get("task_id") == ids["fine"] and line["level"] == "INFO"
+    ]
+    assert sorted(fine_at_info) == [
+        "duplicate of a final task: its notification is published again",
+        "notification published again",
+        "task accepted",
+        "task finished",
+    ], fine_at_info
     (failed,) = [
         line
         for line in lines

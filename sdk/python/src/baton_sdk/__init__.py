@@ -10,31 +10,90 @@
 - ``baton_sdk.errors``: what can go wrong, one exception type per answer.
 """
 
-from baton_sdk.algorithm import Attempt, Dispatch, Heartbeats, Upload, parse_cancel_request
-from baton_sdk.app import BatchEntry, BatchResult, BatonClient, CancelOutcome
-from baton_sdk.contracts import (
-    CancelMessage,
-    CancelRequest,
-    DispatchRequest,
-    Notification,
-    RejectedNotification,
-    TaskMessage,
-    TaskView,
-)
-from baton_sdk.errors import (
-    ApiError,
-    AttemptEnded,
-    BatonError,
-    Forbidden,
-    InvalidRequest,
-    InvalidSignature,
-    ResultIntegrityError,
-    ResultMissing,
-    TaskNotFound,
-    Unauthorized,
-    Unavailable,
-)
-from baton_sdk.signing import derive_secret
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from baton_sdk.algorithm import Attempt, Dispatch, Heartbeats, Upload, parse_cancel_request
+    from baton_sdk.app import BatchEntry, BatchResult, BatonClient, CancelOutcome
+    from baton_sdk.contracts import (
+        CancelMessage,
+        CancelRequest,
+        DispatchRequest,
+        Notification,
+        RejectedNotification,
+        TaskMessage,
+        TaskView,
+    )
+    from baton_sdk.errors import (
+        ApiError,
+        AttemptEnded,
+        BatonError,
+        Forbidden,
+        InvalidRequest,
+        InvalidSignature,
+        ResultIntegrityError,
+        ResultMissing,
+        TaskNotFound,
+        Unauthorized,
+        Unavailable,
+    )
+    from baton_sdk.signing import derive_secret
+
+# Each name is imported from its module on first use (PEP 562): Baton's functions
+# import ``baton_sdk.contracts`` alone, and loading the whole SDK with it (the
+# algorithm side, the app client) would lengthen every cold start.
+_MODULE_OF = {
+    **dict.fromkeys(
+        ("Attempt", "Dispatch", "Heartbeats", "Upload", "parse_cancel_request"), "algorithm"
+    ),
+    **dict.fromkeys(("BatchEntry", "BatchResult", "BatonClient", "CancelOutcome"), "app"),
+    **dict.fromkeys(
+        (
+            "CancelMessage",
+            "CancelRequest",
+            "DispatchRequest",
+            "Notification",
+            "RejectedNotification",
+            "TaskMessage",
+            "TaskView",
+        ),
+        "contracts",
+    ),
+    **dict.fromkeys(
+        (
+            "ApiError",
+            "AttemptEnded",
+            "BatonError",
+            "Forbidden",
+            "InvalidRequest",
+            "InvalidSignature",
+            "ResultIntegrityError",
+            "ResultMissing",
+            "TaskNotFound",
+            "Unauthorized",
+            "Unavailable",
+        ),
+        "errors",
+    ),
+    "derive_secret": "signing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "ApiError",

@@ -112,6 +112,10 @@ def _mark_dirty(connection: Connection, *_args: Any) -> None:
 def _mark_clean(connection: Connection) -> None:
     # Fired before the driver's commit or rollback: should that fail, the pool's reset
     # below still sees the server's in-transaction flag, or the connection is invalid.
+    # One invalidated by a disconnect is discarded by the pool: nothing to track (and
+    # reading its info would try to reconnect in the middle of the rollback).
+    if connection.invalidated or connection.closed:
+        return
     connection.info[_DIRTY] = False
 
 

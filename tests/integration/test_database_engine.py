@@ -143,3 +143,27 @@ def test_the_repositorys_reads_end_no_transaction_and_hold_no_lock(
         connection.exec_driver_sql("ALTER TABLE task COMMENT = ''")
     ddl.dispose()
     engine.dispose()
+
+
+def test_a_connection_lost_in_a_unit_of_work_fails_it_plainly_and_the_next_one_works(
+    engine: sa.Engine, clean_database: str, new_task: NewTaskFactory
+) -> None:
+    repository = Repository(create_session_factory(engine))
+    task, _ = repository.add_task(new_task())
+    killer = sa.create_engine(clean_database, poolclass=sa.NullPool)
+    sessions = create_session_factory(engine)
+
+    def lost_unit_of_work() -> None:
+        with sessions() as session, session.begin():
+            session.execute(sa.update(Task).where(Task.id == task.id).values(priority=9))
+            thread_id = session.execute(sa.text("SELECT CONNECTION_ID()")).scalar_one()
+            with killer.connect() as connection:
+                connection.exec_driver_sql(f"KILL {int(thread_id)}")
+            session.execute(sa.select(Task.id))  # the server is gone: the rollback follows
+
+    with pytest.raises(sa.exc.OperationalError):
+        lost_unit_of_work()
+    killer.dispose()
+    stored = repository.get_task(task.id)  # a new connection, no PendingRollbackError
+    assert stored is not None
+    assert stored.priority == 0  # the lost transaction's write was never committed

@@ -167,3 +167,25 @@ def test_a_connection_lost_in_a_unit_of_work_fails_it_plainly_and_the_next_one_w
     stored = repository.get_task(task.id)  # a new connection, no PendingRollbackError
     assert stored is not None
     assert stored.priority == 0  # the lost transaction's write was never committed
+
+
+def test_every_connection_shares_one_tls_context_and_connects_as_before(
+    clean_database: str,
+) -> None:
+    engine = create_database_engine(clean_database, pool_size=1)
+    reads = database.create_read_engine(clean_database, pool_size=1)
+    contexts: list[object] = []
+    for source in (engine, engine, reads):
+        connection = source.raw_connection()
+        try:
+            dbapi = connection.dbapi_connection
+            assert isinstance(dbapi, pymysql.connections.Connection)
+            contexts.append(dbapi.ctx)
+            cursor = dbapi.cursor()
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+        finally:
+            connection.invalidate()  # the next one is a new connection
+    assert len({id(context) for context in contexts}) == 1
+    engine.dispose()
+    reads.dispose()

@@ -142,7 +142,8 @@ STEP_FUNCTIONS_TRANSITIONS = 5  # the least a callback workflow takes (start to 
 
 # Lambda's own lines per invocation in the JSON log format (platform.start and
 # platform.report), at their typical size with tracing on: an estimate, they are
-# not written here.
+# not written here. The template's PlatformLogLevel (WARN by default) leaves them
+# out: they are counted only as what INFO would add.
 PLATFORM_LINES = (
     '{"time":"2026-12-01T10:00:00.000Z","type":"platform.start","record":{"requestId":'
     '"6d68ca91-49c9-448d-89b8-7ca3e6dc66aa","version":"$LATEST"}}',
@@ -1080,9 +1081,8 @@ def dollars(f: dict[str, Any], callback_requests: float) -> dict[str, float]:
     sqs = sum(n for op, n in (baton | outside).items() if op.startswith("sqs:"))
     s3_reads = sum(n for op, n in baton.items() if op in ("s3:HeadObject", "s3:GetObject"))
     invocations = sum(f["invocations"].values())
-    log_bytes = (
-        f["log_bytes"] + f["emf_bytes"] + f["stderr_bytes"] + f["platform_log_bytes_estimate"]
-    )
+    # Lambda's own lines are off at the template's default PlatformLogLevel (WARN).
+    log_bytes = f["log_bytes"] + f["emf_bytes"] + f["stderr_bytes"]
     million = 1e6
     items = {
         "lambda_requests": invocations * price["lambda_request"] * million,
@@ -1230,7 +1230,11 @@ def report(result: dict[str, Any]) -> None:
         _goal(f["log_bytes"], "log_bytes"),
     )
     _line("EMF metrics bytes", f"{f['emf_bytes']:.0f}")
-    _line("Lambda platform lines (estimate)", f"{f['platform_log_bytes_estimate']:.0f}")
+    _line(
+        "Lambda platform lines (estimate)",
+        f"{f['platform_log_bytes_estimate']:.0f}",
+        "(at PlatformLogLevel INFO; the default, WARN, writes none)",
+    )
     for message, size in f["log_bytes_by_message"].items():
         _line(f"  {message[:32]}", f"{size:.0f}")
     answers = ", ".join(f"{k}: {v}" for k, v in sorted(result["callback_answers"].items()))

@@ -176,6 +176,9 @@ def test_functions_trace_log_json_and_run_in_the_vpc(template: dict[str, Any]) -
     function = template["Globals"]["Function"]
     assert function["Tracing"] == "Active"
     assert function["LoggingConfig"]["LogFormat"] == "JSON"
+    # Lambda's platform.start and platform.report lines only where asked for
+    assert function["LoggingConfig"]["SystemLogLevel"] == {"Ref": "PlatformLogLevel"}
+    assert template["Parameters"]["PlatformLogLevel"]["Default"] == "WARN"
     assert function["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "LambdaSecurityGroup"}]
     assert function["VpcConfig"]["SubnetIds"] == {"Ref": "SubnetIds"}
 

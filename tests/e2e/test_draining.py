@@ -523,7 +523,9 @@ def test_a_crash_in_the_cancel_path_loses_nothing_and_holds_no_slot(
 
     # Then the timers finish the job: the service is stopped, the slot is freed, the
     # waiting task runs, and the cancelled one is told once
-    for _ in range(3):  # past the outbox's grace, so a notification left behind goes out
+    # Past the claim the dead invocation held on its outbox row (60 s), so a
+    # notification left behind goes out.
+    for _ in range(5):
         clock.advance(15)
         for name in ("sweep", "reconcile", "dispatch"):
             handlers.invoke(name, schedule_event(name))

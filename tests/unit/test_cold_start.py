@@ -165,6 +165,9 @@ def test_the_runtime_session_is_the_one_given_or_one_made_on_first_need() -> Non
 
 def test_a_line_carries_the_request_id_and_none_of_the_context_cloudwatch_has() -> None:
     context = FakeLambdaContext(function_name="baton-intake")
+    # One process serves every function here: a callback invocation of another test
+    # may have left its correlation id on the one logger.
+    logger.set_correlation_id(None)
 
     @logger.inject_lambda_context
     def handler(event: dict[str, Any], ctx: Any) -> None:

@@ -5,16 +5,15 @@ app is told)."""
 
 from typing import Any
 
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from baton.callback_api import handle_api_event
 from baton.observability import logger, metrics, tracer
 from baton.runtime import get_runtime
 
 
-# The gateway's request id (requestContext.requestId, the same path in both payloads)
-# ties each line to the API's access log.
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+# No correlation id on every line: the API's access log names each request's Lambda
+# request id (lambdaRequestId), which every line carries as function_request_id.
+@logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

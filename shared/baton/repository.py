@@ -30,7 +30,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -284,6 +283,9 @@ def _insert_skipping_duplicates(session: Session) -> Any:
     than ``INSERT IGNORE``, which would also turn a bad value into a warning)."""
     table = _table(Task)
     if session.get_bind().dialect.name == "sqlite":
+        # Imported here: the functions on Lambda never load the SQLite dialect.
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
         return sqlite_insert(table).on_conflict_do_nothing()
     # "id = task.id": the taken row keeps every value, its id included.
     return mysql_insert(table).on_duplicate_key_update(id=table.c.id)

@@ -37,6 +37,17 @@ def driver_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return calls
 
 
+def assert_task_table_alterable(url: str) -> None:
+    """A migration's ALTER TABLE goes through at once: no idle connection holds the
+    table's metadata lock (it waits 2 s at most, then fails)."""
+    ddl = sa.create_engine(url, poolclass=sa.NullPool)
+    with ddl.connect() as connection:
+        connection.exec_driver_sql("SET SESSION lock_wait_timeout = 2")
+        connection.exec_driver_sql("ALTER TABLE task COMMENT = 'probe'")
+        connection.exec_driver_sql("ALTER TABLE task COMMENT = ''")
+    ddl.dispose()
+
+
 @pytest.fixture
 def engine(clean_database: str) -> Iterator[sa.Engine]:
     engine = create_database_engine(clean_database, pool_size=1)
@@ -65,12 +76,7 @@ def test_a_read_is_rolled_back_once_and_leaves_no_metadata_lock(
     assert driver_calls == Counter(rollback=1)
     # The pooled connection is idle now; a transaction left open by its SELECT would
     # hold the table's metadata lock and make this ALTER wait.
-    ddl = sa.create_engine(clean_database, poolclass=sa.NullPool)
-    with ddl.connect() as connection:
-        connection.exec_driver_sql("SET SESSION lock_wait_timeout = 2")
-        connection.exec_driver_sql("ALTER TABLE task COMMENT = 'probe'")
-        connection.exec_driver_sql("ALTER TABLE task COMMENT = ''")
-    ddl.dispose()
+    assert_task_table_alterable(clean_database)
 
 
 def test_a_write_handed_back_uncommitted_is_undone(
@@ -136,12 +142,7 @@ def test_the_repositorys_reads_end_no_transaction_and_hold_no_lock(
         assert repository.get_task_with_execution(task.id, 1)[0] is not None
         assert repository.find_task(task.app, task.idempotency_key) is not None
     assert driver_calls == Counter()  # no COMMIT, no ROLLBACK, no ping
-    ddl = sa.create_engine(clean_database, poolclass=sa.NullPool)
-    with ddl.connect() as connection:
-        connection.exec_driver_sql("SET SESSION lock_wait_timeout = 2")
-        connection.exec_driver_sql("ALTER TABLE task COMMENT = 'probe'")
-        connection.exec_driver_sql("ALTER TABLE task COMMENT = ''")
-    ddl.dispose()
+    assert_task_table_alterable(clean_database)
     engine.dispose()
 
 

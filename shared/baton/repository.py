@@ -99,6 +99,46 @@ def apps_with_pending_query(algorithm: str) -> Select[str]:
     )
 
 
+def lock_tasks_query(task_ids: Sequence[str]) -> Select[Task]:
+    """These tasks, locked by their primary key alone and in its order: two rounds that
+    share tasks lock them in the same order, and no status index entry first."""
+    return select(Task).where(Task.id.in_(task_ids)).order_by(Task.id).with_for_update()
+
+
+def tasks_by_key_query(keys: Sequence[tuple[str, str]]) -> Select[Task]:
+    """Tasks by ``(app, idempotency_key)``: ranges of the unique key's index."""
+    return select(Task).where(tuple_(Task.app, Task.idempotency_key).in_(keys))
+
+
+def kept_cancels_query(keys: Sequence[tuple[str, str]]) -> Select[CancelTombstone]:
+    """The cancels kept for these keys, locked: by their primary key alone (a condition
+    on ``expires_at`` would let the optimizer walk, and lock, every cancel not expired
+    yet; the caller skips the expired ones)."""
+    return (
+        select(CancelTombstone)
+        .where(tuple_(CancelTombstone.app, CancelTombstone.idempotency_key).in_(keys))
+        .with_for_update()
+    )
+
+
+def accept_dispatches_statement(
+    pairs: Sequence[tuple[str, int]], now: datetime, http_status: int
+) -> Any:
+    """DISPATCHING -> RUNNING for these ``(task_id, attempt)`` pairs, through their
+    unique index: left to itself, MariaDB may pick the status index (a range over every
+    attempt being dispatched), and lock its entries before the rows, the order a
+    callback ending one of them does not take."""
+    return (
+        update(TaskExecution)
+        .where(
+            tuple_(TaskExecution.task_id, TaskExecution.attempt).in_(pairs),
+            TaskExecution.status == ExecutionStatus.DISPATCHING,
+        )
+        .values(status=ExecutionStatus.RUNNING, accepted_at=now, http_status=http_status)
+        .with_hint("FORCE INDEX (uq_task_execution_task_id_attempt)", dialect_name="mysql")
+    )
+
+
 def _moved(deadline: datetime | None, start: datetime, now: datetime) -> datetime | None:
     """A deadline counted from ``start``, counted from ``now`` instead."""
     return None if deadline is None else now + (deadline - start)
@@ -364,9 +404,7 @@ class Repository:
             session.execute(_insert_skipping_duplicates(session), rows)
             stored = {
                 (task.app, task.idempotency_key): task
-                for task in session.scalars(
-                    select(Task).where(tuple_(Task.app, Task.idempotency_key).in_(keys))
-                )
+                for task in session.scalars(tasks_by_key_query(keys))
             }
             ours = {new.id for new in news}
             created = [task for task in stored.values() if task.id in ours]
@@ -381,15 +419,8 @@ class Repository:
     def _apply_kept_cancels(self, session: Session, tasks: Sequence[Task], now: datetime) -> None:
         """``_apply_kept_cancel`` for many new tasks, in one locking read."""
         by_key = {(task.app, task.idempotency_key): task for task in tasks}
-        kept = session.scalars(
-            select(CancelTombstone)
-            .where(
-                tuple_(CancelTombstone.app, CancelTombstone.idempotency_key).in_(sorted(by_key)),
-                CancelTombstone.expires_at > now,
-            )
-            .with_for_update()
-        ).all()
-        for cancel in kept:
+        kept = session.scalars(kept_cancels_query(sorted(by_key))).all()
+        for cancel in (cancel for cancel in kept if cancel.expires_at > now):
             task = by_key[(cancel.app, cancel.idempotency_key)]
             task.error_code = "cancelled"
             task.error_message = cancel.reason or "cancelled before the task arrived"
@@ -549,9 +580,7 @@ class Repository:
         if not wanted:
             return {}
         with self._transaction() as session:
-            locked = session.scalars(
-                select(Task).where(Task.id.in_(sorted(wanted))).order_by(Task.id).with_for_update()
-            ).all()
+            locked = session.scalars(lock_tasks_query(sorted(wanted))).all()
             tasks = [
                 task
                 for task in locked
@@ -681,14 +710,7 @@ class Repository:
                 by_status.setdefault(a.http_status, []).append((a.task_id, a.attempt))
             for http_status, ours in sorted(by_status.items()):
                 result = session.execute(
-                    update(TaskExecution)
-                    .where(
-                        tuple_(TaskExecution.task_id, TaskExecution.attempt).in_(sorted(ours)),
-                        TaskExecution.status == ExecutionStatus.DISPATCHING,
-                    )
-                    .values(
-                        status=ExecutionStatus.RUNNING, accepted_at=now, http_status=http_status
-                    )
+                    accept_dispatches_statement(sorted(ours), now, http_status)
                 )
                 moved += _rowcount(result)
             return moved

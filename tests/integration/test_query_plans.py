@@ -11,11 +11,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from baton.repository import (
+    accept_dispatches_statement,
     apps_with_pending_query,
+    kept_cancels_query,
+    lock_tasks_query,
     overdue_attempts_query,
     past_queue_deadline_query,
     past_total_deadline_query,
     promotion_candidates,
+    tasks_by_key_query,
 )
 from sqlalchemy.dialects import mysql
 
@@ -147,3 +151,65 @@ def test_sweep_reads_only_active_attempts(engine: sa.Engine) -> None:
     (plan,) = explain(engine, overdue_attempts_query(NOW, 500))
     assert plan["key"] == "ix_task_execution_status_deadline"
     assert int(plan["rows"]) < 100, plan
+
+
+def _dispatching(engine: sa.Engine, count: int) -> list[tuple[str, int]]:
+    """``count`` attempts being dispatched, their tasks running."""
+    with engine.begin() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT id FROM task WHERE status = 'pending' LIMIT %s", (count,)
+        ).all()
+        pairs = [(row.id, 1) for row in rows]
+        connection.exec_driver_sql(
+            "UPDATE task SET status = 'running', attempts = 1 WHERE status = 'pending'"
+        )
+        created = (NOW - timedelta(minutes=1)).replace(tzinfo=None)
+        connection.exec_driver_sql(
+            "INSERT INTO task_execution (task_id, attempt, algorithm, app, cost, status, "
+            "result_key, created_at, deadline, upload_expires_at) VALUES "
+            + ", ".join(
+                f"('{task_id}', 1, 'ocr', 'contracts', 1, 'dispatching', 'k', "
+                f"'{created}', '{created}', '{created}')"
+                for task_id, _ in pairs
+            )
+        )
+        connection.exec_driver_sql("ANALYZE TABLE task, task_execution")
+    return pairs
+
+
+def test_a_dispatch_rounds_statements_take_their_rows_by_key_whatever_the_history(
+    engine: sa.Engine,
+) -> None:
+    # Given a long history, and a round of ten attempts, the only ones being dispatched:
+    # to the optimizer, the status index then looks as good as the unique key
+    seed(engine, finished=20_000, pending=40)
+    ours = _dispatching(engine, 10)
+
+    (lock,) = explain(engine, lock_tasks_query([task_id for task_id, _ in ours]))
+    (accept,) = explain(engine, accept_dispatches_statement(ours, NOW, 202))
+
+    # The tasks by their primary key, the attempts by their unique key: never a range of
+    # a status index (every attempt being dispatched), whose entries would be locked first
+    assert (lock["key"], int(lock["rows"])) == ("PRIMARY", 10), lock
+    assert accept["key"] == "uq_task_execution_task_id_attempt", accept
+    assert int(accept["rows"]) <= 10, accept
+
+
+def test_an_intake_batch_reads_its_tasks_and_kept_cancels_by_key(engine: sa.Engine) -> None:
+    seed(engine, finished=20_000, pending=30)
+    expires = (NOW + timedelta(hours=1)).replace(tzinfo=None)
+    with engine.begin() as connection:  # a day's cancels kept, none of them this batch's
+        connection.exec_driver_sql(
+            "INSERT INTO cancel_tombstone (app, idempotency_key, created_at, expires_at) VALUES "
+            + ", ".join(f"('contracts', 'gone-{n}', '{expires}', '{expires}')" for n in range(500))
+        )
+        connection.exec_driver_sql("ANALYZE TABLE cancel_tombstone")
+    keys = [("contracts", f"k-{n}") for n in range(20_000, 20_010)]
+
+    (tasks,) = explain(engine, tasks_by_key_query(keys))
+    (cancels,) = explain(engine, kept_cancels_query(keys))
+
+    assert tasks["key"] == "uq_task_app_idempotency_key", tasks
+    assert int(tasks["rows"]) <= 10, tasks
+    assert cancels["key"] == "PRIMARY", cancels  # not every cancel not expired yet
+    assert int(cancels["rows"]) <= 10, cancels

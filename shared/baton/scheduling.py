@@ -218,14 +218,19 @@ def dispatch_round(
         if slot.task_id in started
     ]
 
-    def send(item: tuple[Slot, AttemptStart, StartedAttempt]) -> DispatchAnswer | None:
-        return _send_attempt(runtime, algorithm, *item, now=now)
+    def send(item: tuple[Slot, AttemptStart, StartedAttempt]) -> DispatchAnswer | Exception | None:
+        try:
+            return _send_attempt(runtime, algorithm, *item, now=now)
+        except Exception as exc:  # this attempt's alone: the others' answers are recorded
+            return exc
 
     if len(sending) <= 1:
-        answers = [send(item) for item in sending]
+        outcomes = [send(item) for item in sending]
     else:
         with ThreadPoolExecutor(max_workers=min(DISPATCH_THREADS, len(sending))) as pool:
-            answers = list(pool.map(send, sending))
+            outcomes = list(pool.map(send, sending))
+    failures = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    answers = [None if isinstance(outcome, Exception) else outcome for outcome in outcomes]
     accepted = [
         AcceptedDispatch(slot.task_id, slot.attempt, answer.http_status or 200)
         for (slot, _, _), answer in zip(sending, answers, strict=True)
@@ -237,6 +242,10 @@ def dispatch_round(
         verdicts[slot.task_id] = None if answer is None else answer.verdict
         if answer is not None:
             _record_answer(runtime, algorithm, slot, attempt.task, answer)
+    if failures:
+        # Its attempt stays as it was (unsent: its deadline, or the sweep, recovers it);
+        # the invocation fails as it did before the round was shared.
+        raise failures[0]
     return [verdicts.get(slot.task_id) for slot in slots]
 
 

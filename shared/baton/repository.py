@@ -566,8 +566,9 @@ class Repository:
         self, starts: Sequence[AttemptStart], now: datetime, upload_ttl_seconds: int
     ) -> dict[str, StartedAttempt]:
         """Step 6 for a dispatch round, in one transaction: each task QUEUED -> RUNNING on
-        its attempt, with a new execution row; by task id, those started (a task missing
-        was not QUEUED on the attempt before: another worker won, or it ended).
+        its attempt, with a new execution row; by task id, those started, each on the
+        attempt it was asked for (a task missing, or an attempt not started, was not
+        QUEUED before that attempt: another worker won, it ended, or it moved on).
 
         The task rows are locked by their primary key alone, in id order (so two rounds
         that share tasks cannot deadlock, and no status index is locked first), then
@@ -576,15 +577,17 @@ class Repository:
         sending the request, the algorithm still has until the deadline to call back
         before a retry.
         """
-        wanted = {start.task_id: start for start in starts}
+        # By task and attempt: a round may hold a stale admission of a task's earlier
+        # attempt beside its current one, and only the current one may start.
+        wanted = {(start.task_id, start.attempt): start for start in starts}
         if not wanted:
             return {}
         with self._transaction() as session:
-            locked = session.scalars(lock_tasks_query(sorted(wanted))).all()
+            locked = session.scalars(lock_tasks_query(sorted({t for t, _ in wanted}))).all()
             tasks = [
                 task
                 for task in locked
-                if task.status == TaskStatus.QUEUED and task.attempts == wanted[task.id].attempt - 1
+                if task.status == TaskStatus.QUEUED and (task.id, task.attempts + 1) in wanted
             ]
             if not tasks:
                 return {}
@@ -609,7 +612,7 @@ class Repository:
             started: dict[str, StartedAttempt] = {}
             rows: list[dict[str, Any]] = []
             for task in tasks:
-                start = wanted[task.id]
+                start = wanted[(task.id, task.attempts + 1)]
                 task.status = TaskStatus.RUNNING
                 task.attempts = start.attempt
                 task.updated_at = now

@@ -207,15 +207,20 @@ def dispatch_round(
     ]
     crash_point("dispatch.after_admit")
     started = repository.start_attempts(starts, now, settings.upload_url_ttl_seconds)
+
+    def is_started(slot: Slot) -> bool:
+        attempt = started.get(slot.task_id)
+        return attempt is not None and attempt.task.attempts == slot.attempt
+
     for slot in slots:
-        if slot.task_id not in started:
+        if not is_started(slot):
             _drop_lost_admission(runtime, algorithm, slot.task_id, slot.attempt)
     if started:
         crash_point("dispatch.after_start")
     sending = [
         (slot, start, started[slot.task_id])
         for slot, start in zip(slots, starts, strict=True)
-        if slot.task_id in started
+        if is_started(slot)
     ]
 
     def send(item: tuple[Slot, AttemptStart, StartedAttempt]) -> DispatchAnswer | Exception | None:
@@ -237,16 +242,16 @@ def dispatch_round(
         if answer is not None and answer.verdict is DispatchVerdict.ACCEPTED
     ]
     repository.mark_many_accepted(accepted, runtime.clock())
-    verdicts: dict[str, DispatchVerdict | None] = {}
+    verdicts: dict[tuple[str, int], DispatchVerdict | None] = {}
     for (slot, _, attempt), answer in zip(sending, answers, strict=True):
-        verdicts[slot.task_id] = None if answer is None else answer.verdict
+        verdicts[(slot.task_id, slot.attempt)] = None if answer is None else answer.verdict
         if answer is not None:
             _record_answer(runtime, algorithm, slot, attempt.task, answer)
     if failures:
         # Its attempt stays as it was (unsent: its deadline, or the sweep, recovers it);
         # the invocation fails as it did before the round was shared.
         raise failures[0]
-    return [verdicts.get(slot.task_id) for slot in slots]
+    return [verdicts.get((slot.task_id, slot.attempt)) for slot in slots]
 
 
 def _send_attempt(

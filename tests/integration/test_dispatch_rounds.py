@@ -175,3 +175,26 @@ def test_acceptance_of_a_round_moves_each_dispatching_attempt_once(
     assert stored_execution(repository, ids[3], 1).status == ExecutionStatus.SUCCEEDED
     assert stored_task(repository, ids[3]).first_accepted_at is None
     assert repository.mark_many_accepted([AcceptedDispatch(ids[0], 1, 202)], later) == 0
+
+
+@pytest.mark.parametrize("stale_first", [True, False])
+def test_a_stale_admission_beside_the_current_one_starts_only_the_current_attempt(
+    repository: Repository, new_task: NewTaskFactory, stale_first: bool
+) -> None:
+    # Given a task whose attempt 1 failed, queued again for attempt 2, and a round that
+    # also holds a stale admission of its attempt 1
+    (task_id,) = queued(repository, new_task, 1)
+    first = utcnow() - timedelta(minutes=1)
+    assert repository.start_attempt(task_id, 1, first, "k1", UPLOAD_TTL, endpoint=ENDPOINT)
+    retry = AttemptOutcome(
+        ExecutionStatus.DISPATCH_FAILED, TaskStatus.FAILED, "dispatch_failed", "503", 503, first
+    )
+    assert repository.finish_attempt(task_id, 1, first, retry) is not None
+    repository.queue_pending_tasks("ocr", utcnow(), 10)
+    round_ = [*starts([task_id], attempt=1), *starts([task_id], attempt=2)]
+
+    started = repository.start_attempts(round_ if stale_first else round_[::-1], utcnow(), 60)
+
+    assert started[task_id].task.attempts == 2
+    assert stored_execution(repository, task_id, 2).status == ExecutionStatus.DISPATCHING
+    assert stored_execution(repository, task_id, 1).status == ExecutionStatus.DISPATCH_FAILED

@@ -309,6 +309,11 @@ def test_concurrent_retries_of_one_task_retry_it_once(
         thread.join()
 
     assert Counter(r.split(":")[0] for r in results) == {"retried": 1, "refused": 7}
+    # The winner's fast path promotes with SKIP LOCKED: a refused operator still holding
+    # the task's row (its locking read) makes it skip the task, and the timers take it,
+    # as they take any pending task. One tick of them, then: still one retry.
+    for name in ("promote", "dispatch"):
+        handlers.invoke(name, schedule_event(name))
     wait_for(lambda: len(algorithm_service.requests_for(task_id)) == 2)
     algorithm_service.wait_idle()
     assert [r["attempt"] for r in algorithm_service.requests_for(task_id)] == [1, 2]
